@@ -1,0 +1,1 @@
+"""jaxseg: semantic and instance segmentation in JAX/Flax."""

@@ -1,0 +1,1 @@
+"""Datasets (TFDS builders) and the input pipeline."""
