@@ -1,0 +1,361 @@
+"""Segmentation losses: cross-entropy, focal and Dice, and their weighted sums.
+
+Every loss takes logits of any float dtype, computes in float32 and returns a float32
+scalar; all are `jax.jit`-able and their gradients stay finite for masks that are all
+background, all foreground or entirely ignored.
+
+Multi-class losses take logits `[..., K]` (normally `[N, H, W, K]`) and integer labels
+`[...]` (normally `[N, H, W]`). A pixel whose label is `ignore_label` or lies outside
+`[0, K)` is ignored: it adds nothing to the loss nor to the count it is averaged over.
+"""
+import math
+
+import jax
+import jax.numpy as jnp
+
+
+def _check_label_shapes(logits, labels):
+    if logits.ndim < 1 or logits.shape[-1] < 1:
+        raise ValueError(f"logits must have a class axis last, got shape {logits.shape}")
+    if logits.shape[:-1] != labels.shape:
+        raise ValueError(
+            f"labels shape {labels.shape} must equal logits shape without its class "
+            f"axis, {logits.shape[:-1]}")
+
+
+def _check_same_shapes(logits, targets):
+    if logits.shape != targets.shape:
+        raise ValueError(f"targets shape {targets.shape} must equal logits shape {logits.shape}")
+
+
+def _valid_pixels(labels, num_classes, ignore_label):
+    """Boolean mask `[...]` of pixels with a label in `[0, num_classes)`, not ignored."""
+    valid = (labels >= 0) & (labels < num_classes)
+    if ignore_label is not None:
+        valid &= labels != ignore_label
+    return valid
+
+
+def _masked_mean(values, mask):
+    """Mean of `values` where `mask` is true; 0.0 when the mask is empty."""
+    count = jnp.sum(mask.astype(jnp.float32))
+    total = jnp.sum(jnp.where(mask, values, 0.0))
+    return total / jnp.maximum(count, 1.0)
+
+
+def _mean_or_zero(values):
+    """Mean of all elements of `values`; 0.0 for an empty array."""
+    return jnp.sum(values) / max(values.size, 1)
+
+
+def _modulating_factor(one_minus_p, gamma):
+    """`(1 - p_t) ** gamma` with a finite gradient where `1 - p_t` is exactly 0."""
+    if gamma == 0:
+        return jnp.ones_like(one_minus_p)
+    positive = one_minus_p > 0
+    safe_base = jnp.where(positive, one_minus_p, 1.0)
+    return jnp.where(positive, safe_base ** gamma, 0.0)
+
+
+def _check_gamma(gamma):
+    if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma >= 0):
+        raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}")
+
+
+def _check_smooth(smooth):
+    if not (isinstance(smooth, (int, float)) and math.isfinite(smooth) and smooth >= 0):
+        raise ValueError(f"smooth must be a finite number >= 0, got {smooth!r}")
+
+
+def _dice_ratio(intersection, prob_sum, target_sum, smooth):
+    """`(2·I + s) / (P + T + s)`, defined as 1 when the denominator is 0 (both empty)."""
+    denominator = prob_sum + target_sum + smooth
+    positive = denominator > 0
+    safe_denominator = jnp.where(positive, denominator, 1.0)
+    return jnp.where(positive, (2.0 * intersection + smooth) / safe_denominator, 1.0)
+
+
+def softmax_cross_entropy(logits, labels, ignore_label=255):
+    """Mean softmax cross-entropy over the non-ignored pixels.
+
+    Args:
+      logits: `[..., K]` float (e.g. `[N, H, W, K]`).
+      labels: `[...]` int class indices (e.g. `[N, H, W]`).
+      ignore_label: label value excluded from the loss (None: ignore nothing beyond
+        labels outside `[0, K)`).
+
+    Returns:
+      float32 scalar: `mean(-log softmax(logits)[label])` over valid pixels, 0.0 if none.
+    """
+    logits = jnp.asarray(logits, jnp.float32)
+    labels = jnp.asarray(labels)
+    _check_label_shapes(logits, labels)
+    num_classes = logits.shape[-1]
+    valid = _valid_pixels(labels, num_classes, ignore_label)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    safe_labels = jnp.where(valid, labels, 0).astype(jnp.int32)
+    label_log_prob = jnp.take_along_axis(log_probs, safe_labels[..., None], axis=-1)[..., 0]
+    return _masked_mean(-label_log_prob, valid)
+
+
+def sigmoid_binary_cross_entropy(logits, targets):
+    """Mean binary cross-entropy of `sigmoid(logits)` against targets, computed stably.
+
+    Uses `max(x, 0) - x·t + log(1 + exp(-|x|))`, which equals
+    `-(t·log σ(x) + (1 - t)·log(1 - σ(x)))` without overflow.
+
+    Args:
+      logits: `[...]` float, any shape.
+      targets: `[...]` float in `[0, 1]` (normally exactly 0 or 1), same shape as logits.
+
+    Returns:
+      float32 scalar: mean over all elements (0.0 for empty inputs).
+    """
+    logits = jnp.asarray(logits, jnp.float32)
+    targets = jnp.asarray(targets, jnp.float32)
+    _check_same_shapes(logits, targets)
+    per_element = (jnp.maximum(logits, 0.0) - logits * targets
+                   + jnp.log1p(jnp.exp(-jnp.abs(logits))))
+    return _mean_or_zero(per_element)
+
+
+def _check_focal_alpha(alpha):
+    if isinstance(alpha, (int, float)) and not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must lie in [0, 1] when a number, got {alpha!r}")
+
+
+def _class_alpha(alpha, num_classes):
+    """Per-class focal weights `[K]` float32 from `alpha` (see `focal_loss`)."""
+    _check_focal_alpha(alpha)
+    if alpha is None:
+        return jnp.ones((num_classes,), jnp.float32)
+    if isinstance(alpha, (int, float)):
+        return jnp.full((num_classes,), alpha, jnp.float32).at[0].set(1.0 - alpha)
+    weights = jnp.asarray(alpha, jnp.float32)
+    if weights.shape != (num_classes,):
+        raise ValueError(
+            f"alpha must be None, a number or {num_classes} per-class weights, "
+            f"got shape {weights.shape}")
+    return weights
+
+
+def focal_loss(logits, labels, gamma=2.0, alpha=None, ignore_label=255):
+    """Multi-class softmax focal loss (Lin et al. 2017), mean over non-ignored pixels.
+
+    Per pixel `-alpha_t · (1 - p_t)^gamma · log p_t`, where `p_t` is the softmax
+    probability of the true class. `gamma=0, alpha=None` is plain cross-entropy.
+
+    Args:
+      logits: `[..., K]` float (e.g. `[N, H, W, K]`).
+      labels: `[...]` int class indices.
+      gamma: focusing exponent >= 0.
+      alpha: class weighting `alpha_t`:
+        None: 1 for every class;
+        a number a in [0, 1]: the paper's binary convention with class 0 as background,
+          i.e. weight a for every foreground class (1..K-1) and 1 - a for class 0;
+        a sequence of K numbers: the weight of each class.
+      ignore_label: label value excluded from the loss.
+
+    Returns:
+      float32 scalar, 0.0 if every pixel is ignored.
+    """
+    _check_gamma(gamma)
+    logits = jnp.asarray(logits, jnp.float32)
+    labels = jnp.asarray(labels)
+    _check_label_shapes(logits, labels)
+    num_classes = logits.shape[-1]
+    class_alpha = _class_alpha(alpha, num_classes)
+    valid = _valid_pixels(labels, num_classes, ignore_label)
+    safe_labels = jnp.where(valid, labels, 0).astype(jnp.int32)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    log_p_true = jnp.take_along_axis(log_probs, safe_labels[..., None], axis=-1)[..., 0]
+    one_minus_p = -jnp.expm1(log_p_true)
+    per_pixel = -class_alpha[safe_labels] * _modulating_factor(one_minus_p, gamma) * log_p_true
+    return _masked_mean(per_pixel, valid)
+
+
+def sigmoid_focal_loss(logits, targets, gamma=2.0, alpha=None):
+    """Binary sigmoid focal loss (Lin et al. 2017), mean over all elements.
+
+    Per element `alpha_t · (1 - p_t)^gamma · BCE(x, t)` with `p = sigmoid(x)`,
+    `p_t = p·t + (1 - p)·(1 - t)` and `alpha_t = alpha·t + (1 - alpha)·(1 - t)`
+    (the paper uses alpha=0.25); alpha=None weights both classes by 1.
+
+    Args:
+      logits: `[...]` float.
+      targets: `[...]` float in `[0, 1]`, same shape as logits.
+      gamma: focusing exponent >= 0.
+      alpha: None or a number in [0, 1], the weight of the positive class.
+
+    Returns:
+      float32 scalar (0.0 for empty inputs).
+    """
+    _check_gamma(gamma)
+    if not (alpha is None or isinstance(alpha, (int, float))):
+        raise ValueError(f"alpha must be None or a number in [0, 1], got {alpha!r}")
+    _check_focal_alpha(alpha)
+    logits = jnp.asarray(logits, jnp.float32)
+    targets = jnp.asarray(targets, jnp.float32)
+    _check_same_shapes(logits, targets)
+    bce = (jnp.maximum(logits, 0.0) - logits * targets
+           + jnp.log1p(jnp.exp(-jnp.abs(logits))))
+    probs = jax.nn.sigmoid(logits)
+    one_minus_p_true = probs * (1.0 - targets) + (1.0 - probs) * targets
+    per_element = _modulating_factor(one_minus_p_true, gamma) * bce
+    if alpha is not None:
+        per_element *= alpha * targets + (1.0 - alpha) * (1.0 - targets)
+    return _mean_or_zero(per_element)
+
+
+def dice_loss(logits, targets, smooth=1.0, per_image=False):
+    """Binary soft Dice loss on `p = sigmoid(logits)`.
+
+    With `per_image=False` the sums run over **all** elements (batch included), which is
+    exactly the formula `1 - (2·Σ(p·t) + s) / (Σp + Σt + s)`. With `per_image=True` the
+    same ratio is computed per example (sums over all axes but the first) and the loss
+    is `1 -` its mean over the batch. With `smooth=0` an empty prediction and empty
+    target count as a perfect match (ratio 1).
+
+    Args:
+      logits: `[...]` float (`[N, ...]` when per_image).
+      targets: `[...]` float in `[0, 1]`, same shape as logits.
+      smooth: `s >= 0`.
+      per_image: see above.
+
+    Returns:
+      float32 scalar in `[0, 1]`.
+    """
+    _check_smooth(smooth)
+    logits = jnp.asarray(logits, jnp.float32)
+    targets = jnp.asarray(targets, jnp.float32)
+    _check_same_shapes(logits, targets)
+    if per_image and logits.ndim < 1:
+        raise ValueError("logits must have a batch axis when per_image=True")
+    if per_image and logits.shape[0] == 0:
+        raise ValueError("logits must hold at least one example when per_image=True")
+    axes = tuple(range(1, logits.ndim)) if per_image else None
+    probs = jax.nn.sigmoid(logits)
+    ratio = _dice_ratio(jnp.sum(probs * targets, axis=axes), jnp.sum(probs, axis=axes),
+                        jnp.sum(targets, axis=axes), smooth)
+    return 1.0 - jnp.mean(ratio)
+
+
+def multiclass_dice_loss(logits, labels, smooth=1.0, ignore_label=255, include_background=True):
+    """Multi-class soft Dice loss on softmax probabilities and one-hot labels.
+
+    For each class k, with sums over all valid (non-ignored) pixels of the batch:
+    `D_k = (2·Σ p_k·y_k + s) / (Σ p_k + Σ y_k + s)`; the loss is `1 - mean_k D_k`.
+
+    Args:
+      logits: `[..., K]` float (e.g. `[N, H, W, K]`).
+      labels: `[...]` int class indices.
+      smooth: `s >= 0`.
+      ignore_label: label value excluded from every sum.
+      include_background: whether class 0 takes part in the mean (needs K >= 2 if not).
+
+    Returns:
+      float32 scalar in `[0, 1]`.
+    """
+    _check_smooth(smooth)
+    logits = jnp.asarray(logits, jnp.float32)
+    labels = jnp.asarray(labels)
+    _check_label_shapes(logits, labels)
+    num_classes = logits.shape[-1]
+    if not include_background and num_classes < 2:
+        raise ValueError("include_background=False needs logits with at least 2 classes")
+    valid = _valid_pixels(labels, num_classes, ignore_label)[..., None].astype(jnp.float32)
+    probs = jax.nn.softmax(logits, axis=-1) * valid
+    one_hot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32) * valid
+    sum_axes = tuple(range(logits.ndim - 1))
+    ratio = _dice_ratio(jnp.sum(probs * one_hot, axis=sum_axes), jnp.sum(probs, axis=sum_axes),
+                        jnp.sum(one_hot, axis=sum_axes), smooth)
+    if not include_background:
+        ratio = ratio[1:]
+    return 1.0 - jnp.mean(ratio)
+
+
+_LOSSES_BY_NAME = {
+    "ce": softmax_cross_entropy,
+    "dice": multiclass_dice_loss,
+    "focal": focal_loss,
+}
+LOSS_NAMES = tuple(_LOSSES_BY_NAME)
+"""Names accepted by `make_loss_fn` (and by the `loss` config field)."""
+
+_LOSS_OPTIONS = {"focal": ("gamma", "alpha"), "dice": ("smooth", "include_background")}
+
+
+def parse_loss_spec(spec):
+    """Normalises a loss spec to `{name: weight}` (a dict of Python floats).
+
+    Args:
+      spec: a string of names joined by "+" (each with weight 1), e.g. "ce+dice", or a
+        mapping (dict or ConfigDict) from name to a finite weight >= 0.
+
+    Raises:
+      ValueError naming the bad part: unknown or repeated name, empty spec, bad weight.
+    """
+    if isinstance(spec, str):
+        names = [name.strip() for name in spec.split("+")]
+        if "" in names:
+            raise ValueError(f"loss spec {spec!r} has an empty name; use e.g. 'ce+dice'")
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"loss spec {spec!r} repeats {repeated}; use a dict for weights")
+        weights = {name: 1.0 for name in names}
+    elif hasattr(spec, "items"):
+        weights = dict(spec.items())
+        if not weights:
+            raise ValueError("loss spec dict is empty; give at least one of " + ", ".join(LOSS_NAMES))
+    else:
+        raise ValueError(f"loss spec must be a string or a dict, got {type(spec).__name__}")
+    for name, weight in weights.items():
+        if name not in LOSS_NAMES:
+            raise ValueError(f"unknown loss name {name!r}; valid names: {', '.join(LOSS_NAMES)}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (
+                math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"loss weight for {name!r} must be a finite number >= 0, got {weight!r}")
+    return {name: float(weight) for name, weight in weights.items()}
+
+
+def make_loss_fn(spec, *, ignore_label=255, **options):
+    """Builds `fn(logits [N, H, W, K], labels int [N, H, W]) -> (total, components)`.
+
+    `total` is the float32 weighted sum `Σ weight·loss`; `components` maps each chosen
+    name to its unweighted float32 value (for logging). Names: "ce" is
+    `softmax_cross_entropy`, "dice" is `multiclass_dice_loss`, "focal" is `focal_loss`.
+
+    Args:
+      spec: see `parse_loss_spec`, e.g. "ce+dice" or {"ce": 1.0, "dice": 0.5}.
+      ignore_label: passed to every loss.
+      **options: per-loss settings by name: `gamma`, `alpha` (focal); `smooth`,
+        `include_background` (dice). Settings of losses not chosen are accepted and unused.
+
+    Raises:
+      ValueError for a bad spec or an unknown option name.
+    """
+    weights = parse_loss_spec(spec)
+    known_options = {option for names in _LOSS_OPTIONS.values() for option in names}
+    unknown = sorted(set(options) - known_options)
+    if unknown:
+        raise ValueError(f"unknown loss options {unknown}; valid options: {', '.join(sorted(known_options))}")
+
+    def settings(name):
+        return {key: options[key] for key in _LOSS_OPTIONS.get(name, ()) if key in options}
+
+    chosen = {name: (_LOSSES_BY_NAME[name], settings(name)) for name in weights}
+    if "focal" in chosen:
+        _check_gamma(chosen["focal"][1].get("gamma", 2.0))
+        _check_focal_alpha(chosen["focal"][1].get("alpha"))
+    if "dice" in chosen:
+        _check_smooth(chosen["dice"][1].get("smooth", 1.0))
+
+    def loss_fn(logits, labels):
+        components = {
+            name: loss(logits, labels, ignore_label=ignore_label, **kwargs)
+            for name, (loss, kwargs) in chosen.items()
+        }
+        total = sum(weights[name] * value for name, value in components.items())
+        return jnp.asarray(total, jnp.float32), components
+
+    return loss_fn
