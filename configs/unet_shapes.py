@@ -1,0 +1,58 @@
+"""U-Net on the built-in synthetic shapes dataset (4 classes: background + 3 shapes).
+
+Sized to reach validation mIoU >= 0.90 in under 10 minutes on 2 CPU cores.
+Run: python -m jaxseg.main --config=configs/unet_shapes.py --workdir=DIR
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """The default experiment configuration."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.batch_size = 8
+    config.eval_batch_size = 16
+    config.num_train_steps = 3000
+    config.learning_rate = 3e-3
+    config.log_every_steps = 50
+    config.eval_every_steps = 1000
+    config.checkpoint_every_steps = 500
+    config.keep_checkpoints = 3
+    config.num_prediction_images = 8
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "unet"
+    config.model.features = (16, 32, 64, 128)
+    config.model.norm = "batch"
+    config.model.upsample = "transpose"
+    config.model.dropout_rate = 0.0
+    config.model.skip_connections = True
+    config.model.dtype = "float32"
+    # XLA:CPU-friendly custom-gradient layers; turn off on GPU/TPU.
+    config.model.fast_cpu_ops = True
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "shapes"
+    config.data.data_dir = ml_collections.FieldReference(None, field_type=str)
+    config.data.image_size = 128
+    config.data.num_classes = 4
+    config.data.class_names = ("background", "circle", "rectangle", "triangle")
+    config.data.num_train = 2000
+    config.data.num_validation = 200
+    config.data.num_test = 200
+    config.data.max_instances = 16
+    config.data.flip = True
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.name = "ce+dice"
+    config.loss.ignore_label = 255
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = "adamw"
+    config.optimizer.weight_decay = 1e-4
+    config.optimizer.momentum = 0.9
+    config.optimizer.grad_clip_norm = 1.0
+    config.optimizer.schedule = "cosine"
+    config.optimizer.warmup_steps = 100
+    return config

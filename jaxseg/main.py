@@ -1,0 +1,58 @@
+"""Command line: `python -m jaxseg.main --config=configs/NAME.py --workdir=DIR [--config.a.b=v]`.
+
+Flags are parsed here and everything else happens in
+`jaxseg.train.train_and_evaluate`. A bad config value stops the run at once
+with one line naming the field.
+"""
+
+import re
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from jaxseg.config_validation import ConfigError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, metrics and pictures.")
+flags.mark_flags_as_required(["workdir"])
+config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (configs/*.py).", lock_config=True
+)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """Parses flags; an override of a config field that does not exist exits with one line."""
+    try:
+        return FLAGS(argv)
+    except (KeyError, AttributeError) as error:
+        overrides = " ".join(arg for arg in argv[1:] if arg.startswith("--config."))
+        names = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", str(error).replace("\\n", " "))
+        hint = re.search(r'Did you mean "(\w+)" instead of "(\w+)"', str(error))
+        detail = (
+            f"'{hint.group(2)}' (did you mean '{hint.group(1)}'?)"
+            if hint
+            else repr(names[0] if names else str(error))
+        )
+        sys.exit(f"Invalid config override {overrides}: no such field {detail}.")
+    except flags.Error as error:
+        sys.exit(f"Invalid flag: {error}")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    from jaxseg import train  # pylint: disable=g-import-not-at-top
+
+    logging.set_verbosity(logging.WARNING)
+    try:
+        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except ConfigError as error:
+        sys.exit(f"Invalid config: {error}")
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config"])
+    app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,70 @@
+"""Device mesh and data-parallel sharding.
+
+Data parallelism is plain `jax.jit` over `NamedSharding`s: the batch is split on
+the mesh's `data` axis and parameters are replicated. The same code runs on one
+CPU, on the 8 host devices of `--xla_force_host_platform_device_count=8`, on a
+GPU host or a TPU slice; under `jax.distributed` each process contributes its
+own shard of every global batch.
+"""
+
+from typing import Any, Mapping, Optional, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+
+def create_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+    """A 1-D mesh named `data` over `devices` (default: all global devices)."""
+    devices = jax.devices() if devices is None else list(devices)
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Sharding that puts a full copy of an array on every device of `mesh`."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+    """Sharding that splits the leading (batch) dimension over the `data` axis."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def check_batch_size(batch_size: int, mesh: Mesh, field: str = "batch_size") -> None:
+    """Raises ValueError unless the global `batch_size` splits evenly over `mesh`."""
+    num_devices = mesh.devices.size
+    if batch_size <= 0 or batch_size % num_devices:
+        raise ValueError(
+            f"{field}={batch_size} must be a positive multiple of the number of "
+            f"devices ({num_devices})."
+        )
+
+
+def shard_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Assembles global arrays from this process's share of a batch.
+
+    Args:
+      local_batch: dict of numpy arrays `[B_local, ...]`, this process's rows of
+        the global batch (`B_local = B_global / process_count`).
+      mesh: the data-parallel mesh.
+
+    Returns:
+      dict of `jax.Array`s `[B_global, ...]` sharded on the `data` axis.
+    """
+    sharding = batch_sharded(mesh)
+    return {
+        name: jax.make_array_from_process_local_data(sharding, np.asarray(value))
+        for name, value in local_batch.items()
+    }
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Places every leaf of `tree` fully on every device of `mesh`."""
+    return jax.device_put(tree, replicated(mesh))
+
+
+def to_host(array: jax.Array) -> np.ndarray:
+    """A numpy copy of a replicated (or single-device) array, also in multi-process runs."""
+    return np.asarray(array.addressable_data(0))

@@ -1,0 +1,424 @@
+"""Training and evaluation of semantic segmentation models.
+
+`train_and_evaluate(config, workdir)` is the whole job: validate the config,
+build the data and the model, resume from the newest checkpoint in `workdir`,
+train data-parallel with `jax.jit` over a device mesh, evaluate on the
+validation split, and write `metrics.json`, TensorBoard events, checkpoints and
+pictures into `workdir`.
+"""
+
+import functools
+import json
+import os
+import time
+from typing import Any, Callable, Iterator, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from PIL import Image
+from flax.training import train_state
+from tqdm import tqdm
+
+from jaxseg import checkpointing
+from jaxseg import losses
+from jaxseg import metrics as seg_metrics
+from jaxseg import sharding
+from jaxseg import visualize
+from jaxseg.config_validation import validate_config
+from jaxseg.data import pipeline
+from jaxseg.metric_writer import MetricWriter
+from jaxseg.models.unet import UNet
+
+# Batch fields a semantic segmentation step reads; the others stay on the host.
+SEMANTIC_FIELDS = ("image", "semantic", "valid")
+
+
+class TrainState(train_state.TrainState):
+    """Optimizer state plus BatchNorm statistics and the run's base RNG key."""
+
+    batch_stats: Any
+    rng: jax.Array
+
+
+def create_model(config: ml_collections.ConfigDict) -> UNet:
+    """The Flax model described by `config.model` (for `config.data.num_classes`)."""
+    model_config = config.model
+    return UNet(
+        num_classes=config.data.num_classes,
+        features=tuple(model_config.features),
+        norm=model_config.norm,
+        upsample=model_config.upsample,
+        dropout_rate=model_config.dropout_rate,
+        skip_connections=model_config.skip_connections,
+        dtype=jnp.dtype(model_config.dtype),
+        fast_cpu_ops=model_config.fast_cpu_ops,
+    )
+
+
+def create_learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+    """Linear warmup to `config.learning_rate`, then cosine decay to 0 or constant."""
+    warmup = config.optimizer.warmup_steps
+    if config.optimizer.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(
+            0.0, config.learning_rate, warmup, config.num_train_steps, 0.0
+        )
+    ramp = optax.linear_schedule(0.0, config.learning_rate, warmup)
+    return optax.join_schedules([ramp, optax.constant_schedule(config.learning_rate)], [warmup])
+
+
+def create_optimizer(
+    config: ml_collections.ConfigDict, schedule: optax.Schedule
+) -> optax.GradientTransformation:
+    """Gradient clipping followed by AdamW or SGD with momentum and weight decay."""
+    opt = config.optimizer
+    if opt.name == "adamw":
+        update = optax.adamw(schedule, weight_decay=opt.weight_decay)
+    else:
+        update = optax.chain(
+            optax.add_decayed_weights(opt.weight_decay),
+            optax.sgd(schedule, momentum=opt.momentum, nesterov=True),
+        )
+    if opt.grad_clip_norm is None:
+        return update
+    return optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), update)
+
+
+def create_train_state(
+    rng: jax.Array, model: UNet, tx: optax.GradientTransformation, image_shape: tuple[int, int, int]
+) -> TrainState:
+    """Initializes params `[1, H, W, C]`-shaped, batch statistics and optimizer state."""
+    init_rng, state_rng = jax.random.split(rng)
+    variables = model.init(init_rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    return TrainState.create(
+        apply_fn=model.apply,
+        params=variables["params"],
+        batch_stats=variables.get("batch_stats", {}),
+        tx=tx,
+        rng=state_rng,
+    )
+
+
+def train_step(
+    state: TrainState, batch: Mapping[str, jax.Array], loss_fn: Callable, schedule: optax.Schedule
+) -> tuple[TrainState, dict]:
+    """One optimizer step on a global batch.
+
+    Args:
+      state: the replicated train state.
+      batch: `image` float32 `[B, H, W, 3]` and `semantic` int32 `[B, H, W]`.
+      loss_fn: `(logits, labels) -> (loss, components)`.
+      schedule: the learning-rate schedule, for logging.
+
+    Returns:
+      The new state and a dict of float32 scalars (`loss`, each loss component,
+      `grad_norm`, `learning_rate`).
+    """
+    dropout_rng = jax.random.fold_in(state.rng, state.step)
+
+    def compute_loss(params):
+        logits, updates = state.apply_fn(
+            {"params": params, "batch_stats": state.batch_stats},
+            batch["image"],
+            train=True,
+            mutable=["batch_stats"],
+            rngs={"dropout": dropout_rng},
+        )
+        loss, components = loss_fn(logits, batch["semantic"])
+        return loss, (updates.get("batch_stats", state.batch_stats), components)
+
+    (loss, (batch_stats, components)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
+        state.params
+    )
+    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    step_metrics = {
+        "loss": loss,
+        "grad_norm": optax.global_norm(grads),
+        "learning_rate": schedule(state.step),
+        **{f"loss_{name}": value for name, value in components.items()},
+    }
+    return new_state, step_metrics
+
+
+def eval_step(
+    state: TrainState, batch: Mapping[str, jax.Array], num_classes: int, ignore_label: int
+) -> tuple[jax.Array, jax.Array]:
+    """Confusion matrix `[K, K]` of one batch (padding rows excluded) and predictions `[B, H, W]`."""
+    logits = state.apply_fn(
+        {"params": state.params, "batch_stats": state.batch_stats}, batch["image"], train=False
+    )
+    predictions = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    confusion = seg_metrics.confusion_matrix(
+        predictions,
+        batch["semantic"],
+        num_classes,
+        ignore_label=ignore_label,
+        weights=batch["valid"][:, None, None],
+    )
+    return confusion, predictions
+
+
+class _Steps:
+    """The jitted train and eval steps for one config on one mesh."""
+
+    def __init__(self, config: ml_collections.ConfigDict, mesh, schedule: optax.Schedule):
+        replicated = sharding.replicated(mesh)
+        loss_fn = losses.make_loss_fn(config.loss.name, ignore_label=config.loss.ignore_label)
+        self.train = jax.jit(
+            functools.partial(train_step, loss_fn=loss_fn, schedule=schedule),
+            in_shardings=(replicated, sharding.batch_sharded(mesh)),
+            out_shardings=(replicated, replicated),
+            donate_argnums=0,
+        )
+        self.eval = jax.jit(
+            functools.partial(
+                eval_step,
+                num_classes=config.data.num_classes,
+                ignore_label=config.loss.ignore_label,
+            ),
+            out_shardings=(replicated, sharding.batch_sharded(mesh)),
+        )
+
+
+def _semantic_fields(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {name: batch[name] for name in SEMANTIC_FIELDS}
+
+
+def evaluate(
+    steps: _Steps, state: TrainState, source, config: ml_collections.ConfigDict, mesh
+) -> tuple[dict[str, float], list[np.ndarray]]:
+    """Metrics over the whole split (confusion matrix summed over batches).
+
+    Returns:
+      The metrics (`miou`, `pixel_accuracy`, `mean_dice`, `iou/<class>`), and the
+      first `config.num_prediction_images` predictions `[H, W]` int32 (process 0's share).
+    """
+    confusion = None
+    predictions: list[np.ndarray] = []
+    for batch in pipeline.eval_batches(
+        source,
+        config.eval_batch_size,
+        max_instances=config.data.max_instances,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    ):
+        batch_confusion, batch_predictions = steps.eval(
+            state, sharding.shard_batch(_semantic_fields(batch), mesh)
+        )
+        confusion = batch_confusion if confusion is None else confusion + batch_confusion
+        if len(predictions) < config.num_prediction_images:
+            local = [np.asarray(shard.data) for shard in batch_predictions.addressable_shards]
+            predictions.extend(np.concatenate(local)[batch["valid"]])
+    summary = seg_metrics.segmentation_metrics(sharding.to_host(confusion))
+    result = {
+        "miou": float(summary["miou"]),
+        "pixel_accuracy": float(summary["pixel_accuracy"]),
+        "mean_dice": float(summary["mean_dice"]),
+    }
+    for name, iou in zip(config.data.class_names, summary["per_class_iou"]):
+        result[f"iou/{name}"] = float(iou)
+    return result, predictions[: config.num_prediction_images]
+
+
+def _write_json(path: str, payload: Mapping[str, Any]) -> None:
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
+
+
+def _write_pictures(workdir: str, config, val_source, predictions, history) -> None:
+    """Saves the validation prediction grid, the training curves and sample inputs as PNGs.
+
+    The samples (`workdir/samples/*.png`, raw validation images) are there to try
+    `python -m jaxseg.predict` on.
+    """
+    count = len(predictions)
+    if count:
+        examples = [val_source[i] for i in range(count)]
+        os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
+        for index, example in enumerate(examples):
+            Image.fromarray(example["image"]).save(
+                os.path.join(workdir, "samples", f"validation_{index:03d}.png")
+            )
+        visualize.save_prediction_grid(
+            os.path.join(workdir, "predictions.png"),
+            np.stack([ex["image"] for ex in examples]),
+            np.stack([ex["semantic"] for ex in examples]),
+            np.stack(predictions),
+            class_names=list(config.data.class_names),
+        )
+    visualize.save_training_curves(os.path.join(workdir, "training_curves.png"), history)
+
+
+class _Timer:
+    """Wall time of training steps, paused around evaluation and checkpointing."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._start: Optional[float] = None
+
+    def start(self) -> None:
+        self._start = time.perf_counter()
+
+    def stop(self) -> None:
+        if self._start is not None:
+            self.seconds += time.perf_counter() - self._start
+            self._start = None
+
+
+def _batches_from(config, source, start_step: int) -> Iterator[dict]:
+    return pipeline.train_batches(
+        source,
+        config.batch_size,
+        config.seed,
+        start_step,
+        flip=config.data.flip,
+        max_instances=config.data.max_instances,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, devices: Optional[list] = None
+) -> dict[str, float]:
+    """Trains `config`'s model into `workdir` (resuming if possible); returns final metrics.
+
+    Args:
+      config: an experiment config (see `configs/`).
+      workdir: where checkpoints, TensorBoard events, `config.json`,
+        `metrics.json` and pictures go.
+      devices: devices of the data-parallel mesh (default: all).
+
+    Returns:
+      The flat dict also written to `workdir/metrics.json`.
+    """
+    validate_config(config)
+    is_writer = jax.process_index() == 0
+    os.makedirs(workdir, exist_ok=True)
+    if is_writer:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+    mesh = sharding.create_mesh(devices)
+    sharding.check_batch_size(config.batch_size, mesh, "batch_size")
+    sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    train_source = pipeline.load_split(config.data, "train")
+    val_source = pipeline.load_split(config.data, "validation")
+
+    schedule = create_learning_rate_schedule(config)
+    model = create_model(config)
+    image_shape = (config.data.image_size, config.data.image_size, 3)
+    state = jax.jit(
+        functools.partial(
+            create_train_state,
+            model=model,
+            tx=create_optimizer(config, schedule),
+            image_shape=image_shape,
+        ),
+        out_shardings=sharding.replicated(mesh),
+    )(jax.random.PRNGKey(config.seed))
+
+    checkpointer = checkpointing.Checkpointer(
+        os.path.join(workdir, "checkpoints"),
+        max_to_keep=config.keep_checkpoints,
+        save_interval_steps=config.checkpoint_every_steps,
+    )
+    meta = {"train_seconds": 0.0, "history": {}, "examples_seen": 0}
+    if checkpointer.latest_step() is not None:
+        state, meta = checkpointer.restore(state)
+        logging.info("Resumed from step %d.", int(state.step))
+    start_step = int(sharding.to_host(state.step))
+
+    steps = _Steps(config, mesh, schedule)
+    writer = MetricWriter(
+        os.path.join(workdir, "tensorboard"), enabled=is_writer, history=meta["history"]
+    )
+    timer = _Timer(meta["train_seconds"])
+    batches = _batches_from(config, train_source, start_step)
+    pending: list[dict] = []
+    last_train_loss = (
+        writer.history["train/loss"][-1][1] if writer.history.get("train/loss") else float("nan")
+    )
+    eval_metrics: Optional[dict] = None
+    predictions: list[np.ndarray] = []
+
+    progress = tqdm(
+        total=config.num_train_steps,
+        initial=start_step,
+        disable=not is_writer,
+        desc="train",
+        unit="step",
+        dynamic_ncols=True,
+    )
+    timer.start()
+    interval_start, interval_steps = time.perf_counter(), 0
+    for step in range(start_step + 1, config.num_train_steps + 1):
+        state, step_metrics = steps.train(
+            state, sharding.shard_batch(_semantic_fields(next(batches)), mesh)
+        )
+        pending.append(step_metrics)
+        interval_steps += 1
+        progress.update(1)
+        is_last = step == config.num_train_steps
+        if step % config.log_every_steps == 0 or is_last:
+            summary = {
+                name: float(np.mean([sharding.to_host(m[name]) for m in pending]))
+                for name in pending[0]
+            }
+            elapsed = time.perf_counter() - interval_start
+            summary["images_per_sec"] = interval_steps * config.batch_size / elapsed
+            last_train_loss = summary["loss"]
+            writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
+            progress.set_postfix(
+                loss=f"{summary['loss']:.4f}", img_s=f"{summary['images_per_sec']:.1f}"
+            )
+            pending = []
+        if step % config.eval_every_steps == 0 or is_last:
+            jax.block_until_ready(state)
+            timer.stop()
+            eval_metrics, predictions = evaluate(steps, state, val_source, config, mesh)
+            writer.write_scalars(step, {f"val/{k}": v for k, v in eval_metrics.items()})
+            progress.write(
+                f"step {step}: val mIoU {eval_metrics['miou']:.4f}, "
+                f"pixel acc {eval_metrics['pixel_accuracy']:.4f}, "
+                f"mean Dice {eval_metrics['mean_dice']:.4f}"
+            )
+            timer.start()
+        if step % config.checkpoint_every_steps == 0 or is_last:
+            jax.block_until_ready(state)
+            timer.stop()
+            meta = {
+                "train_seconds": timer.seconds,
+                "history": writer.history,
+                "examples_seen": step * config.batch_size,
+            }
+            checkpointer.save(step, state, meta, force=is_last)
+            timer.start()
+        if step % config.log_every_steps == 0:
+            interval_start, interval_steps = time.perf_counter(), 0
+    jax.block_until_ready(state)
+    timer.stop()
+    progress.close()
+    checkpointer.wait_until_finished()
+
+    if eval_metrics is None:
+        eval_metrics, predictions = evaluate(steps, state, val_source, config, mesh)
+    final_step = int(sharding.to_host(state.step))
+    result = {
+        "step": final_step,
+        **eval_metrics,
+        "train_loss": last_train_loss,
+        "train_seconds": timer.seconds,
+        "train_images_per_sec": (
+            final_step * config.batch_size / timer.seconds if timer.seconds > 0 else float("nan")
+        ),
+    }
+    if is_writer:
+        _write_json(os.path.join(workdir, "metrics.json"), result)
+        _write_pictures(workdir, config, val_source, predictions, writer.history)
+    writer.close()
+    checkpointer.close()
+    return result
