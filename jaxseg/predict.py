@@ -6,7 +6,6 @@ restores the newest checkpoint in DIR (with DIR/config.json) and writes
 """
 
 import functools
-import json
 import os
 
 import jax
@@ -20,22 +19,14 @@ from PIL import Image
 from jaxseg import checkpointing
 from jaxseg import train
 from jaxseg import visualize
+from jaxseg.config_files import load_workdir_config
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The resolved config a training run wrote to `workdir/config.json`."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: is --workdir a jaxseg training directory?")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
 def load_trained_state(workdir: str) -> tuple[ml_collections.ConfigDict, train.TrainState]:
     """The config and the newest checkpointed train state of `workdir`."""
-    config = load_config(workdir)
+    config = load_workdir_config(workdir)
     schedule = train.create_learning_rate_schedule(config)
     template = jax.jit(
         functools.partial(

@@ -161,7 +161,7 @@ def eval_step(
     return confusion, predictions
 
 
-class _Steps:
+class CompiledSteps:
     """The jitted train and eval steps for one config on one mesh."""
 
     def __init__(self, config: ml_collections.ConfigDict, mesh, schedule: optax.Schedule):
@@ -188,7 +188,7 @@ def _semantic_fields(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def evaluate(
-    steps: _Steps, state: TrainState, source, config: ml_collections.ConfigDict, mesh
+    steps: CompiledSteps, state: TrainState, source, config: ml_collections.ConfigDict, mesh
 ) -> tuple[dict[str, float], list[np.ndarray]]:
     """Metrics over the whole split (confusion matrix summed over batches).
 
@@ -332,7 +332,7 @@ def train_and_evaluate(
         logging.info("Resumed from step %d.", int(state.step))
     start_step = int(sharding.to_host(state.step))
 
-    steps = _Steps(config, mesh, schedule)
+    steps = CompiledSteps(config, mesh, schedule)
     writer = MetricWriter(
         os.path.join(workdir, "tensorboard"), enabled=is_writer, history=meta["history"]
     )

@@ -1,6 +1,5 @@
 """Config files, validation errors naming the field, and the command line's handling of typos."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -9,6 +8,7 @@ import sys
 import ml_collections
 import pytest
 
+from jaxseg import config_files
 from jaxseg.config_validation import ConfigError, validate_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -16,15 +16,10 @@ CONFIG_DIR = os.path.join(REPO, "configs")
 
 
 def load_config_file(name: str) -> ml_collections.ConfigDict:
-    spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIG_DIR, name))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return config_files.load_config_file(os.path.join(CONFIG_DIR, name))
 
 
-@pytest.mark.parametrize(
-    "name", sorted(f for f in os.listdir(CONFIG_DIR) if f.endswith(".py"))
-)
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(CONFIG_DIR) if f.endswith(".py")))
 def test_every_shipped_config_is_valid(name):
     validate_config(load_config_file(name))
 
@@ -91,11 +86,9 @@ def test_image_size_error_states_the_divisor():
 
 
 def test_config_json_round_trip(tmp_path):
-    from jaxseg.predict import load_config
-
     config = load_config_file("unet_shapes.py")
     (tmp_path / "config.json").write_text(config.to_json_best_effort(indent=2))
-    restored = load_config(str(tmp_path))
+    restored = config_files.load_workdir_config(str(tmp_path))
     assert json.loads(restored.to_json()) == json.loads(config.to_json_best_effort())
     validate_config(restored)
 
