@@ -3,3 +3,8 @@
 All ops work under `jax.jit` with static shapes and batch with `jax.vmap`.
 Boxes are `(x1, y1, x2, y2)` in pixels; features are channels-last.
 """
+from jaxseg.ops.anchors import AnchorGenerator
+from jaxseg.ops.boxes import BoxCoder, box_area, box_iou, clip_boxes, valid_box_mask
+from jaxseg.ops.matching import match, match_boxes
+from jaxseg.ops.nms import batched_nms, nms
+from jaxseg.ops.sampling import sample_balanced
