@@ -5,6 +5,9 @@ matrices over the whole eval set (in int64 numpy, say) and calls `segmentation_m
 once on the sum. Averaging per-batch mIoU instead would weight small batches and
 classes missing from a batch wrongly.
 """
+import math
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -21,14 +24,17 @@ def _expand_weights(weights, shape):
 def confusion_matrix(predictions, labels, num_classes, ignore_label=255, weights=None):
     """Counts (true class, predicted class) pairs; jittable with static `num_classes`.
 
-    Implemented as one `bincount` of `label·K + prediction` into K·K bins (+1 overflow
-    bin for excluded pixels). On XLA:CPU for 8×128×128 pixels it took 0.12–0.13 ms for
-    K = 4 and K = 21, against 0.25 ms (K = 4) and 3.6 ms (K = 21) for a one-hot matmul.
+    Implemented as a `bincount` of `label·K + prediction` into K·K bins (+1 overflow bin
+    for excluded pixels) per example of the leading (batch) axis, summed over the batch:
+    this also runs when that axis is sharded over a mesh with Explicit axis types, where
+    a single flat `bincount` fails. On XLA:CPU for 8×128×128 pixels (medians, loaded
+    2-core machine) it took about 0.2 ms for K = 4 and K = 21; a single flat `bincount`
+    0.1–0.16 ms; a one-hot matmul 0.25–0.7 ms (K = 4) and 3.6–9.7 ms (K = 21).
 
     Args:
-      predictions: `[...]` int predicted classes (e.g. `[N, H, W]` argmax of logits).
-      labels: `[...]` int true classes, same shape. Pixels labelled `ignore_label` or
-        outside `[0, K)` are not counted.
+      predictions: `[N, ...]` int predicted classes (e.g. `[N, H, W]` argmax of logits).
+      labels: `[N, ...]` int true classes, same shape (a 0-D or 1-D input counts as one
+        example). Pixels labelled `ignore_label` or outside `[0, K)` are not counted.
       num_classes: K, a Python int.
       ignore_label: label value not counted (None: only labels outside `[0, K)`).
       weights: optional mask whose shape is the leading axes of `labels` (e.g. `[N]`
@@ -55,8 +61,14 @@ def confusion_matrix(predictions, labels, num_classes, ignore_label=255, weights
         counted &= labels != ignore_label
     if weights is not None:
         counted &= _expand_weights(weights, labels.shape) != 0
-    pair_index = jnp.where(counted, labels * num_classes + predictions, num_classes * num_classes)
-    counts = jnp.bincount(pair_index.ravel(), length=num_classes * num_classes + 1)
+    num_bins = num_classes * num_classes + 1
+    pair_index = jnp.where(counted, labels * num_classes + predictions, num_bins - 1)
+    if pair_index.ndim >= 2:
+        per_example_index = pair_index.reshape(pair_index.shape[0], math.prod(pair_index.shape[1:]))
+    else:
+        per_example_index = pair_index.reshape(1, pair_index.size)
+    per_example_counts = jax.vmap(lambda index: jnp.bincount(index, length=num_bins))(per_example_index)
+    counts = jnp.sum(per_example_counts, axis=0)
     return counts[:-1].reshape(num_classes, num_classes).astype(jnp.int32)
 
 
