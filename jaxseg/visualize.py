@@ -162,6 +162,8 @@ def save_prediction_grid(path, images, ground_truth, predictions, class_names=No
         raise ValueError(f"scale must be an int >= 1, got {scale!r}")
     if class_names is not None:
         class_names = [str(name) for name in class_names]
+        if not class_names:
+            raise ValueError("class_names must name at least one class, or be None")
         palette = class_palette(len(class_names))
     else:
         class_names = []
@@ -212,11 +214,15 @@ def save_training_curves(path, history):
         raise ValueError("history must name at least one metric")
     series = {}
     for name, pairs in history.items():
-        points = np.asarray(pairs, dtype=np.float64)
+        message = f"history[{name!r}] must be a sequence of (step, value) pairs"
+        try:
+            points = np.asarray(pairs, dtype=np.float64)
+        except (TypeError, ValueError) as error:
+            raise ValueError(message) from error
         if points.size == 0:
             points = points.reshape(0, 2)
         if points.ndim != 2 or points.shape[1] != 2:
-            raise ValueError(f"history[{name!r}] must be a sequence of (step, value) pairs")
+            raise ValueError(message)
         series[name] = points
 
     figure = Figure(figsize=(_CURVE_WIDTH_INCHES, _CURVE_HEIGHT_INCHES * len(series)), dpi=_CURVE_DPI)
