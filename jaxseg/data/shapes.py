@@ -321,12 +321,13 @@ def _pick_colour(rng, underneath: np.ndarray) -> np.ndarray:
 def _render_image(rng, background, masks, size) -> np.ndarray:
     """Paints the masks in order over the background, adds noise; uint8 [S, S, 3]."""
     canvas = background.copy()
-    rows, cols = _pixel_centres(size)
     for mask in masks:
-        colour = _pick_colour(rng, canvas[mask])
+        rows, cols = np.nonzero(mask)
+        colour = _pick_colour(rng, canvas[rows, cols])
         angle = rng.uniform(0.0, 2.0 * np.pi)
-        shading = rng.uniform(-30.0, 30.0) * (cols * np.cos(angle) + rows * np.sin(angle)) / size
-        canvas[mask] = colour + shading[mask][:, None]
+        strength = rng.uniform(-30.0, 30.0) / size
+        shading = strength * (cols * np.cos(angle) + rows * np.sin(angle)).astype(np.float32)
+        canvas[rows, cols] = colour + shading[:, None]
     sigma = rng.uniform(3.0, 10.0)
     canvas += sigma * rng.standard_normal(canvas.shape, dtype=np.float32)
     return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
@@ -386,18 +387,22 @@ def generate_example(config: ShapesConfig, split: str, index: int) -> dict[str, 
 # --------------------------------------------------------------------------- TFDS builder
 
 
-def _png_bytes(array: np.ndarray) -> bytes:
+def _png_bytes(array: np.ndarray, compress_level: int) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()
 
 
 def _encode_example(example: dict[str, np.ndarray]) -> dict:
-    """PNG-encodes the image-like fields of a `generate_example` dict for TFDS."""
+    """PNG-encodes the image-like fields of a `generate_example` dict for TFDS.
+
+    The noisy image barely compresses (about 25% at zlib level 1, for twice the encoding
+    time of level 0), so it is stored uncompressed; the maps compress 30-fold at level 1.
+    """
     return {
-        "image": _png_bytes(example["image"]),
-        "semantic": _png_bytes(example["semantic"]),
-        "instance_ids": _png_bytes(example["instance_ids"]),
+        "image": _png_bytes(example["image"], compress_level=0),
+        "semantic": _png_bytes(example["semantic"], compress_level=1),
+        "instance_ids": _png_bytes(example["instance_ids"], compress_level=1),
         "boxes": example["boxes"],
         "labels": example["labels"],
     }
