@@ -1,1 +1,4 @@
 """Flax Linen models."""
+from jaxseg.models.unet import UNet
+
+__all__ = ["UNet"]
