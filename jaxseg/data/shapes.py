@@ -9,7 +9,8 @@ rendered (the pixels it would have covered show what lies beneath it).
 
 Nothing is downloaded: example `i` of a split is a pure function of
 (config.seed, split, i) (see `generate_example`), so two builds of one config are
-identical and a larger split starts with the examples of a smaller one.
+identical and a larger split contains the examples of a smaller one. TFDS stores the
+examples of a split in an order fixed by hashing their indices.
 
 Stored features (TFDS `array_record` format, readable without TensorFlow through
 `builder.as_data_source()`):
@@ -229,6 +230,10 @@ def _render_background(rng: np.random.Generator, size: int) -> np.ndarray:
         colour = rng.uniform(0.0, 255.0, size=3).astype(np.float32)
         background = background * (1.0 - alpha) + colour * alpha
     return background.astype(np.float32)
+
+
+# Mask functions: (rng, rows float32 [S, 1], cols float32 [1, S], centre (row, col),
+# extent in pixels) -> bool [S, S]; each draws its own remaining parameters from rng.
 
 
 def _circle_mask(rng, rows, cols, centre, extent) -> np.ndarray:
