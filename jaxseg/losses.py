@@ -48,6 +48,24 @@ def _mean_or_zero(values):
     return jnp.sum(values) / max(values.size, 1)
 
 
+def _true_class_log_prob(logits, labels, ignore_label):
+    """`(log softmax(logits)[label] [...], valid [...] bool, safe_labels [...] int32)`.
+
+    `safe_labels` replaces invalid labels by 0 so they can index; their log-probability
+    must be masked out with `valid`.
+    """
+    _check_label_shapes(logits, labels)
+    valid = _valid_pixels(labels, logits.shape[-1], ignore_label)
+    safe_labels = jnp.where(valid, labels, 0).astype(jnp.int32)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    return jnp.take_along_axis(log_probs, safe_labels[..., None], axis=-1)[..., 0], valid, safe_labels
+
+
+def _sigmoid_bce_per_element(logits, targets):
+    """Stable `-(t·log σ(x) + (1 - t)·log(1 - σ(x)))` as `max(x, 0) - x·t + log(1 + e^-|x|)`."""
+    return jnp.maximum(logits, 0.0) - logits * targets + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+
+
 def _modulating_factor(one_minus_p, gamma):
     """`(1 - p_t) ** gamma` with a finite gradient where `1 - p_t` is exactly 0."""
     if gamma == 0:
@@ -87,22 +105,16 @@ def softmax_cross_entropy(logits, labels, ignore_label=255):
     Returns:
       float32 scalar: `mean(-log softmax(logits)[label])` over valid pixels, 0.0 if none.
     """
-    logits = jnp.asarray(logits, jnp.float32)
-    labels = jnp.asarray(labels)
-    _check_label_shapes(logits, labels)
-    num_classes = logits.shape[-1]
-    valid = _valid_pixels(labels, num_classes, ignore_label)
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    safe_labels = jnp.where(valid, labels, 0).astype(jnp.int32)
-    label_log_prob = jnp.take_along_axis(log_probs, safe_labels[..., None], axis=-1)[..., 0]
-    return _masked_mean(-label_log_prob, valid)
+    log_p_true, valid, _ = _true_class_log_prob(
+        jnp.asarray(logits, jnp.float32), jnp.asarray(labels), ignore_label)
+    return _masked_mean(-log_p_true, valid)
 
 
 def sigmoid_binary_cross_entropy(logits, targets):
     """Mean binary cross-entropy of `sigmoid(logits)` against targets, computed stably.
 
-    Uses `max(x, 0) - x·t + log(1 + exp(-|x|))`, which equals
-    `-(t·log σ(x) + (1 - t)·log(1 - σ(x)))` without overflow.
+    Per element `-(t·log σ(x) + (1 - t)·log(1 - σ(x)))`, evaluated as
+    `max(x, 0) - x·t + log(1 + exp(-|x|))` so that large |x| cannot overflow.
 
     Args:
       logits: `[...]` float, any shape.
@@ -114,9 +126,7 @@ def sigmoid_binary_cross_entropy(logits, targets):
     logits = jnp.asarray(logits, jnp.float32)
     targets = jnp.asarray(targets, jnp.float32)
     _check_same_shapes(logits, targets)
-    per_element = (jnp.maximum(logits, 0.0) - logits * targets
-                   + jnp.log1p(jnp.exp(-jnp.abs(logits))))
-    return _mean_or_zero(per_element)
+    return _mean_or_zero(_sigmoid_bce_per_element(logits, targets))
 
 
 def _check_focal_alpha(alpha):
@@ -161,14 +171,8 @@ def focal_loss(logits, labels, gamma=2.0, alpha=None, ignore_label=255):
     """
     _check_gamma(gamma)
     logits = jnp.asarray(logits, jnp.float32)
-    labels = jnp.asarray(labels)
-    _check_label_shapes(logits, labels)
-    num_classes = logits.shape[-1]
-    class_alpha = _class_alpha(alpha, num_classes)
-    valid = _valid_pixels(labels, num_classes, ignore_label)
-    safe_labels = jnp.where(valid, labels, 0).astype(jnp.int32)
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    log_p_true = jnp.take_along_axis(log_probs, safe_labels[..., None], axis=-1)[..., 0]
+    log_p_true, valid, safe_labels = _true_class_log_prob(logits, jnp.asarray(labels), ignore_label)
+    class_alpha = _class_alpha(alpha, logits.shape[-1])
     one_minus_p = -jnp.expm1(log_p_true)
     per_pixel = -class_alpha[safe_labels] * _modulating_factor(one_minus_p, gamma) * log_p_true
     return _masked_mean(per_pixel, valid)
@@ -197,11 +201,9 @@ def sigmoid_focal_loss(logits, targets, gamma=2.0, alpha=None):
     logits = jnp.asarray(logits, jnp.float32)
     targets = jnp.asarray(targets, jnp.float32)
     _check_same_shapes(logits, targets)
-    bce = (jnp.maximum(logits, 0.0) - logits * targets
-           + jnp.log1p(jnp.exp(-jnp.abs(logits))))
     probs = jax.nn.sigmoid(logits)
     one_minus_p_true = probs * (1.0 - targets) + (1.0 - probs) * targets
-    per_element = _modulating_factor(one_minus_p_true, gamma) * bce
+    per_element = _modulating_factor(one_minus_p_true, gamma) * _sigmoid_bce_per_element(logits, targets)
     if alpha is not None:
         per_element *= alpha * targets + (1.0 - alpha) * (1.0 - targets)
     return _mean_or_zero(per_element)
