@@ -30,7 +30,8 @@ def _random_members(scores, is_member, k):
 def sample_balanced(labels, key, num_samples: int, positive_fraction: float):
     """Samples `num_samples` examples from `labels [A]` int (1 positive, 0 negative, -1 ignored).
 
-    `key` is a `jax.random` key (one per image under `vmap`); `num_samples` is static.
+    `key` is a `jax.random` key (one per image under `vmap`); `num_samples` (int) and
+    `positive_fraction` (float in [0, 1]) are static.
     Returns `(indices [num_samples] int32, valid [num_samples] bool,
     sampled_labels [num_samples] int32)`: positives first, then negatives; invalid slots
     have index 0 (safe to gather) and label -1. The same key gives the same sample.
