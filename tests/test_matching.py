@@ -59,6 +59,8 @@ def test_padding_never_matches_and_all_padding_gives_negatives():
     np.testing.assert_array_equal(labels, [0, 0])
     matched, labels = match(np.zeros((0, 3)))
     assert matched.shape == labels.shape == (3,) and not labels.any() and not matched.any()
+    matched, labels = match(np.zeros((2, 0)), np.array([True, False]))
+    assert matched.shape == labels.shape == (0,)
 
 
 def test_ground_truth_without_overlap_promotes_nothing():

@@ -94,6 +94,10 @@ class AnchorGenerator:
         counts = self.num_anchors_per_level(image_height, image_width)
         if values.shape[axis] != sum(counts):
             raise ValueError(f"values must have {sum(counts)} anchors on axis {axis}, got shape {values.shape}")
-        boundaries = np.cumsum(counts)[:-1].tolist()
-        return [values[(slice(None),) * (axis % values.ndim) + (slice(start, stop),)]
-                for start, stop in zip([0] + boundaries, boundaries + [sum(counts)])]
+        index = [slice(None)] * values.ndim
+        levels, start = [], 0
+        for count in counts:
+            index[axis] = slice(start, start + count)
+            levels.append(values[tuple(index)])
+            start += count
+        return levels

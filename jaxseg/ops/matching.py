@@ -28,11 +28,11 @@ def match(iou, gt_valid=None, *, high_threshold=0.7, low_threshold=0.3, allow_lo
     if not low_threshold <= high_threshold:
         raise ValueError(f"low_threshold {low_threshold} must not exceed high_threshold {high_threshold}")
     num_gt, num_anchors = iou.shape
-    if num_gt == 0:
-        return jnp.zeros((num_anchors,), jnp.int32), jnp.full((num_anchors,), NEGATIVE, jnp.int32)
     gt_valid = jnp.ones((num_gt,), bool) if gt_valid is None else jnp.asarray(gt_valid)
     if gt_valid.shape != (num_gt,) or gt_valid.dtype != jnp.bool_:
         raise ValueError(f"gt_valid must be bool of shape [{num_gt}], got {gt_valid.dtype}{gt_valid.shape}")
+    if num_gt == 0 or num_anchors == 0:
+        return jnp.zeros((num_anchors,), jnp.int32), jnp.full((num_anchors,), NEGATIVE, jnp.int32)
 
     # Padding gets IoU -1: below every real IoU, so never an argmax unless all are padding.
     quality = jnp.where(gt_valid[:, None], iou, -1.0)
