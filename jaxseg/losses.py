@@ -14,13 +14,21 @@ import jax
 import jax.numpy as jnp
 
 
-def _check_label_shapes(logits, labels):
+def _checked_labels(logits, labels):
+    """Validates integer `labels [...]` against `logits [..., K]`; returns them as int32.
+
+    int32 keeps comparisons with K and the ignore label exact for narrow dtypes (uint8).
+    """
+    labels = jnp.asarray(labels)
     if logits.ndim < 1 or logits.shape[-1] < 1:
         raise ValueError(f"logits must have a class axis last, got shape {logits.shape}")
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(f"labels must have an integer dtype, got {labels.dtype}")
     if logits.shape[:-1] != labels.shape:
         raise ValueError(
             f"labels shape {labels.shape} must equal logits shape without its class "
             f"axis, {logits.shape[:-1]}")
+    return labels.astype(jnp.int32)
 
 
 def _check_same_shapes(logits, targets):
@@ -48,17 +56,24 @@ def _mean_or_zero(values):
     return jnp.sum(values) / max(values.size, 1)
 
 
-def _true_class_log_prob(logits, labels, ignore_label):
-    """`(log softmax(logits)[label] [...], valid [...] bool, safe_labels [...] int32)`.
+def _valid_one_hot(logits, labels, ignore_label):
+    """`(valid [...] bool, one_hot [..., K] float32)` with all-zero rows at invalid pixels."""
+    labels = _checked_labels(logits, labels)
+    num_classes = logits.shape[-1]
+    valid = _valid_pixels(labels, num_classes, ignore_label)
+    return valid, jax.nn.one_hot(jnp.where(valid, labels, -1), num_classes, dtype=jnp.float32)
 
-    `safe_labels` replaces invalid labels by 0 so they can index; their log-probability
-    must be masked out with `valid`.
+
+def _true_class_log_prob(logits, labels, ignore_label):
+    """`(log softmax(logits)[label] [...], valid [...] bool, one_hot [..., K] float32)`.
+
+    Invalid pixels get log-probability 0. The selection is a one-hot product rather
+    than a gather, so it also runs on batches sharded over a mesh with Explicit axis
+    types (where a gather needs an explicit output sharding).
     """
-    _check_label_shapes(logits, labels)
-    valid = _valid_pixels(labels, logits.shape[-1], ignore_label)
-    safe_labels = jnp.where(valid, labels, 0).astype(jnp.int32)
+    valid, one_hot = _valid_one_hot(logits, labels, ignore_label)
     log_probs = jax.nn.log_softmax(logits, axis=-1)
-    return jnp.take_along_axis(log_probs, safe_labels[..., None], axis=-1)[..., 0], valid, safe_labels
+    return jnp.sum(log_probs * one_hot, axis=-1), valid, one_hot
 
 
 def _sigmoid_bce_per_element(logits, targets):
@@ -106,7 +121,7 @@ def softmax_cross_entropy(logits, labels, ignore_label=255):
       float32 scalar: `mean(-log softmax(logits)[label])` over valid pixels, 0.0 if none.
     """
     log_p_true, valid, _ = _true_class_log_prob(
-        jnp.asarray(logits, jnp.float32), jnp.asarray(labels), ignore_label)
+        jnp.asarray(logits, jnp.float32), labels, ignore_label)
     return _masked_mean(-log_p_true, valid)
 
 
@@ -171,10 +186,10 @@ def focal_loss(logits, labels, gamma=2.0, alpha=None, ignore_label=255):
     """
     _check_gamma(gamma)
     logits = jnp.asarray(logits, jnp.float32)
-    log_p_true, valid, safe_labels = _true_class_log_prob(logits, jnp.asarray(labels), ignore_label)
-    class_alpha = _class_alpha(alpha, logits.shape[-1])
+    log_p_true, valid, one_hot = _true_class_log_prob(logits, labels, ignore_label)
+    alpha_true = jnp.sum(one_hot * _class_alpha(alpha, logits.shape[-1]), axis=-1)
     one_minus_p = -jnp.expm1(log_p_true)
-    per_pixel = -class_alpha[safe_labels] * _modulating_factor(one_minus_p, gamma) * log_p_true
+    per_pixel = -alpha_true * _modulating_factor(one_minus_p, gamma) * log_p_true
     return _masked_mean(per_pixel, valid)
 
 
@@ -260,14 +275,10 @@ def multiclass_dice_loss(logits, labels, smooth=1.0, ignore_label=255, include_b
     """
     _check_smooth(smooth)
     logits = jnp.asarray(logits, jnp.float32)
-    labels = jnp.asarray(labels)
-    _check_label_shapes(logits, labels)
-    num_classes = logits.shape[-1]
-    if not include_background and num_classes < 2:
+    valid, one_hot = _valid_one_hot(logits, labels, ignore_label)
+    if not include_background and logits.shape[-1] < 2:
         raise ValueError("include_background=False needs logits with at least 2 classes")
-    valid = _valid_pixels(labels, num_classes, ignore_label)[..., None].astype(jnp.float32)
-    probs = jax.nn.softmax(logits, axis=-1) * valid
-    one_hot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32) * valid
+    probs = jax.nn.softmax(logits, axis=-1) * valid[..., None]
     sum_axes = tuple(range(logits.ndim - 1))
     ratio = _dice_ratio(jnp.sum(probs * one_hot, axis=sum_axes), jnp.sum(probs, axis=sum_axes),
                         jnp.sum(one_hot, axis=sum_axes), smooth)

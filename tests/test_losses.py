@@ -311,6 +311,32 @@ def test_losses_jit():
         np.testing.assert_allclose(jax.jit(loss)(logits, labels), loss(logits, labels), rtol=1e-6)
 
 
+@pytest.mark.parametrize("axis_type", [jax.sharding.AxisType.Explicit, jax.sharding.AxisType.Auto])
+def test_loss_fn_on_batch_sharded_over_devices(axis_type):
+    mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(axis_type,))
+    sharding = jax.NamedSharding(mesh, jax.P("data"))
+    logits, labels = random_case((jax.device_count(), 3, 3, 3), seed=20)
+    loss_fn = losses.make_loss_fn("ce+dice+focal")
+    value, grad = jax.jit(jax.value_and_grad(lambda x, y: loss_fn(x, y)[0]))(
+        jax.device_put(logits, sharding), jax.device_put(labels, sharding))
+    expected = (np_softmax_ce(logits, labels) + np_multiclass_dice(logits, labels, 1.0, True)
+                + np_focal(logits, labels, 2.0, np.ones(3)))
+    np.testing.assert_allclose(value, expected, rtol=1e-5)
+    assert np.all(np.isfinite(np.asarray(grad)))
+
+
+def test_uint8_labels_with_many_classes():
+    logits, labels = random_case((1, 4, 4, 300), seed=21, ignore_fraction=0.0)
+    labels = np.minimum(labels, 254).astype(np.uint8)
+    labels[0, 0, :2] = 255  # ignored although 255 < K
+    np.testing.assert_allclose(losses.softmax_cross_entropy(logits, labels),
+                               np_softmax_ce(logits, labels), rtol=1e-5)
+    np.testing.assert_allclose(losses.focal_loss(logits, labels),
+                               np_focal(logits, labels, 2.0, np.ones(300)), rtol=1e-5)
+    np.testing.assert_allclose(losses.multiclass_dice_loss(logits, labels),
+                               np_multiclass_dice(logits, labels, 1.0, True), rtol=1e-5)
+
+
 def test_empty_batch_gives_zero():
     logits = np.zeros((0, 4, 4, 3), np.float32)
     labels = np.zeros((0, 4, 4), np.int32)
@@ -326,6 +352,8 @@ def test_shape_mismatch_raises():
     for loss in all_losses_of_labels().values():
         with pytest.raises(ValueError, match="labels shape"):
             loss(logits, np.zeros((2, 4, 5), np.int32))
+        with pytest.raises(ValueError, match="labels must have an integer dtype"):
+            loss(logits, np.zeros((2, 4, 4), np.float32))
     for loss in (losses.sigmoid_binary_cross_entropy, losses.dice_loss, losses.sigmoid_focal_loss):
         with pytest.raises(ValueError, match="targets shape"):
             loss(np.zeros((2, 4)), np.zeros((2, 5)))
