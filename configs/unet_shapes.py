@@ -43,6 +43,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.num_test = 200
     config.data.max_instances = 16
     config.data.flip = True
+    config.data.cache_decoded = True
+    # How the procedural dataset is generated (see jaxseg/data/shapes.py).
+    config.data.generation_seed = 0
+    config.data.min_shapes = 1
+    config.data.max_shapes = 6
+    config.data.min_object_size = 0.08
+    config.data.max_object_size = 0.4
+    config.data.empty_fraction = 0.02
+    config.data.min_visible_pixels = 10
 
     config.loss = ml_collections.ConfigDict()
     config.loss.name = "ce+dice"

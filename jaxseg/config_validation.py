@@ -9,6 +9,8 @@ from typing import Any, Iterable
 
 import ml_collections
 
+from jaxseg.data import pipeline
+
 MODEL_NAMES = ("unet",)
 DATA_NAMES = ("shapes",)
 NORMS = ("batch", "group", "none")
@@ -111,6 +113,10 @@ def _validate_data(config) -> None:
     _require_int(config, "data.num_validation", 1)
     _require_int(config, "data.num_test", 1)
     _require_int(config, "data.max_instances", 1)
+    try:
+        pipeline.shapes_config_from_data_config(config.data)
+    except ValueError as error:
+        raise ConfigError(f"config.data: {error}") from error
 
 
 def _validate_loss(config) -> None:

@@ -136,7 +136,7 @@ def train_step(
     new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     step_metrics = {
         "loss": loss,
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": optax.tree.norm(grads),
         "learning_rate": schedule(state.step),
         **{f"loss_{name}": value for name, value in components.items()},
     }
@@ -156,7 +156,7 @@ def eval_step(
         batch["semantic"],
         num_classes,
         ignore_label=ignore_label,
-        weights=batch["valid"][:, None, None],
+        weights=batch["valid"],
     )
     return confusion, predictions
 
@@ -305,8 +305,8 @@ def train_and_evaluate(
     mesh = sharding.create_mesh(devices)
     sharding.check_batch_size(config.batch_size, mesh, "batch_size")
     sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
-    train_source = pipeline.load_split(config.data, "train")
-    val_source = pipeline.load_split(config.data, "validation")
+    train_source = pipeline.load_split(config.data, "train", build=is_writer)
+    val_source = pipeline.load_split(config.data, "validation", build=is_writer)
 
     schedule = create_learning_rate_schedule(config)
     model = create_model(config)

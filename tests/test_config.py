@@ -58,6 +58,8 @@ def test_flax_example_field_names_at_top_level():
         ("optimizer.warmup_steps", 10**9, "config.optimizer.warmup_steps"),
         ("data.num_classes", 7, "config.data.class_names"),
         ("loss.ignore_label", 2, "config.loss.ignore_label"),
+        ("data.max_object_size", 2.0, "config.data: min_object_size and max_object_size"),
+        ("data.name", "coco", "config.data.name"),
     ],
 )
 def test_invalid_value_names_the_field(path, value, field):
