@@ -8,3 +8,5 @@ from jaxseg.ops.boxes import BoxCoder, box_area, box_iou, clip_boxes, valid_box_
 from jaxseg.ops.matching import match, match_boxes
 from jaxseg.ops.nms import batched_nms, nms
 from jaxseg.ops.sampling import sample_balanced
+from jaxseg.ops.mask_targets import mask_targets, paste_masks
+from jaxseg.ops.roi_align import fpn_levels, multilevel_roi_align, roi_align, roi_pool
