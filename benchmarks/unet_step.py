@@ -43,21 +43,24 @@ class Case:
     upsample: str
 
 
-@dataclasses.dataclass(frozen=True)
-class Timing:
-    compile_s: float
-    step_s: float
+def interleaved_median_times(
+    steps: dict[str, Callable[[], None]], warmup: int, repeats: int
+) -> dict[str, float]:
+    """Median seconds per call of each step, timed in interleaved rounds.
 
-
-def _median_step_time(step: Callable[[], None], warmup: int, repeats: int) -> float:
+    Every round runs each step once, so all variants see the same background
+    load of a shared machine.
+    """
     for _ in range(warmup):
-        step()
-    times = []
+        for step in steps.values():
+            step()
+    times = {name: [] for name in steps}
     for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def _batch(case: Case, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -69,8 +72,8 @@ def _batch(case: Case, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def time_jax(case: Case, fast_cpu_ops: bool, warmup: int, repeats: int) -> Timing:
-    """Median wall time of one jitted Adam train step of the Flax U-Net."""
+def prepare_jax_step(case: Case, fast_cpu_ops: bool) -> tuple[float, Callable[[], None]]:
+    """Compile the Adam train step of the Flax U-Net: (compile seconds, run one step)."""
     model = UNet(
         case.num_classes,
         features=case.features,
@@ -111,7 +114,7 @@ def time_jax(case: Case, fast_cpu_ops: bool, warmup: int, repeats: int) -> Timin
         holder[0], loss = compiled(holder[0], images, labels)
         loss.block_until_ready()
 
-    return Timing(compile_s, _median_step_time(step, warmup, repeats))
+    return compile_s, step
 
 
 def _torch_unet(torch, case: Case):
@@ -168,8 +171,8 @@ def _torch_unet(torch, case: Case):
     return TorchUNet()
 
 
-def time_torch(case: Case, warmup: int, repeats: int) -> Timing | None:
-    """Median wall time of the same train step in PyTorch (CPU, 2 threads), or None."""
+def prepare_torch_step(case: Case) -> Callable[[], None] | None:
+    """One train step of the same model in PyTorch (CPU, 2 threads), or None without torch."""
     try:
         import torch  # noqa: PLC0415 (optional reference, never a dependency)
     except ImportError:
@@ -190,7 +193,7 @@ def time_torch(case: Case, warmup: int, repeats: int) -> Timing | None:
         loss.backward()
         optimizer.step()
 
-    return Timing(0.0, _median_step_time(step, warmup, repeats))
+    return step
 
 
 def _parse_features(text: str) -> tuple[int, ...]:
@@ -237,21 +240,22 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for case in _cases(args):
-        torch_timing = None if args.no_torch else time_torch(case, args.warmup, args.repeats)
-        rows = [("jax plain", time_jax(case, False, args.warmup, args.repeats)),
-                ("jax fast", time_jax(case, True, args.warmup, args.repeats))]
-        if torch_timing is not None:
-            rows.append(("torch", torch_timing))
-        for variant, timing in rows:
-            ratio = f"{timing.step_s / torch_timing.step_s:8.2f}" if torch_timing else f"{'-':>8}"
-            compile_text = f"{timing.compile_s:9.1f}" if variant != "torch" else f"{'-':>9}"
+        steps, compile_s = {}, {}
+        for variant, fast in (("jax plain", False), ("jax fast", True)):
+            compile_s[variant], steps[variant] = prepare_jax_step(case, fast)
+        torch_step = None if args.no_torch else prepare_torch_step(case)
+        if torch_step is not None:
+            steps["torch"] = torch_step
+        medians = interleaved_median_times(steps, args.warmup, args.repeats)
+        for variant, seconds in medians.items():
+            ratio = f"{seconds / medians['torch']:8.2f}" if "torch" in medians else f"{'-':>8}"
+            compile_text = f"{compile_s[variant]:9.1f}" if variant in compile_s else f"{'-':>9}"
             print(
                 f"{case.name:8} {','.join(map(str, case.features)):20} {case.batch_size:5d} "
                 f"{case.image_size:5d} {variant:12} {compile_text} "
-                f"{timing.step_s * 1e3:9.1f} {case.batch_size / timing.step_s:8.1f} {ratio}",
+                f"{seconds * 1e3:9.1f} {case.batch_size / seconds:8.1f} {ratio}",
                 flush=True,
             )
-
 
 if __name__ == "__main__":
     main()
