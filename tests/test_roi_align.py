@@ -151,9 +151,8 @@ def test_roi_align_empty_boxes(features):
 
 def test_roi_align_steps_jit_and_vmap_agree(features):
     want = roi_align(features, BOXES, (2, 3), 0.25, 2, True, boxes_per_step=len(BOXES))
-    for step in (1, 3):
-        stepped = roi_align(features, BOXES, (2, 3), 0.25, 2, True, boxes_per_step=step)
-        np.testing.assert_allclose(stepped, want, atol=1e-6)
+    stepped = roi_align(features, BOXES, (2, 3), 0.25, 2, True, boxes_per_step=3)  # 3 + 3 + 3 + 1
+    np.testing.assert_allclose(stepped, want, atol=1e-6)
     jitted = jax.jit(lambda f, b: roi_align(f, b, (2, 3), 0.25))(features, BOXES)
     np.testing.assert_allclose(jitted, want, atol=1e-6)
     batch = np.stack([features, 2 * features])

@@ -32,6 +32,7 @@ Gradients flow to `features` only; boxes are treated as constants (as in Mask R-
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -176,6 +177,7 @@ def _map_boxes(fn, per_box_args, boxes_per_step):
     return jax.lax.map(fn, per_box_args, batch_size=boxes_per_step)
 
 
+@functools.partial(jax.jit, static_argnames=("output_hw", "samples", "aligned", "boxes_per_step"))
 def _gather_pool(flat_features, boxes, scales, heights, widths, offsets, output_hw,
                  samples, aligned, boxes_per_step):
     """Gather-method RoI Align of `boxes [K, 4]` on levels packed in `flat_features [N, C]`.
@@ -191,6 +193,7 @@ def _gather_pool(flat_features, boxes, scales, heights, widths, offsets, output_
     return _map_boxes(pool_one, (boxes, scales, heights, widths, offsets), boxes_per_step)
 
 
+@functools.partial(jax.jit, static_argnames=("scale", "output_hw", "samples", "aligned"))
 def _einsum_pool(features, boxes, scale, output_hw, samples, aligned):
     """Einsum-method RoI Align of `boxes [K, 4]` on `features [H, W, C]` -> `[K, h, w, C]`."""
     height, width, _ = features.shape
@@ -220,7 +223,7 @@ def roi_align(
       features: `[H, W, C]` float feature map.
       boxes: `[K, 4]` float boxes `(x1, y1, x2, y2)` in image pixels (K may be 0).
       output_size: int or `(h, w)`, bins per box.
-      spatial_scale: feature pixels per image pixel (e.g. 1/4).
+      spatial_scale: feature pixels per image pixel (e.g. 1/4), a Python number.
       sampling_ratio: positive int, samples per bin along each axis.
       aligned: shift boxes by -0.5 pixel (detectron2's `aligned=True`).
       method: "gather" or "einsum", see the module docstring.
@@ -239,7 +242,7 @@ def roi_align(
     _check_sampling_ratio(sampling_ratio)
     _check_method(method)
     if method == "einsum":
-        return _einsum_pool(features, boxes, spatial_scale, output_hw, sampling_ratio, aligned)
+        return _einsum_pool(features, boxes, float(spatial_scale), output_hw, sampling_ratio, aligned)
     height, width, channels = features.shape
     step = _boxes_per_step(boxes_per_step, output_hw, sampling_ratio, channels,
                            features.dtype.itemsize)
@@ -422,6 +425,30 @@ def _roi_pool_with_argmax(features, boxes, output_hw, spatial_scale):
     return jnp.where(best_index >= 0, best, 0).astype(features.dtype), best_index
 
 
+@functools.partial(jax.jit, static_argnames=("output_hw", "spatial_scale"))
+def _roi_pool(features, boxes, output_hw, spatial_scale):
+    """`roi_pool` on validated inputs; the gradient is routed through each bin's argmax."""
+    @jax.custom_vjp
+    def pool(feature_map, rois):
+        return _roi_pool_with_argmax(feature_map, rois, output_hw, spatial_scale)[0]
+
+    def pool_forward(feature_map, rois):
+        pooled, argmax = _roi_pool_with_argmax(feature_map, rois, output_hw, spatial_scale)
+        return pooled, (argmax, rois)
+
+    def pool_backward(residuals, grad):
+        argmax, rois = residuals
+        height, width, channels = features.shape
+        channel = jnp.arange(channels, dtype=jnp.int32)
+        target = jnp.where(argmax >= 0, argmax * channels + channel, height * width * channels)
+        flat_grad = jnp.zeros(height * width * channels, grad.dtype).at[target.reshape(-1)].add(
+            grad.reshape(-1), mode="drop")
+        return flat_grad.reshape(features.shape), jnp.zeros_like(rois)
+
+    pool.defvjp(pool_forward, pool_backward)
+    return pool(features, boxes)
+
+
 def roi_pool(features, boxes, output_size, spatial_scale=1.0):
     """Quantized RoI max pooling (Fast R-CNN) as its reference kernel computes it.
 
@@ -446,22 +473,4 @@ def roi_pool(features, boxes, output_size, spatial_scale=1.0):
     _check_boxes(boxes)
     output_hw = _output_hw(output_size)
 
-    @jax.custom_vjp
-    def pool(feature_map, rois):
-        return _roi_pool_with_argmax(feature_map, rois, output_hw, spatial_scale)[0]
-
-    def pool_forward(feature_map, rois):
-        pooled, argmax = _roi_pool_with_argmax(feature_map, rois, output_hw, spatial_scale)
-        return pooled, (argmax, rois)
-
-    def pool_backward(residuals, grad):
-        argmax, rois = residuals
-        height, width, channels = features.shape
-        channel = jnp.arange(channels, dtype=jnp.int32)
-        target = jnp.where(argmax >= 0, argmax * channels + channel, height * width * channels)
-        flat_grad = jnp.zeros(height * width * channels, grad.dtype).at[target.reshape(-1)].add(
-            grad.reshape(-1), mode="drop")
-        return flat_grad.reshape(features.shape), jnp.zeros_like(rois)
-
-    pool.defvjp(pool_forward, pool_backward)
-    return pool(features, boxes)
+    return _roi_pool(features, boxes, output_hw, float(spatial_scale))
