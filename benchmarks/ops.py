@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg.ops.roi_align import multilevel_roi_align, roi_align
+from jaxseg.ops.roi_align import multilevel_roi_align, roi_align, roi_pool
 
 IMAGE_SIZE = 800
 NUM_BOXES = 512
@@ -102,6 +102,14 @@ def roi_align_rows(rng, torch_modules, repeats):
             ours = jax_timings(pool, jnp.asarray(features), jnp.asarray(boxes), repeats)
             for phase, mine, theirs in zip(("fwd", "fwd+bwd"), ours, reference):
                 rows.append((f"roi_align {size}x{size} {phase}, {name}", mine, theirs))
+    reference = (None, None)
+    if torch_modules:
+        reference = torch_timings(torch, lambda f: torchvision.ops.roi_pool(f, torch_boxes, 7, 0.25),
+                                  torch_features, repeats)
+    ours = jax_timings(lambda f, b: roi_pool(f, b, 7, 0.25), jnp.asarray(features), jnp.asarray(boxes),
+                       repeats)
+    rows += [(f"roi_pool 7x7 {phase} (ablation only, no bar)", mine, theirs)
+             for phase, mine, theirs in zip(("fwd", "fwd+bwd"), ours, reference)]
     return rows
 
 

@@ -240,6 +240,17 @@ def test_roi_pool_gradient_goes_to_first_maximum(features):
     np.testing.assert_array_equal(tie, expected)
 
 
+def test_roi_pool_bin_edges_use_exact_division():
+    # The RoI spans 25 columns in 7 bins: 7 * float32(25 / 7) is exactly 25, so the last
+    # bin ends at column 25 (exclusive); a reciprocal multiply would give 25.000002 and
+    # let the last bin take column 25 as well.
+    feats = np.zeros((40, 40, 1), np.float32)
+    feats[:, 25] = 1.0
+    boxes = np.array([[0.0, 0.0, 96.0, 96.0]] * 3, np.float32)
+    pooled = jax.vmap(lambda f: roi_pool(f, boxes, 7, 0.25))(np.stack([feats, feats]))
+    np.testing.assert_array_equal(pooled, 0.0)
+
+
 def test_roi_pool_vmap_over_batch(features):
     batched = jax.vmap(lambda f: roi_pool(f, BOXES, 2, 0.25))(np.stack([features, -features]))
     np.testing.assert_allclose(batched[1], roi_pool_reference(-features, BOXES, (2, 2), 0.25)[0])

@@ -82,6 +82,19 @@ def _check_boxes(boxes) -> None:
         raise ValueError(f"boxes must have shape [K, 4], got {boxes.shape}")
 
 
+def _exact_divide(numerator, denominator):
+    """`numerator / denominator` (a Python number) as a true IEEE float32 division.
+
+    XLA rewrites division by a constant or by a broadcast scalar into multiplication by
+    the reciprocal, which is sometimes one ulp off; the reference kernels divide, and
+    RoI Pool's floor/ceil bin edges (and RoI Align's in-map test) depend on the exact
+    quotient. A divisor of the numerator's shape behind an optimization barrier keeps
+    the division a division under jit and vmap.
+    """
+    divisor = jax.lax.optimization_barrier(numerator * 0.0 + denominator)
+    return numerator / divisor
+
+
 def _axis_taps(start, extent, bins, samples, length):
     """Bilinear taps of one box along one axis.
 
@@ -95,10 +108,10 @@ def _axis_taps(start, extent, bins, samples, length):
       weights `[bins, 2 * samples] float32`, scaled by `1 / samples` and zero for
       samples more than one pixel outside the map.
     """
-    bin_size = extent / bins
+    bin_size = _exact_divide(extent, bins)
     bin_index = jnp.arange(bins, dtype=jnp.float32)[:, None]
     sample_index = jnp.arange(samples, dtype=jnp.float32)[None, :]
-    coords = start + bin_index * bin_size + (sample_index + 0.5) * bin_size / samples
+    coords = start + bin_index * bin_size + _exact_divide((sample_index + 0.5) * bin_size, samples)
     last = (length - 1).astype(jnp.float32)
     inside = (coords >= -1.0) & (coords <= length.astype(jnp.float32))
     clamped = jnp.clip(coords, 0.0, last)
@@ -350,22 +363,23 @@ def _round_half_away(values):
 def _pool_bin_edges(start, end, bins, length):
     """RoI Pool bin edges along one axis: `[bins]` int32 starts and ends in `[0, length]`."""
     roi_size = jnp.maximum(end - start + 1, 1)
-    bin_size = roi_size.astype(jnp.float32) / bins
+    bin_size = _exact_divide(roi_size.astype(jnp.float32), bins)
     index = jnp.arange(bins, dtype=jnp.float32)
     lo = jnp.floor(index * bin_size).astype(jnp.int32) + start
     hi = jnp.ceil((index + 1.0) * bin_size).astype(jnp.int32) + start
     return jnp.clip(lo, 0, length), jnp.clip(hi, 0, length)
 
 
-def _row_argmax_table(features):
-    """Sparse table of column argmaxes: `[J, H, W, C] int32`, J = floor(log2 W) + 1.
+def _row_max_tables(features):
+    """Sparse tables of row-window maxima: values and first columns, each `[J, H, W, C]`.
 
-    Entry `[j, y, x, c]` is the first column of the maximum of `features[y, x:x + 2**j, c]`
-    (windows cut at the map's right edge).
+    Entry `[j, y, x, c]` describes the maximum of `features[y, x:x + 2**j, c]` (windows
+    cut at the map's right edge); J = floor(log2 W) + 1.
     """
-    height, width, channels = features.shape
+    width = features.shape[1]
     columns = jnp.broadcast_to(jnp.arange(width, dtype=jnp.int32)[None, :, None], features.shape)
-    values, argmax, tables = features, columns, [columns]
+    values, argmax = features, columns
+    value_tables, argmax_tables = [values], [argmax]
     span = 1
     while 2 * span <= width:
         right_values = jnp.pad(values[:, span:], ((0, 0), (0, span), (0, 0)),
@@ -374,51 +388,49 @@ def _row_argmax_table(features):
         take_right = right_values > values
         values = jnp.where(take_right, right_values, values)
         argmax = jnp.where(take_right, right_argmax, argmax)
-        tables.append(argmax)
+        value_tables.append(values)
+        argmax_tables.append(argmax)
         span *= 2
-    return jnp.stack(tables)
+    return jnp.stack(value_tables), jnp.stack(argmax_tables)
 
 
 def _roi_pool_with_argmax(features, boxes, output_hw, spatial_scale):
     """RoI max pooling `[K, h, w, C]` and the flat `y * W + x` argmax of each bin (-1 if empty).
 
-    Each bin's columns are covered by two power-of-two windows of the sparse table; a
-    while loop walks the bin's rows, keeping the first maximum in row-major order as the
-    reference kernel does.
+    A bin's columns are covered by two power-of-two windows of the sparse tables (read
+    as C-vectors); a while loop walks the bin's rows, keeping the first maximum in
+    row-major order as the reference kernel does.
     """
-    height, width, channels = features.shape
-    table = _row_argmax_table(features)
-    flat = features.reshape(-1)
+    height, width, _ = features.shape
+    value_table, argmax_table = _row_max_tables(features)
     corners = _round_half_away(boxes * spatial_scale).astype(jnp.int32)
     y_lo, y_hi = jax.vmap(_pool_bin_edges, (0, 0, None, None))(
         corners[:, 1], corners[:, 3], output_hw[0], height)
     x_lo, x_hi = jax.vmap(_pool_bin_edges, (0, 0, None, None))(
         corners[:, 0], corners[:, 2], output_hw[1], width)
-    y_lo, y_hi = y_lo[:, :, None, None], y_hi[:, :, None, None]
-    x_lo, x_hi = x_lo[:, None, :, None], x_hi[:, None, :, None]
+    y_lo, y_hi = y_lo[:, :, None], y_hi[:, :, None]
+    x_lo, x_hi = x_lo[:, None, :], x_hi[:, None, :]
     empty = (y_hi <= y_lo) | (x_hi <= x_lo)
     span_width = jnp.maximum(x_hi - x_lo, 1)
     level = jnp.floor(jnp.log2(span_width.astype(jnp.float32))).astype(jnp.int32)
-    level = jnp.clip(level, 0, table.shape[0] - 1)
-    left = jnp.clip(x_lo, 0, width - 1)
-    right = jnp.clip(x_hi - (1 << level), 0, width - 1)
-    channel = jnp.arange(channels, dtype=jnp.int32)
-    shape = (boxes.shape[0], *output_hw, channels)
+    level = jnp.clip(level, 0, value_table.shape[0] - 1)
+    window_starts = (jnp.clip(x_lo, 0, width - 1), jnp.clip(x_hi - (1 << level), 0, width - 1))
 
     def row_best(row):
         row = jnp.clip(row, 0, height - 1)
-        candidates = [table[level, row, column, channel] for column in (left, right)]
-        values = [flat[(row * width + column) * channels + channel] for column in candidates]
-        take_right = values[1] > values[0]
-        return (jnp.where(take_right, values[1], values[0]),
-                row * width + jnp.where(take_right, candidates[1], candidates[0]))
+        left, right = ((value_table[level, row, start], argmax_table[level, row, start])
+                       for start in window_starts)
+        take_right = right[0] > left[0]
+        return (jnp.where(take_right, right[0], left[0]),
+                row[..., None] * width + jnp.where(take_right, right[1], left[1]))
 
     def body(state):
         offset, best, best_index = state
         value, index = row_best(y_lo + offset)
-        better = (y_lo + offset < y_hi) & ~empty & (value > best)
+        better = ((y_lo + offset < y_hi) & ~empty)[..., None] & (value > best)
         return offset + 1, jnp.where(better, value, best), jnp.where(better, index, best_index)
 
+    shape = (boxes.shape[0], *output_hw, features.shape[2])
     max_rows = jnp.max(jnp.where(empty, 0, y_hi - y_lo), initial=0)
     init = (jnp.int32(0), jnp.full(shape, -jnp.inf, features.dtype), jnp.full(shape, -1, jnp.int32))
     _, best, best_index = jax.lax.while_loop(lambda state: state[0] < max_rows, body, init)
