@@ -190,6 +190,7 @@ def test_roi_align_gradient_matches_finite_differences(method):
     (dict(sampling_ratio=-1), "sampling_ratio"),
     (dict(output_size=(0, 2)), "output_size"),
     (dict(output_size=(2, 2, 2)), "output_size"),
+    (dict(output_size=7.0), "output_size"),
     (dict(method="bilinear"), "method"),
     (dict(boxes_per_step=0), "boxes_per_step"),
 ])
