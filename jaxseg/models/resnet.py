@@ -1,0 +1,293 @@
+"""ResNet (He et al., 2016) as a feature extractor for detection, in Flax Linen.
+
+The layout is torchvision's / detectron2's "ResNet v1.5": a 7x7 stride-2 stem
+conv, a 3x3 stride-2 max-pool, four stages (res2..res5) whose first block
+strides by 2 (except res2), with the stride on the 3x3 conv of bottlenecks.
+Paddings are symmetric (k // 2 on every side, as in torchvision), not Flax's
+'SAME', so weights converted from torchvision give the same outputs. Parameter
+and variable names follow `flax.linen.BatchNorm` ('scale', 'bias' in `params`,
+'mean', 'var' in `batch_stats`) for every BatchNorm kind, so a checkpoint
+trained with norm="batch" loads into norm="frozen_batch" and back.
+"""
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxseg.models import layers
+
+NORMS = ("frozen_batch", "batch", "group")
+GROUP_NORM_GROUPS = 32
+NORM_EPSILON = 1e-5
+INPUT_DIVISOR = 32
+FEATURE_LEVELS = (2, 3, 4, 5)
+
+# name -> (blocks per stage res2..res5, bottleneck blocks?)
+RESNETS = {
+    "resnet18": ((2, 2, 2, 2), False),
+    "resnet34": ((3, 4, 6, 3), False),
+    "resnet50": ((3, 4, 6, 3), True),
+    "resnet101": ((3, 4, 23, 3), True),
+}
+
+# torchvision's init of ResNet convs: kaiming_normal_(mode="fan_out", nonlinearity="relu").
+_CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+class FrozenBatchNorm(nn.Module):
+    """BatchNorm that always normalizes with its stored statistics.
+
+    y = (x - mean) / sqrt(var + epsilon) * scale + bias, per channel, whether
+    training or not: a fixed affine transform, as detectron2's
+    FrozenBatchNorm2d, for detection's small per-device batches whose batch
+    statistics would be too noisy. 'mean' and 'var' live in `batch_stats`
+    and are never updated (applying with mutable=["batch_stats"] returns them
+    unchanged). 'scale' and 'bias' live in `params`, so they ARE trained by an
+    optimizer unless frozen (by `ResNet.freeze_at` or an optimizer mask);
+    detectron2 keeps them fixed too. With fresh (identity) statistics the
+    layer is only the learnable affine map: without converted pretrained
+    statistics, prefer norm="group" or "batch".
+
+    Input [..., C], output [..., C] in `dtype` (or the promoted input dtype).
+    """
+
+    epsilon: float = NORM_EPSILON
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        channels = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones_init(), (channels,), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros_init(), (channels,), self.param_dtype)
+        mean = self.variable(
+            "batch_stats", "mean", lambda: jnp.zeros((channels,), self.param_dtype)
+        ).value
+        var = self.variable(
+            "batch_stats", "var", lambda: jnp.ones((channels,), self.param_dtype)
+        ).value
+        multiplier = scale * lax.rsqrt(var + self.epsilon)
+        shift = bias - mean * multiplier
+        x, multiplier, shift = nn.dtypes.promote_dtype(x, multiplier, shift, dtype=self.dtype)
+        return x * multiplier + shift
+
+
+def make_norm(kind: str, train: bool, dtype: Any, name: str) -> nn.Module:
+    """A normalization layer over the last (channel) axis, by `kind` (see NORMS).
+
+    "batch": `nn.BatchNorm` (batch statistics when training, running averages
+    with momentum 0.9 otherwise); "frozen_batch": `FrozenBatchNorm`; "group":
+    `nn.GroupNorm` with 32 groups (the channel count must be divisible by 32).
+    Call it inside a compact method: the layer becomes a child named `name`.
+    """
+    if kind == "batch":
+        return nn.BatchNorm(
+            use_running_average=not train,
+            momentum=0.9,
+            epsilon=NORM_EPSILON,
+            dtype=dtype,
+            name=name,
+        )
+    if kind == "frozen_batch":
+        return FrozenBatchNorm(dtype=dtype, name=name)
+    if kind == "group":
+        return nn.GroupNorm(
+            num_groups=GROUP_NORM_GROUPS, epsilon=NORM_EPSILON, dtype=dtype, name=name
+        )
+    raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
+
+
+class ConvNorm(nn.Module):
+    """Bias-free k x k conv (stride s, padding k // 2) -> norm [-> ReLU].
+
+    [N, H, W, C] -> [N, ceil(H / s), ceil(W / s), features] for even H, W.
+    With `fast_cpu_ops`, stride-1 convs use `layers.row_blocked_conv` (same
+    parameters and outputs, faster kernel gradient on XLA:CPU).
+    """
+
+    features: int
+    kernel_size: int
+    stride: int
+    norm: str
+    relu: bool
+    fast_cpu_ops: bool
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        pad = self.kernel_size // 2
+        conv_op = layers.row_blocked_conv if self.fast_cpu_ops and self.stride == 1 else None
+        x = nn.Conv(
+            self.features,
+            (self.kernel_size, self.kernel_size),
+            strides=(self.stride, self.stride),
+            padding=((pad, pad), (pad, pad)),
+            use_bias=False,
+            dtype=self.dtype,
+            kernel_init=_CONV_INIT,
+            conv_general_dilated=conv_op,
+            name="conv",
+        )(x)
+        x = make_norm(self.norm, train, self.dtype, "norm")(x)
+        return nn.relu(x) if self.relu else x
+
+
+class BasicBlock(nn.Module):
+    """ResNet-18/34 block: 3x3 (stride) -> 3x3, plus the shortcut, then ReLU.
+
+    [N, H, W, C] -> [N, H / stride, W / stride, features]. The shortcut is a
+    1x1 strided ConvNorm when the stride or the channel count changes.
+    """
+
+    features: int
+    stride: int
+    norm: str
+    fast_cpu_ops: bool
+    dtype: Any
+    expansion = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        options = dict(norm=self.norm, fast_cpu_ops=self.fast_cpu_ops, dtype=self.dtype)
+        y = ConvNorm(self.features, 3, self.stride, relu=True, name="conv1", **options)(x, train)
+        y = ConvNorm(self.features, 3, 1, relu=False, name="conv2", **options)(y, train)
+        shortcut = _shortcut(x, self.features, self.stride, options, train)
+        return nn.relu(y + shortcut)
+
+
+class Bottleneck(nn.Module):
+    """ResNet-50/101 block: 1x1 -> 3x3 (stride) -> 1x1 (4x wider), shortcut, ReLU.
+
+    [N, H, W, C] -> [N, H / stride, W / stride, 4 * features]; the stride is on
+    the 3x3 conv (v1.5). The shortcut is a 1x1 strided ConvNorm when the stride
+    or the channel count changes.
+    """
+
+    features: int
+    stride: int
+    norm: str
+    fast_cpu_ops: bool
+    dtype: Any
+    expansion = 4
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        options = dict(norm=self.norm, fast_cpu_ops=self.fast_cpu_ops, dtype=self.dtype)
+        out_features = self.features * self.expansion
+        y = ConvNorm(self.features, 1, 1, relu=True, name="conv1", **options)(x, train)
+        y = ConvNorm(self.features, 3, self.stride, relu=True, name="conv2", **options)(y, train)
+        y = ConvNorm(out_features, 1, 1, relu=False, name="conv3", **options)(y, train)
+        shortcut = _shortcut(x, out_features, self.stride, options, train)
+        return nn.relu(y + shortcut)
+
+
+def _shortcut(x: jax.Array, features: int, stride: int, options: dict, train: bool) -> jax.Array:
+    """Identity, or a 1x1 strided projection (child "shortcut") when shapes change."""
+    if stride == 1 and x.shape[-1] == features:
+        return x
+    return ConvNorm(features, 1, stride, relu=False, name="shortcut", **options)(x, train)
+
+
+def max_pool_3x3_stride2(x: jax.Array) -> jax.Array:
+    """The stem's 3x3 stride-2 max-pool, padding 1: [N, H, W, C] -> [N, H/2, W/2, C] (even H, W)."""
+    return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+
+def _check_input(x: jax.Array) -> None:
+    if x.ndim != 4:
+        raise ValueError(f"images must be [N, H, W, C] (rank 4), got shape {x.shape}")
+    height, width = x.shape[1:3]
+    if height == 0 or width == 0 or height % INPUT_DIVISOR or width % INPUT_DIVISOR:
+        raise ValueError(
+            f"image size {height}x{width} must be positive and divisible by "
+            f"{INPUT_DIVISOR} (the stride of C5)"
+        )
+
+
+def _check_options(module: "ResNet") -> None:
+    if module.norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {module.norm!r}")
+    if len(module.stage_sizes) != len(FEATURE_LEVELS) or any(n < 1 for n in module.stage_sizes):
+        raise ValueError(f"stage_sizes must be 4 positive block counts, got {tuple(module.stage_sizes)}")
+    if module.num_filters < 1:
+        raise ValueError(f"num_filters must be >= 1, got {module.num_filters}")
+    if not 0 <= module.freeze_at <= 5:
+        raise ValueError(f"freeze_at must be in 0..5, got {module.freeze_at}")
+
+
+class ResNet(nn.Module):
+    """ResNet backbone returning the outputs of stages res2..res5.
+
+    Attributes:
+      stage_sizes: blocks per stage res2..res5, e.g. (3, 4, 6, 3).
+      bottleneck: Bottleneck blocks (ResNet-50/101) instead of BasicBlocks.
+      num_filters: width of the stem and of res2's (inner) convs; doubled per stage.
+      norm: "frozen_batch", "batch" or "group" (see `make_norm`, `FrozenBatchNorm`).
+      freeze_at: 0 trains everything; 1 stops gradients after the stem; k in
+        2..5 also after stages res2..res_k (detectron2's FREEZE_AT). Frozen
+        parts get zero gradients (`lax.stop_gradient` on their output);
+        weight decay in the optimizer would still shrink them.
+      fast_cpu_ops: stride-1 convs with `layers.row_blocked_conv` (XLA:CPU).
+      dtype: computation dtype; parameters stay float32.
+    """
+
+    stage_sizes: Sequence[int]
+    bottleneck: bool
+    num_filters: int = 64
+    norm: str = "frozen_batch"
+    freeze_at: int = 0
+    fast_cpu_ops: bool = False
+    dtype: Any = jnp.float32
+
+    @property
+    def out_channels(self) -> dict[str, int]:
+        """Channels of C2..C5, e.g. {"C2": 256, ..., "C5": 2048} for ResNet-50."""
+        expansion = 4 if self.bottleneck else 1
+        return {
+            f"C{level}": self.num_filters * 2**index * expansion
+            for index, level in enumerate(FEATURE_LEVELS)
+        }
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
+        """[N, H, W, C] images -> {"C2": [N, H/4, W/4, C2], ..., "C5": [N, H/32, W/32, C5]}.
+
+        H and W must be divisible by 32. Features are in `dtype`; channel
+        counts are `out_channels` (64..512 for ResNet-18/34, 256..2048 for
+        ResNet-50/101 with num_filters=64).
+        """
+        _check_options(self)
+        _check_input(x)
+        options = dict(norm=self.norm, fast_cpu_ops=self.fast_cpu_ops, dtype=self.dtype)
+        block_cls = Bottleneck if self.bottleneck else BasicBlock
+
+        x = x.astype(self.dtype)
+        x = ConvNorm(self.num_filters, 7, 2, relu=True, name="stem", **options)(x, train)
+        x = max_pool_3x3_stride2(x)
+        if self.freeze_at >= 1:
+            x = lax.stop_gradient(x)
+
+        features = {}
+        for index, (level, num_blocks) in enumerate(zip(FEATURE_LEVELS, self.stage_sizes)):
+            for block in range(num_blocks):
+                stride = 2 if block == 0 and index > 0 else 1
+                x = block_cls(
+                    self.num_filters * 2**index, stride, name=f"res{level}_{block}", **options
+                )(x, train)
+            if self.freeze_at >= level:
+                x = lax.stop_gradient(x)
+            features[f"C{level}"] = x
+        return features
+
+
+def build_resnet(resnet_name: str, **options: Any) -> ResNet:
+    """ResNet by name ("resnet18", "resnet34", "resnet50", "resnet101").
+
+    `options` (including the Flax module `name`) go to `ResNet`.
+    """
+    if resnet_name not in RESNETS:
+        raise ValueError(f"resnet_name must be one of {sorted(RESNETS)}, got {resnet_name!r}")
+    stage_sizes, bottleneck = RESNETS[resnet_name]
+    return ResNet(stage_sizes=stage_sizes, bottleneck=bottleneck, **options)

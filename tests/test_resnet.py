@@ -1,0 +1,251 @@
+"""ResNet backbone: shapes, parameter counts, norms, freezing, paddings vs numpy."""
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxseg.models import ResNet, build_resnet
+from jaxseg.models.resnet import ConvNorm, FrozenBatchNorm, max_pool_3x3_stride2
+
+STRIDES = {"C2": 4, "C3": 8, "C4": 16, "C5": 32}
+
+
+def _images(shape=(2, 64, 64, 3), seed=0):
+    return jnp.asarray(np.random.default_rng(seed).normal(size=shape).astype(np.float32))
+
+
+def _init(model, x):
+    return model.init(jax.random.key(0), x, train=False)
+
+
+def _count(tree):
+    return sum(leaf.size for leaf in jax.tree.leaves(tree))
+
+
+def _randomize_stats(variables, seed=1):
+    """Random running means and positive variances, so BatchNorm is not the identity."""
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        values = rng.normal(size=leaf.shape) if path[-1].key == "mean" else rng.uniform(0.5, 2.0, leaf.shape)
+        return jnp.asarray(values, leaf.dtype)
+
+    stats = jax.tree_util.tree_map_with_path(draw, variables["batch_stats"])
+    return {**variables, "batch_stats": stats}
+
+
+@pytest.mark.parametrize(
+    "name, channels", [("resnet18", (64, 128, 256, 512)), ("resnet50", (256, 512, 1024, 2048))]
+)
+def test_features_have_strides_and_channels_under_jit(name, channels):
+    model = build_resnet(name)
+    x = _images()
+    variables = jax.jit(_init, static_argnums=0)(model, x)
+    features = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
+    assert sorted(features) == ["C2", "C3", "C4", "C5"]
+    for (key, stride), width in zip(STRIDES.items(), channels):
+        assert features[key].shape == (2, 64 // stride, 64 // stride, width)
+        assert features[key].dtype == jnp.float32
+        assert np.all(np.isfinite(features[key]))
+    assert model.out_channels == dict(zip(STRIDES, channels))
+
+
+def _resnet_params(stage_sizes, bottleneck):
+    """Hand count: bias-free convs, 2 parameters per channel per norm, no fc head."""
+
+    def conv_norm(cin, cout, k):
+        return k * k * cin * cout + 2 * cout
+
+    total = conv_norm(3, 64, 7)
+    cin = 64
+    for index, blocks in enumerate(stage_sizes):
+        width = 64 * 2**index
+        cout = 4 * width if bottleneck else width
+        for block in range(blocks):
+            if bottleneck:
+                total += conv_norm(cin, width, 1) + conv_norm(width, width, 3) + conv_norm(width, cout, 1)
+            else:
+                total += conv_norm(cin, width, 3) + conv_norm(width, width, 3)
+            if block == 0 and (index > 0 or cin != cout):
+                total += conv_norm(cin, cout, 1)
+            cin = cout
+    return total
+
+
+@pytest.mark.parametrize(
+    "name, torchvision_total, fc",
+    [
+        ("resnet18", 11_689_512, 512 * 1000 + 1000),
+        ("resnet34", 21_797_672, 512 * 1000 + 1000),
+        ("resnet50", 25_557_032, 2048 * 1000 + 1000),
+        ("resnet101", 44_549_160, 2048 * 1000 + 1000),
+    ],
+)
+@pytest.mark.parametrize("norm", ["frozen_batch", "batch", "group"])
+def test_parameter_count_is_torchvision_without_fc(name, torchvision_total, fc, norm):
+    # torchvision counts BatchNorm weight and bias as parameters and its
+    # running statistics as buffers; every norm here has the same 2 per channel.
+    model = build_resnet(name, norm=norm)
+    variables = jax.eval_shape(lambda: _init(model, jnp.zeros((1, 32, 32, 3))))
+    stage_sizes, bottleneck = model.stage_sizes, model.bottleneck
+    assert _count(variables["params"]) == _resnet_params(stage_sizes, bottleneck) == torchvision_total - fc
+    norm_channels = _count(variables["params"]) - _count(
+        {k: v for k, v in flax.traverse_util.flatten_dict(variables["params"]).items() if k[-1] == "kernel"}
+    )
+    if norm == "group":
+        assert "batch_stats" not in variables
+    else:
+        assert _count(variables["batch_stats"]) == norm_channels  # mean and var per channel
+
+
+def test_frozen_batch_norm_is_the_affine_map_of_its_stored_statistics():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 3, 3, 4)).astype(np.float32)
+    variables = {
+        "params": {"scale": rng.normal(size=4), "bias": rng.normal(size=4)},
+        "batch_stats": {"mean": rng.normal(size=4), "var": rng.uniform(0.5, 2.0, 4)},
+    }
+    variables = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), variables)
+    y, updates = FrozenBatchNorm().apply(variables, x, mutable=["batch_stats"])
+    p, s = variables["params"], variables["batch_stats"]
+    expected = (x - s["mean"]) / np.sqrt(s["var"] + 1e-5) * p["scale"] + p["bias"]
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    jax.tree.map(np.testing.assert_array_equal, updates["batch_stats"], s)
+
+
+def _train_and_eval(norm):
+    model = build_resnet("resnet18", norm=norm)
+    x = _images((2, 32, 32, 3))
+    variables = _randomize_stats(_init(model, x))
+    trained, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    evaluated = model.apply(variables, x, train=False)
+    return variables["batch_stats"], updates["batch_stats"], trained, evaluated
+
+
+def test_frozen_batch_resnet_ignores_train_and_keeps_its_statistics():
+    stats, new_stats, trained, evaluated = _train_and_eval("frozen_batch")
+    jax.tree.map(np.testing.assert_array_equal, new_stats, stats)
+    jax.tree.map(np.testing.assert_array_equal, trained, evaluated)
+
+
+def test_batch_norm_resnet_uses_and_updates_batch_statistics():
+    stats, new_stats, trained, evaluated = _train_and_eval("batch")
+    mean = new_stats["stem"]["norm"]["mean"]
+    assert not np.allclose(mean, stats["stem"]["norm"]["mean"])
+    assert not np.allclose(trained["C5"], evaluated["C5"])
+
+
+def test_group_norm_resnet_runs_without_batch_stats():
+    model = build_resnet("resnet18", norm="group")
+    x = _images((2, 32, 32, 3))
+    variables = _init(model, x)
+    features = model.apply(variables, x, train=True)
+    assert set(variables) == {"params"}
+    assert features["C5"].shape == (2, 1, 1, 512)
+    assert np.all(np.isfinite(features["C5"]))
+    # GroupNorm statistics are per image: the second image's features do not
+    # depend on the first one.
+    alone = model.apply(variables, x[1:], train=True)
+    np.testing.assert_allclose(features["C3"][1], alone["C3"][0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("freeze_at, frozen", [(0, []), (1, ["stem"]), (2, ["stem", "res2"])])
+def test_freeze_at_zeroes_gradients_of_frozen_stages_only(freeze_at, frozen):
+    model = build_resnet("resnet18", norm="group", freeze_at=freeze_at)
+    x = _images((1, 32, 32, 3))
+    params = _init(model, x)["params"]
+
+    def loss(p):
+        features = model.apply({"params": p}, x, train=True)
+        return sum(jnp.sum(f**2) for f in features.values())
+
+    grads = flax.traverse_util.flatten_dict(jax.grad(loss)(params))
+    for path, grad in grads.items():
+        stage = path[0].split("_")[0]
+        assert (np.abs(grad).max() == 0) == (stage in frozen), path
+
+
+@pytest.mark.parametrize("size", [(60, 64), (64, 48), (0, 32)])
+def test_image_size_not_divisible_by_32_is_a_clear_error(size):
+    model = build_resnet("resnet18")
+    label = f"{size[0]}x{size[1]}"
+    with pytest.raises(ValueError, match=f"image size {label}"):
+        _init(model, jnp.zeros((1, *size, 3)))
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        (dict(norm="layer"), "norm"),
+        (dict(freeze_at=6), "freeze_at"),
+        (dict(stage_sizes=(2, 2, 2)), "stage_sizes"),
+        (dict(num_filters=0), "num_filters"),
+    ],
+)
+def test_bad_options_are_clear_errors(options, match):
+    model = ResNet(**{"stage_sizes": (1, 1, 1, 1), "bottleneck": False, **options})
+    with pytest.raises(ValueError, match=match):
+        _init(model, jnp.zeros((1, 32, 32, 3)))
+
+
+def test_bad_name_and_rank_are_clear_errors():
+    with pytest.raises(ValueError, match="resnet_name"):
+        build_resnet("resnet20")
+    with pytest.raises(ValueError, match="rank 4"):
+        _init(build_resnet("resnet18"), jnp.zeros((32, 32, 3)))
+
+
+def _numpy_conv(x, kernel, stride, pad):
+    """[N, H, W, Cin] x [k, k, Cin, Cout], symmetric zero padding, by definition."""
+    n, h, w, _ = x.shape
+    k = kernel.shape[0]
+    padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    out_h, out_w = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    out = np.zeros((n, out_h, out_w, kernel.shape[3]))
+    for i in range(out_h):
+        for j in range(out_w):
+            window = padded[:, i * stride : i * stride + k, j * stride : j * stride + k]
+            out[:, i, j] = np.einsum("nabc,abco->no", window, kernel)
+    return out
+
+
+def _numpy_max_pool_3x3_stride2(x):
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
+    n, h, w, c = x.shape
+    out = np.zeros((n, h // 2, w // 2, c))
+    for i in range(h // 2):
+        for j in range(w // 2):
+            out[:, i, j] = padded[:, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3].max(axis=(1, 2))
+    return out
+
+
+@pytest.mark.parametrize("kernel_size, stride", [(7, 2), (3, 2), (3, 1), (1, 2)])
+def test_conv_norm_pads_symmetrically_like_torchvision(kernel_size, stride):
+    x = _images((2, 8, 10, 3), seed=2)
+    module = ConvNorm(4, kernel_size, stride, "frozen_batch", relu=True, fast_cpu_ops=False, dtype=jnp.float32)
+    variables = _randomize_stats(_init(module, x))
+    y = module.apply(variables, x, train=False)
+    p, s = variables["params"], variables["batch_stats"]["norm"]
+    conv = _numpy_conv(np.asarray(x), np.asarray(p["conv"]["kernel"]), stride, kernel_size // 2)
+    normed = (conv - s["mean"]) / np.sqrt(s["var"] + 1e-5) * p["norm"]["scale"] + p["norm"]["bias"]
+    np.testing.assert_allclose(y, np.maximum(normed, 0), rtol=1e-4, atol=1e-4)
+
+
+def test_stem_max_pool_pads_with_minus_infinity():
+    x = -np.abs(np.asarray(_images((2, 8, 6, 3), seed=3))) - 1.0  # all negative: zero padding would show
+    np.testing.assert_allclose(max_pool_3x3_stride2(jnp.asarray(x)), _numpy_max_pool_3x3_stride2(x), rtol=0, atol=0)
+
+
+def test_fast_cpu_ops_give_the_same_features_and_gradients():
+    x = _images((1, 32, 32, 3))
+    plain = build_resnet("resnet18", norm="group")
+    fast = build_resnet("resnet18", norm="group", fast_cpu_ops=True)
+    params = _init(plain, x)["params"]
+
+    def loss(model, p):
+        return jnp.sum(model.apply({"params": p}, x, train=True)["C5"] ** 2)
+
+    np.testing.assert_allclose(loss(fast, params), loss(plain, params), rtol=1e-5)
+    fast_grads, plain_grads = jax.grad(lambda p: loss(fast, p))(params), jax.grad(lambda p: loss(plain, p))(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3 * np.abs(b).max()), fast_grads, plain_grads)
