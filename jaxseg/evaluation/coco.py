@@ -1,0 +1,355 @@
+"""COCO box and mask AP of instance predictions, computed by pycocotools.
+
+The ground truth of a split is converted to a COCO-format dict once
+(`ground_truth_to_coco`, cached with `write_coco_json` / `load_coco_json`); a
+`COCOEvaluator` built from it collects each image's detections (`add`) and runs
+`pycocotools.cocoeval.COCOeval` for boxes ('bbox') and, when masks were given, masks
+('segm').
+
+Conventions:
+- jaxseg boxes are (x1, y1, x2, y2) in pixels with exclusive ends; COCO boxes are
+  [x, y, w, h] with w = x2 - x1 and h = y2 - y1.
+- Category ids are the dataset's labels 1..K-1; `class_names[k]` names label k and
+  `class_names[0]` is the background, which is never a category.
+- Masks are stored as RLE from `pycocotools.mask.encode`, counts decoded to str (JSON).
+- A ground-truth annotation's `area` is its mask's pixel count, as in COCO's own
+  annotations: both box and mask AP put an object in the small (area < 32²), medium
+  (32² <= area < 96²) or large (area >= 96²) range by its mask area. (For detections,
+  pycocotools uses the box's w·h in box AP and the mask area in mask AP; a detection's area
+  only matters when it matches no ground truth.)
+- Annotation ids start at 1: pycocotools records matches by annotation id and reads id 0
+  as "unmatched".
+- An image's id is the example's "image_id" if it has one, else its position in `examples`.
+- COCO's limit of 100 detections per image applies: only the 100 highest scores count.
+
+Empty and undefined cases:
+- An AP whose population holds no ground-truth object (e.g. `box_ap_large` when no object
+  is large, or every AP when the ground truth has no object at all) is undefined:
+  pycocotools reports -1 there; `evaluate` reports NaN. Categories without ground truth
+  are left out of the mean over categories (COCO's rule), and detections of them are
+  not counted at all.
+- No detections at all (no image added, or none valid) give AP 0.0 where ground truth
+  exists. (pycocotools' `loadRes` fails on an empty result list; we evaluate against an
+  empty result set instead.) Images never added count as images without detections.
+- Detections on an image without ground truth of their category are false positives.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+# Suffixes of the first six entries of `COCOeval.stats`: AP over IoU 0.5:0.95, AP at IoU
+# 0.5, AP at IoU 0.75, and AP over IoU 0.5:0.95 for small, medium and large objects.
+_STAT_SUFFIXES = ("", "50", "75", "_small", "_medium", "_large")
+_UNDEFINED_STAT = -1.0
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_class_names(class_names) -> list[str]:
+    class_names = [str(name) for name in class_names]
+    if len(class_names) < 2:
+        raise ValueError(
+            "class_names must hold the background name and at least one class name, got "
+            f"{class_names!r}")
+    return class_names
+
+
+def _check_masks(masks, name: str) -> np.ndarray:
+    """`[n, H, W]` uint8 in {0, 1} from bool or integer 0/1 masks."""
+    masks = np.asarray(masks)
+    if masks.ndim != 3:
+        raise ValueError(f"{name} must have shape [n, H, W], got {masks.shape}")
+    if masks.dtype != np.bool_:
+        if not np.issubdtype(masks.dtype, np.integer):
+            raise ValueError(f"{name} must be bool or integer 0/1, got dtype {masks.dtype}")
+        if masks.size and (masks.min() < 0 or masks.max() > 1):
+            raise ValueError(f"{name} must hold only 0 and 1")
+    return masks.astype(np.uint8)
+
+
+def _check_vector(values, count: int, name: str) -> np.ndarray:
+    values = np.asarray(values)
+    if values.shape != (count,):
+        raise ValueError(f"{name} must have shape [{count}], got {values.shape}")
+    return values
+
+
+def _check_integers(values, count: int, name: str) -> np.ndarray:
+    values = _check_vector(values, count, name)
+    if not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(f"{name} must have an integer dtype, got {values.dtype}")
+    return values.astype(np.int64)
+
+
+def _check_boxes(boxes, name: str) -> np.ndarray:
+    """`[n, 4]` float64 (x1, y1, x2, y2) with x2 >= x1 and y2 >= y1 (not checked for NaN)."""
+    boxes = np.asarray(boxes)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"{name} must have shape [n, 4], got {boxes.shape}")
+    return boxes.astype(np.float64)
+
+
+def _check_finite_ordered_boxes(boxes: np.ndarray, name: str) -> None:
+    if not np.all(np.isfinite(boxes)):
+        raise ValueError(f"{name} must be finite")
+    if np.any(boxes[:, 2] < boxes[:, 0]) or np.any(boxes[:, 3] < boxes[:, 1]):
+        raise ValueError(f"{name} must be (x1, y1, x2, y2) with x2 >= x1 and y2 >= y1")
+
+
+def _to_xywh(boxes: np.ndarray) -> list[list[float]]:
+    """COCO [x, y, w, h] lists from `[n, 4]` (x1, y1, x2, y2) boxes."""
+    return [[float(x1), float(y1), float(x2 - x1), float(y2 - y1)] for x1, y1, x2, y2 in boxes]
+
+
+def encode_masks(masks) -> list[dict]:
+    """COCO RLEs of binary masks.
+
+    Args:
+      masks: `[n, H, W]` bool, or integer 0/1.
+
+    Returns:
+      n dicts {"size": [H, W], "counts": str} (`pycocotools.mask.decode` inverts them).
+    """
+    masks = _check_masks(masks, "masks")
+    if len(masks) == 0:
+        return []
+    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
+    return [{"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+            for rle in rles]
+
+
+def _image_id(example, position: int) -> int:
+    image_id = example.get("image_id", position)
+    if not _is_integer(image_id) or image_id < 0:
+        raise ValueError(f"examples[{position}]['image_id'] must be a non-negative int, got {image_id!r}")
+    return int(image_id)
+
+
+def ground_truth_to_coco(examples, class_names) -> dict:
+    """The COCO-format ground truth of a set of examples.
+
+    Args:
+      examples: iterable of dicts with masks `[n, H, W]` uint8 or bool, boxes `[n, 4]`
+        float (x1, y1, x2, y2, exclusive ends, pixels), labels `[n]` int in 1..K-1, and
+        optionally image_id (non-negative int; default: the example's position). n may
+        be 0; the image size is taken from the masks.
+      class_names: K names, `class_names[0]` the background.
+
+    Returns:
+      A JSON-serializable dict: "images" [{id, height, width}], "categories"
+      [{id, name}] for ids 1..K-1, and "annotations" [{id (from 1), image_id,
+      category_id, bbox [x, y, w, h], area (mask pixel count), iscrowd 0, segmentation
+      (RLE, str counts)}].
+    """
+    class_names = _check_class_names(class_names)
+    images, annotations, seen = [], [], set()
+    for position, example in enumerate(examples):
+        name = f"examples[{position}]"
+        image_id = _image_id(example, position)
+        if image_id in seen:
+            raise ValueError(f"{name}: image_id {image_id} is used twice")
+        seen.add(image_id)
+        masks = _check_masks(example["masks"], f"{name}['masks']")
+        count, height, width = masks.shape
+        boxes = _check_boxes(example["boxes"], f"{name}['boxes']")
+        if len(boxes) != count:
+            raise ValueError(f"{name}['boxes'] has {len(boxes)} rows but masks has {count}")
+        _check_finite_ordered_boxes(boxes, f"{name}['boxes']")
+        labels = _check_integers(example["labels"], count, f"{name}['labels']")
+        if np.any((labels < 1) | (labels >= len(class_names))):
+            raise ValueError(f"{name}['labels'] must lie in [1, {len(class_names)}), got {labels.tolist()}")
+        images.append({"id": image_id, "height": height, "width": width})
+        areas = masks.sum(axis=(1, 2), dtype=np.int64)
+        for bbox, label, area, rle in zip(_to_xywh(boxes), labels, areas, encode_masks(masks)):
+            annotations.append({
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": int(label),
+                "bbox": bbox,
+                "area": int(area),
+                "iscrowd": 0,
+                "segmentation": rle,
+            })
+    if not images:
+        raise ValueError("examples must hold at least one example")
+    categories = [{"id": label, "name": class_names[label]} for label in range(1, len(class_names))]
+    return {"images": images, "categories": categories, "annotations": annotations}
+
+
+def write_coco_json(path, coco_dict: dict) -> None:
+    """Writes a COCO-format dict as JSON, atomically (parent directories are created)."""
+    directory = os.path.dirname(os.path.abspath(os.fspath(path)))
+    os.makedirs(directory, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=directory, suffix=".json.tmp")
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            json.dump(coco_dict, file)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def load_coco_json(path) -> dict:
+    """Reads a dict written by `write_coco_json`."""
+    with open(path) as file:
+        return json.load(file)
+
+
+def detections_to_coco(image_id, boxes, scores, classes, masks=None, valid=None) -> list[dict]:
+    """COCO result dicts of one image's detections.
+
+    Args:
+      image_id: the image's id in the ground truth (non-negative int).
+      boxes: `[D, 4]` float (x1, y1, x2, y2), pixels.
+      scores: `[D]` float.
+      classes: `[D]` int labels (1..K-1).
+      masks: optional `[D, H, W]` bool or 0/1 full-image masks.
+      valid: optional `[D]` bool; False marks padding, dropped (with its values unchecked).
+        Default: all valid. D may be 0.
+
+    Returns:
+      One box result {image_id, category_id, score, bbox [x, y, w, h]} per valid
+      detection, then (with masks) one mask result {image_id, category_id, score,
+      segmentation (RLE)} per valid detection. Keep the two kinds apart when writing COCO
+      result files: pycocotools reads a result with a "bbox" as a box result.
+    """
+    if not _is_integer(image_id) or image_id < 0:
+        raise ValueError(f"image_id must be a non-negative int, got {image_id!r}")
+    boxes = _check_boxes(boxes, "boxes")
+    count = len(boxes)
+    scores = _check_vector(scores, count, "scores")
+    if not np.issubdtype(scores.dtype, np.number):
+        raise ValueError(f"scores must be numeric, got dtype {scores.dtype}")
+    classes = _check_integers(classes, count, "classes")
+    keep = np.ones(count, bool) if valid is None else _check_vector(valid, count, "valid")
+    if keep.dtype != np.bool_:
+        raise ValueError(f"valid must be bool, got dtype {keep.dtype}")
+    boxes, scores, classes = boxes[keep], scores[keep].astype(np.float64), classes[keep]
+    _check_finite_ordered_boxes(boxes, "boxes (valid rows)")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("scores (valid rows) must be finite")
+    if np.any(classes < 1):
+        raise ValueError(f"classes (valid rows) must be labels >= 1, got {classes.tolist()}")
+    common = [{"image_id": int(image_id), "category_id": int(label), "score": float(score)}
+              for label, score in zip(classes, scores)]
+    results = [dict(base, bbox=bbox) for base, bbox in zip(common, _to_xywh(boxes))]
+    if masks is not None:
+        masks = np.asarray(masks)
+        if masks.ndim != 3 or len(masks) != count:
+            raise ValueError(f"masks must have shape [{count}, H, W], got {masks.shape}")
+        rles = encode_masks(_check_masks(masks[keep], "masks (valid rows)"))
+        results += [dict(base, segmentation=rle) for base, rle in zip(common, rles)]
+    return results
+
+
+@contextlib.contextmanager
+def _silenced_stdout():
+    """Swallows what pycocotools prints."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def _coco_index(dataset: dict) -> COCO:
+    coco = COCO()
+    coco.dataset = dataset
+    with _silenced_stdout():
+        coco.createIndex()
+    return coco
+
+
+class COCOEvaluator:
+    """Collects detections image by image and computes COCO box (and mask) AP.
+
+    Usage: `evaluator = COCOEvaluator(ground_truth)`; `evaluator.add(image_id, ...)` once
+    per image; `evaluator.evaluate()`. The first `add` decides whether masks are
+    evaluated: every `add` must then give masks, or none may.
+    """
+
+    def __init__(self, ground_truth: dict):
+        """`ground_truth`: a dict from `ground_truth_to_coco` (or `load_coco_json`)."""
+        missing = {"images", "annotations", "categories"} - set(ground_truth)
+        if missing:
+            raise ValueError(f"ground_truth lacks the COCO field(s) {sorted(missing)}")
+        if not ground_truth["images"]:
+            raise ValueError("ground_truth must hold at least one image")
+        self._ground_truth = _coco_index(ground_truth)
+        self._image_sizes = {image["id"]: (image["height"], image["width"])
+                             for image in ground_truth["images"]}
+        self._category_ids = {category["id"] for category in ground_truth["categories"]}
+        self._box_results: list[dict] = []
+        self._mask_results: list[dict] = []
+        self._added: set[int] = set()
+        self._with_masks: bool | None = None
+
+    def add(self, image_id, boxes, scores, classes, masks=None, valid=None) -> None:
+        """Records one image's detections; arguments as in `detections_to_coco`.
+
+        Masks must have the image's size `[D, H, W]`. Each image is added at most once.
+        """
+        if image_id not in self._image_sizes:
+            raise ValueError(f"image_id {image_id!r} is not in the ground truth")
+        if image_id in self._added:
+            raise ValueError(f"image_id {image_id} was already added")
+        with_masks = masks is not None
+        if self._with_masks is not None and with_masks != self._with_masks:
+            raise ValueError(
+                "masks must be given for every image or for none; earlier images were added "
+                + ("with" if self._with_masks else "without") + " masks")
+        results = detections_to_coco(image_id, boxes, scores, classes, masks, valid)
+        if with_masks and np.shape(masks)[1:] != self._image_sizes[image_id]:
+            raise ValueError(
+                f"masks must have the image's size {self._image_sizes[image_id]}, got "
+                f"{np.shape(masks)[1:]}")
+        unknown = {result["category_id"] for result in results} - self._category_ids
+        if unknown:
+            raise ValueError(f"classes {sorted(unknown)} are not categories of the ground truth")
+        self._box_results += [result for result in results if "bbox" in result]
+        self._mask_results += [result for result in results if "segmentation" in result]
+        self._added.add(image_id)
+        self._with_masks = with_masks
+
+    def _results_index(self, results: list[dict]) -> COCO:
+        if not results:
+            dataset = self._ground_truth.dataset
+            return _coco_index({"images": dataset["images"], "categories": dataset["categories"],
+                                "annotations": []})
+        with _silenced_stdout():
+            return self._ground_truth.loadRes([dict(result) for result in results])
+
+    def _stats(self, iou_type: str, results: list[dict]) -> np.ndarray:
+        evaluation = COCOeval(self._ground_truth, self._results_index(results), iou_type)
+        with _silenced_stdout():
+            evaluation.evaluate()
+            evaluation.accumulate()
+            evaluation.summarize()
+        return evaluation.stats
+
+    def evaluate(self) -> dict[str, float]:
+        """COCO AP of the detections added so far.
+
+        Returns:
+          box_ap, box_ap50, box_ap75, box_ap_small, box_ap_medium, box_ap_large, and with
+          masks the same six mask_ap* keys: Python floats in [0, 1], NaN where undefined
+          (no ground-truth object in that population; see the module docstring).
+        """
+        runs = [("box", "bbox", self._box_results)]
+        if self._with_masks:
+            runs.append(("mask", "segm", self._mask_results))
+        metrics = {}
+        for prefix, iou_type, results in runs:
+            stats = self._stats(iou_type, results)
+            for suffix, value in zip(_STAT_SUFFIXES, stats):
+                metrics[f"{prefix}_ap{suffix}"] = float("nan") if value == _UNDEFINED_STAT else float(value)
+        return metrics
