@@ -63,6 +63,9 @@ def test_draw_instances_masks_outlines_and_untouched_pixels():
     assert np.sum(np.all(label == first, axis=-1)) > 100 and np.sum(label.min(axis=-1) > 200) > 10
     np.testing.assert_array_equal(picture[:18, :65], image[:18, :65])
     np.testing.assert_array_equal(picture[18:30, 0:19], image[18:30, 0:19])
+    faint = draw_instances(image, boxes, np.array([0.9, 0.6]), np.array([1, 3]), masks, None,
+                           CLASS_NAMES, alpha=0.25)
+    np.testing.assert_array_equal(faint[50, 40], blend(image[50, 40], first, alpha=0.25))
 
 
 def test_invalid_and_low_score_detections_are_not_drawn():
@@ -73,8 +76,8 @@ def test_invalid_and_low_score_detections_are_not_drawn():
                                 np.array([True, False]), CLASS_NAMES)
     np.testing.assert_array_equal(none_drawn, image)
     lower_threshold = draw_instances(image, boxes, np.array([0.3, 0.9]), classes, masks,
-                                     np.array([True, False]), CLASS_NAMES, score_threshold=0.2)
-    first = instance_colours(1)[0]
+                                     np.array([True, False]), CLASS_NAMES, score_threshold=0.3)
+    first = instance_colours(1)[0]  # a score equal to the threshold is drawn
     np.testing.assert_array_equal(lower_threshold[50, 40], blend(image[50, 40], first))
     np.testing.assert_array_equal(lower_threshold[75:, 65:], image[75:, 65:])
     # A padded invalid row may hold anything (NaN boxes, class -1).
