@@ -35,8 +35,10 @@ class ResNetFPN(nn.Module):
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool) -> dict[str, jax.Array]:
-        """[N, H, W, C] images (H, W divisible by 32) ->
-        {"P<l>": [N, ceil(H / 2**l), ceil(W / 2**l), fpn_channels]} for l in min_level..max_level, in `dtype`.
+        """[N, H, W, C] images (H, W divisible by 32) -> feature pyramid.
+
+        Returns {"P<l>": [N, ceil(H / 2**l), ceil(W / 2**l), fpn_channels]}
+        for l in min_level..max_level, in `dtype`.
         """
         resnet = build_resnet(
             self.resnet_name,

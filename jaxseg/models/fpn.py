@@ -41,7 +41,9 @@ def _check_features(features: dict[str, jax.Array], min_level: int) -> None:
     for finer, coarser in zip(names[:-1], names[1:]):
         fine, coarse = features[finer].shape, features[coarser].shape
         if len(fine) != 4 or len(coarse) != 4:
-            raise ValueError(f"features must be [N, H, W, C] (rank 4), got {finer} {fine}, {coarser} {coarse}")
+            raise ValueError(
+                f"features must be [N, H, W, C] (rank 4), got {finer} {fine}, {coarser} {coarse}"
+            )
         if fine[0] != coarse[0] or fine[1:3] != (2 * coarse[1], 2 * coarse[2]):
             raise ValueError(
                 f"features {finer} {fine} must be twice the height and width of {coarser} {coarse}, "
