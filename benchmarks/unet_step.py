@@ -4,8 +4,10 @@ Cases: (a) the shipped model settings (flags), (b) features=(64, 128, 256) at
 batch 4, 128x128 and 256x256. Each JAX case runs with the plain Flax ops and
 with `fast_cpu_ops=True`; when torch is importable the same architecture is
 timed in PyTorch (CPU, 2 threads) in the same run, and the table shows the
-ratio JAX / PyTorch. Times are medians over `--repeats` steps, compile time is
-excluded from them and printed on its own.
+ratio JAX / PyTorch of the medians. Variants are timed in interleaved rounds
+(one step of each per round) so that they share the background load; the
+table gives the median and the minimum over `--repeats` rounds. Compile time
+is excluded from them and printed on its own.
 
 XLA flags are process-wide and read when JAX starts: to try one, set
 XLA_FLAGS in the environment of this script (e.g.
@@ -43,10 +45,10 @@ class Case:
     upsample: str
 
 
-def interleaved_median_times(
+def interleaved_step_times(
     steps: dict[str, Callable[[], None]], warmup: int, repeats: int
-) -> dict[str, float]:
-    """Median seconds per call of each step, timed in interleaved rounds.
+) -> dict[str, tuple[float, float]]:
+    """(median, minimum) seconds per call of each step, timed in interleaved rounds.
 
     Every round runs each step once, so all variants see the same background
     load of a shared machine.
@@ -60,7 +62,7 @@ def interleaved_median_times(
             start = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return {name: (statistics.median(values), min(values)) for name, values in times.items()}
 
 
 def _batch(case: Case, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +114,7 @@ def prepare_jax_step(case: Case, fast_cpu_ops: bool) -> tuple[float, Callable[[]
 
     def step():
         holder[0], loss = compiled(holder[0], images, labels)
-        loss.block_until_ready()
+        jax.block_until_ready((holder[0], loss))
 
     return compile_s, step
 
@@ -206,8 +208,8 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--image_size", type=int, default=128)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--num_classes", type=int, default=4)
-    parser.add_argument("--norm", default="batch")
-    parser.add_argument("--upsample", default="transpose")
+    parser.add_argument("--norm", choices=("batch", "group", "none"), default="batch")
+    parser.add_argument("--upsample", choices=("transpose", "bilinear"), default="transpose")
     parser.add_argument("--repeats", type=int, default=15, help="timed steps per case")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per case")
     parser.add_argument("--no_torch", action="store_true", help="skip the PyTorch reference")
@@ -235,7 +237,7 @@ def main() -> None:
     print(f"jax {jax.__version__}, devices {jax.devices()}, repeats {args.repeats} (medians)")
     header = (
         f"{'case':8} {'features':20} {'batch':>5} {'size':>5} {'variant':12} "
-        f"{'compile s':>9} {'step ms':>9} {'img/s':>8} {'vs torch':>8}"
+        f"{'compile s':>9} {'step ms':>9} {'min ms':>8} {'img/s':>8} {'vs torch':>8}"
     )
     print(header)
     print("-" * len(header))
@@ -246,14 +248,14 @@ def main() -> None:
         torch_step = None if args.no_torch else prepare_torch_step(case)
         if torch_step is not None:
             steps["torch"] = torch_step
-        medians = interleaved_median_times(steps, args.warmup, args.repeats)
-        for variant, seconds in medians.items():
-            ratio = f"{seconds / medians['torch']:8.2f}" if "torch" in medians else f"{'-':>8}"
+        timings = interleaved_step_times(steps, args.warmup, args.repeats)
+        for variant, (seconds, fastest) in timings.items():
+            ratio = f"{seconds / timings['torch'][0]:8.2f}" if "torch" in timings else f"{'-':>8}"
             compile_text = f"{compile_s[variant]:9.1f}" if variant in compile_s else f"{'-':>9}"
             print(
                 f"{case.name:8} {','.join(map(str, case.features)):20} {case.batch_size:5d} "
                 f"{case.image_size:5d} {variant:12} {compile_text} "
-                f"{seconds * 1e3:9.1f} {case.batch_size / seconds:8.1f} {ratio}",
+                f"{seconds * 1e3:9.1f} {fastest * 1e3:8.1f} {case.batch_size / seconds:8.1f} {ratio}",
                 flush=True,
             )
 

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jax import lax
 
 _NHWC_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
-_ROW_BLOCK_BYTES = 2 * 1024 * 1024
+_ROW_BLOCK_BYTES = 1024 * 1024
 
 
 def _check_nhwc(name: str, x: jax.Array) -> None:
@@ -209,7 +209,7 @@ def row_blocked_conv(
 
     Forward and input gradient are the plain ops. The kernel gradient is summed
     over blocks of output rows, each with an output-gradient slice of at most
-    ~2 MiB: XLA:CPU's kernel-gradient conv slows down sharply once that operand
+    ~1 MiB: XLA:CPU's kernel-gradient conv slows down sharply once that operand
     leaves the cache. The result equals autodiff's up to float summation order.
     """
     _check_nhwc("lhs", lhs)
