@@ -35,6 +35,8 @@ from jaxseg.models.unet import UNet
 
 # Batch fields a semantic segmentation step reads; the others stay on the host.
 SEMANTIC_FIELDS = ("image", "semantic", "valid")
+# Metrics drawn in training_curves.png (all of them go to TensorBoard).
+CURVES = ("train/loss", "train/learning_rate", "val/miou", "val/mean_dice", "val/pixel_accuracy")
 
 
 class TrainState(train_state.TrainState):
@@ -249,7 +251,8 @@ def _write_pictures(workdir: str, config, val_source, predictions, history) -> N
             np.stack(predictions),
             class_names=list(config.data.class_names),
         )
-    visualize.save_training_curves(os.path.join(workdir, "training_curves.png"), history)
+    plotted = {name: points for name, points in history.items() if name in CURVES}
+    visualize.save_training_curves(os.path.join(workdir, "training_curves.png"), plotted)
 
 
 class _Timer:
