@@ -92,6 +92,21 @@ def test_hand_set_identity_convs_give_sums_of_upsampled_inputs():
         np.testing.assert_array_equal(pyramid[key], np.full(pyramid[key].shape, value), err_msg=key)
 
 
+def test_fast_cpu_ops_give_the_same_pyramid_and_gradients():
+    features = _features(channels={key: 8 for key in TINY_CHANNELS})
+    plain, fast = FPN(out_channels=8), FPN(out_channels=8, fast_cpu_ops=True)
+    params = jax.jit(plain.init)(jax.random.key(0), features)["params"]
+
+    def loss(model, p):
+        return sum(jnp.sum(level**2) for level in model.apply({"params": p}, features).values())
+
+    loss = jax.jit(jax.value_and_grad(loss, argnums=1), static_argnums=0)
+    (fast_loss, fast_grads), (plain_loss, plain_grads) = loss(fast, params), loss(plain, params)
+    np.testing.assert_allclose(fast_loss, plain_loss, rtol=1e-5)
+    for fast_grad, plain_grad in zip(jax.tree.leaves(fast_grads), jax.tree.leaves(plain_grads)):
+        np.testing.assert_allclose(fast_grad, plain_grad, rtol=1e-4, atol=1e-4 * np.abs(plain_grad).max())
+
+
 @pytest.mark.parametrize("min_level, max_level", [(2, 6), (3, 7), (4, 5)])
 def test_levels_have_their_strides(min_level, max_level):
     image_size = 96  # C5 is 3x3: P6 is 2x2 (ceil), as a kernel-1 stride-2 max-pool gives

@@ -246,10 +246,34 @@ def test_conv_norm_pads_symmetrically_like_torchvision(kernel_size, stride):
     np.testing.assert_allclose(y, np.maximum(normed, 0), rtol=1e-4, atol=1e-4)
 
 
-def test_stem_max_pool_pads_with_minus_infinity():
+@pytest.mark.parametrize("fast_cpu_ops", [False, True])
+def test_stem_max_pool_pads_with_minus_infinity(fast_cpu_ops):
     x = -np.abs(np.asarray(_images((2, 8, 6, 3), seed=3))) - 1.0  # all negative: zero padding would show
-    pooled = max_pool_3x3_stride2(jnp.asarray(x))
+    pooled = max_pool_3x3_stride2(jnp.asarray(x), fast_cpu_ops)
     np.testing.assert_array_equal(pooled, _numpy_max_pool_3x3_stride2(x))
+
+
+def test_fast_stem_max_pool_gradient_routes_to_the_maxima():
+    x = np.asarray(_images((2, 8, 6, 3), seed=4))  # no ties
+    upstream = np.asarray(_images((2, 4, 3, 3), seed=5))
+
+    def grad(fast_cpu_ops, inputs):
+        return jax.grad(lambda v: jnp.sum(max_pool_3x3_stride2(v, fast_cpu_ops) * upstream))(inputs)
+
+    expected = np.zeros_like(x)  # numpy: each window's gradient goes to its maximum
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
+    for n in range(2):
+        for i in range(4):
+            for j in range(3):
+                for c in range(3):
+                    window = padded[n, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3, c]
+                    a, b = np.unravel_index(np.argmax(window), (3, 3))
+                    expected[n, 2 * i + a - 1, 2 * j + b - 1, c] += upstream[n, i, j, c]
+    np.testing.assert_allclose(grad(True, jnp.asarray(x)), expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(grad(False, jnp.asarray(x)), expected, rtol=1e-6, atol=1e-6)
+    # Ties: a window of equal values passes on its whole gradient, shared.
+    tied = jax.grad(lambda v: jnp.sum(max_pool_3x3_stride2(v, True)))(jnp.ones((1, 2, 2, 1)))
+    assert np.sum(tied) == 1.0 and np.all(np.asarray(tied) > 0)
 
 
 def test_fast_cpu_ops_give_the_same_features_and_gradients():

@@ -19,7 +19,7 @@ class ResNetFPN(nn.Module):
       fpn_norm: the FPN's norm (None or "group").
       min_level, max_level: pyramid levels returned (see `FPN`).
       freeze_at: see `ResNet.freeze_at`.
-      fast_cpu_ops: see `ResNet.fast_cpu_ops`.
+      fast_cpu_ops: see `ResNet.fast_cpu_ops` and `FPN.fast_cpu_ops`.
       dtype: computation dtype; parameters stay float32.
     """
 
@@ -49,6 +49,12 @@ class ResNetFPN(nn.Module):
             name="resnet",
         )
         fpn = FPN(
-            self.fpn_channels, self.min_level, self.max_level, self.fpn_norm, self.dtype, name="fpn"
+            self.fpn_channels,
+            self.min_level,
+            self.max_level,
+            self.fpn_norm,
+            self.fast_cpu_ops,
+            self.dtype,
+            name="fpn",
         )
         return fpn(resnet(images, train))

@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxseg.models import layers
 from jaxseg.models.resnet import FEATURE_LEVELS, make_norm
 
 NORMS = (None, "group")
@@ -61,6 +62,10 @@ class FPN(nn.Module):
         subsamplings of the level below (P6 = P5[:, ::2, ::2]).
       norm: None (convs with bias) or "group" (bias-free convs, each followed
         by a 32-group GroupNorm, as detectron2's FPN with norm "GN").
+      fast_cpu_ops: convs with `layers.row_blocked_conv` (same parameters and
+        outputs; on XLA:CPU the kernel gradient of P2's 3x3 output conv is
+        otherwise the slowest op of a ResNet-50-FPN training step). Keep
+        False on GPU/TPU.
       dtype: computation dtype; parameters stay float32.
     """
 
@@ -68,6 +73,7 @@ class FPN(nn.Module):
     min_level: int = 2
     max_level: int = 6
     norm: str | None = None
+    fast_cpu_ops: bool = False
     dtype: Any = jnp.float32
 
     def _conv_norm(self, x: jax.Array, kernel_size: int, name: str) -> jax.Array:
@@ -79,6 +85,7 @@ class FPN(nn.Module):
             use_bias=self.norm is None,
             dtype=self.dtype,
             kernel_init=_CONV_INIT,
+            conv_general_dilated=layers.row_blocked_conv if self.fast_cpu_ops else None,
             name=name,
         )(x)
         if self.norm is None:

@@ -190,9 +190,28 @@ def _shortcut(x: jax.Array, features: int, stride: int, options: dict, train: bo
     return ConvNorm(features, 1, stride, relu=False, name="shortcut", **options)(x, train)
 
 
-def max_pool_3x3_stride2(x: jax.Array) -> jax.Array:
-    """The stem's 3x3 stride-2 max-pool, padding 1: [N, H, W, C] -> [N, H/2, W/2, C] (even H, W)."""
-    return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+def max_pool_3x3_stride2(x: jax.Array, fast_cpu_ops: bool = False) -> jax.Array:
+    """The stem's 3x3 stride-2 max-pool, padding 1: [N, H, W, C] -> [N, H/2, W/2, C] (even H, W).
+
+    Padding counts as -inf (never the maximum), as in torchvision. With
+    `fast_cpu_ops` it is the elementwise maximum of the 9 strided slices of
+    the padded input: the same output, and a gradient without XLA:CPU's slow
+    select-and-scatter (about 5x faster at 256x256x64). Tie rule of that
+    gradient: tied maxima of a window share its gradient (the chained maxima
+    split it in halves) instead of the first one taking it all; both are
+    valid subgradients, and ties are practically only the zeros left by the
+    ReLU before the pool, whose gradient the ReLU discards anyway.
+    """
+    if not fast_cpu_ops:
+        return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    n, h, w, c = x.shape
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+    pooled = None
+    for row in range(3):
+        for col in range(3):
+            window = lax.slice(padded, (0, row, col, 0), (n, row + h - 1, col + w - 1, c), (1, 2, 2, 1))
+            pooled = window if pooled is None else jnp.maximum(pooled, window)
+    return pooled
 
 
 def _check_input(x: jax.Array) -> None:
@@ -229,7 +248,9 @@ class ResNet(nn.Module):
         2..5 also after stages res2..res_k (detectron2's FREEZE_AT). Frozen
         parts get zero gradients (`lax.stop_gradient` on their output);
         weight decay in the optimizer would still shrink them.
-      fast_cpu_ops: stride-1 convs with `layers.row_blocked_conv` (XLA:CPU).
+      fast_cpu_ops: XLA:CPU-fast formulations with the same parameters and
+        outputs: stride-1 convs with `layers.row_blocked_conv`, the stem
+        max-pool as slices (see `max_pool_3x3_stride2`). Keep False on GPU/TPU.
       dtype: computation dtype; parameters stay float32.
     """
 
@@ -265,7 +286,7 @@ class ResNet(nn.Module):
 
         x = x.astype(self.dtype)
         x = ConvNorm(self.num_filters, 7, 2, relu=True, name="stem", **options)(x, train)
-        x = max_pool_3x3_stride2(x)
+        x = max_pool_3x3_stride2(x, self.fast_cpu_ops)
         if self.freeze_at >= 1:
             x = lax.stop_gradient(x)
 
