@@ -97,7 +97,9 @@ def write_overlays(workdir: str, input_path: str, output_dir: str) -> list[str]:
         label_map = predict_label_map(state, image, config.data.image_size)
         stem = os.path.splitext(os.path.basename(path))[0]
         out_path = os.path.join(output_dir, f"{stem}_overlay.png")
-        visualize.save_overlay_png(out_path, image, label_map, num_classes=config.data.num_classes)
+        visualize.save_overlay_png(
+            out_path, image, label_map, palette=visualize.class_palette(config.data.num_classes)
+        )
         written.append(out_path)
     return written
 

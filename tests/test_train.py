@@ -13,6 +13,8 @@ from jaxseg import predict, sharding, train
 from jaxseg.data import pipeline
 from jaxseg.config_files import load_config_file
 
+pytestmark = pytest.mark.slow
+
 
 def tiny_config(data_dir: str, **overrides):
     """The shipped U-Net config shrunk to seconds: 32x32 images, a 2-level U-Net."""
