@@ -136,6 +136,7 @@ def test_train_batch_shapes_dtypes_and_padding(train_source):
         "labels": ((8, MAX_INSTANCES), np.int32),
         "instance_valid": ((8, MAX_INSTANCES), np.bool_),
         "valid": ((8,), np.bool_),
+        "index": ((8,), np.int32),
     }
     assert {k: (v.shape, v.dtype) for k, v in batch.items()} == expected
     assert 0.0 <= batch["image"].min() and batch["image"].max() <= 1.0
@@ -310,3 +311,18 @@ def test_bad_stream_position_and_empty_source(train_source):
         pipeline.train_batches(train_source, 4, -3, max_instances=2)
     with pytest.raises(ValueError, match="empty"):
         pipeline.eval_batches([], 4, max_instances=2)
+
+
+def test_index_field_names_the_source_examples(validation_source):
+    source = validation_source
+    seen = []
+    for batch in pipeline.eval_batches(source, 4, max_instances=MAX_INSTANCES):
+        for row in np.flatnonzero(batch["valid"]):
+            example = source[int(batch["index"][row])]
+            np.testing.assert_allclose(batch["image"][row], example["image"] / 255.0, atol=1e-6)
+        seen.extend(batch["index"][batch["valid"]].tolist())
+        assert np.all(batch["index"][~batch["valid"]] == -1)
+    assert seen == list(range(len(source)))
+    train = next(pipeline.train_batches(source, 4, 0, flip=False, max_instances=MAX_INSTANCES))
+    for row, index in enumerate(train["index"]):
+        np.testing.assert_array_equal(train["semantic"][row], source[int(index)]["semantic"])

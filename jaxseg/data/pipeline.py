@@ -213,6 +213,7 @@ def _assemble_batch(source, indices, flips, valid, max_instances) -> tuple[dict,
         "labels": np.zeros((size, max_instances), np.int32),
         "instance_valid": np.zeros((size, max_instances), bool),
         "valid": np.asarray(valid, bool).copy(),
+        "index": np.where(valid, indices, -1).astype(np.int32),
     }
     truncated = False
     for row in np.flatnonzero(valid):
@@ -282,7 +283,8 @@ def train_batches(
 
     Yields dicts: image float32 [B, S, S, 3] in [0, 1], semantic int32 [B, S, S],
     masks uint8 [B, M, S, S], boxes float32 [B, M, 4], labels int32 [B, M] (0 = empty
-    slot), instance_valid bool [B, M], valid bool [B] (all True), M = max_instances.
+    slot), instance_valid bool [B, M], valid bool [B] (all True), index int32 [B] (the
+    example's position in `source`), M = max_instances.
     Examples with more than M instances keep the M largest (warned once).
     """
     local_size = _local_batch_size(batch_size, process_index, process_count)
@@ -336,7 +338,8 @@ def eval_batches(
     Global batch b holds examples [b·batch_size, (b+1)·batch_size); process p gets the
     contiguous slice [p·B, (p+1)·B) of it, B = batch_size / process_count. There are
     ceil(len(source) / batch_size) batches on every process; rows past the end are
-    padding: all zeros, `valid` False. No flips. Same fields as `train_batches`.
+    padding: all zeros, `valid` False, `index` -1. No flips. Same fields as
+    `train_batches`.
     """
     local_size = _local_batch_size(batch_size, process_index, process_count)
     _check_source_and_instances(source, max_instances)
