@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxseg.models import layers
-from jaxseg.models.resnet import FEATURE_LEVELS, make_norm
+from jaxseg.models.resnet import FEATURE_LEVELS, make_norm, pointwise_conv
 
 NORMS = (None, "group")
 # detectron2's c2_xavier_fill: kaiming_uniform_(a=1) = uniform with variance 1 / fan_in.
@@ -62,10 +62,11 @@ class FPN(nn.Module):
         subsamplings of the level below (P6 = P5[:, ::2, ::2]).
       norm: None (convs with bias) or "group" (bias-free convs, each followed
         by a 32-group GroupNorm, as detectron2's FPN with norm "GN").
-      fast_cpu_ops: convs with `layers.row_blocked_conv` (same parameters and
-        outputs; on XLA:CPU the kernel gradient of P2's 3x3 output conv is
-        otherwise the slowest op of a ResNet-50-FPN training step). Keep
-        False on GPU/TPU.
+      fast_cpu_ops: 1x1 laterals as matmuls (`resnet.pointwise_conv`), 3x3
+        output convs with `layers.row_blocked_conv`: same parameters and
+        outputs, faster gradients on XLA:CPU (the kernel gradient of P2's
+        3x3 output conv was the slowest op of a ResNet-50-FPN training step).
+        Keep False on GPU/TPU.
       dtype: computation dtype; parameters stay float32.
     """
 
@@ -78,6 +79,9 @@ class FPN(nn.Module):
 
     def _conv_norm(self, x: jax.Array, kernel_size: int, name: str) -> jax.Array:
         pad = kernel_size // 2
+        conv_op = None
+        if self.fast_cpu_ops:
+            conv_op = pointwise_conv if kernel_size == 1 else layers.row_blocked_conv
         x = nn.Conv(
             self.out_channels,
             (kernel_size, kernel_size),
@@ -85,7 +89,7 @@ class FPN(nn.Module):
             use_bias=self.norm is None,
             dtype=self.dtype,
             kernel_init=_CONV_INIT,
-            conv_general_dilated=layers.row_blocked_conv if self.fast_cpu_ops else None,
+            conv_general_dilated=conv_op,
             name=name,
         )(x)
         if self.norm is None:

@@ -99,12 +99,51 @@ def make_norm(kind: str, train: bool, dtype: Any, name: str) -> nn.Module:
     raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
 
 
+def pointwise_conv(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    window_strides: Sequence[int],
+    padding: Sequence[tuple[int, int]],
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers: Any = None,
+    feature_group_count: int = 1,
+    precision: Any = None,
+) -> jax.Array:
+    """A 1x1 convolution (stride s, no padding) as a strided slice and a matmul.
+
+    Signature of `lax.conv_general_dilated` so it can be given to `nn.Conv` as
+    `conv_general_dilated`; lhs [N, H, W, Cin], rhs [1, 1, Cin, Cout] ->
+    [N, ceil(H / s), ceil(W / s), Cout], as the conv. On XLA:CPU its
+    autodiff (matmuls) runs the conv's kernel gradient without the activation
+    transposes that the convolution form needs.
+    """
+    unit = (1, 1)
+    if (
+        lhs.ndim != 4
+        or rhs.shape[:2] != unit
+        or tuple(tuple(p) for p in padding) != ((0, 0), (0, 0))
+        or tuple(lhs_dilation or unit) != unit
+        or tuple(rhs_dilation or unit) != unit
+        or feature_group_count != 1
+    ):
+        raise ValueError(
+            "pointwise_conv needs NHWC input, a 1x1 kernel, no padding, no dilation "
+            f"and no groups; got lhs {lhs.shape}, rhs {rhs.shape}, padding {padding}"
+        )
+    stride_h, stride_w = window_strides
+    return jnp.einsum(
+        "nhwc,co->nhwo", lhs[:, ::stride_h, ::stride_w], rhs[0, 0], precision=precision
+    )
+
+
 class ConvNorm(nn.Module):
     """Bias-free k x k conv (stride s, padding k // 2) -> norm [-> ReLU].
 
     [N, H, W, C] -> [N, ceil(H / s), ceil(W / s), features] for even H, W.
-    With `fast_cpu_ops`, stride-1 convs use `layers.row_blocked_conv` (same
-    parameters and outputs, faster kernel gradient on XLA:CPU).
+    With `fast_cpu_ops` (same parameters and outputs, faster gradients on
+    XLA:CPU), 1x1 convs are `pointwise_conv` and other stride-1 convs
+    `layers.row_blocked_conv`.
     """
 
     features: int
@@ -118,7 +157,11 @@ class ConvNorm(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         pad = self.kernel_size // 2
-        conv_op = layers.row_blocked_conv if self.fast_cpu_ops and self.stride == 1 else None
+        conv_op = None
+        if self.fast_cpu_ops and self.kernel_size == 1:
+            conv_op = pointwise_conv
+        elif self.fast_cpu_ops and self.stride == 1:
+            conv_op = layers.row_blocked_conv
         x = nn.Conv(
             self.features,
             (self.kernel_size, self.kernel_size),
@@ -249,7 +292,8 @@ class ResNet(nn.Module):
         parts get zero gradients (`lax.stop_gradient` on their output);
         weight decay in the optimizer would still shrink them.
       fast_cpu_ops: XLA:CPU-fast formulations with the same parameters and
-        outputs: stride-1 convs with `layers.row_blocked_conv`, the stem
+        outputs: 1x1 convs as matmuls (`pointwise_conv`), other stride-1
+        convs with `layers.row_blocked_conv`, the stem
         max-pool as slices (see `max_pool_3x3_stride2`). Keep False on GPU/TPU.
       dtype: computation dtype; parameters stay float32.
     """
