@@ -304,3 +304,8 @@ def test_pointwise_conv_is_a_strided_1x1_convolution(stride):
     np.testing.assert_allclose(y, _numpy_conv(x, kernel, stride, 0), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="1x1 kernel"):
         pointwise_conv(jnp.asarray(x), jnp.zeros((3, 3, 3, 4)), (1, 1), ((1, 1), (1, 1)))
+    with pytest.raises(ValueError, match="NHWC/HWIO"):
+        pointwise_conv(
+            jnp.asarray(x), jnp.asarray(kernel), (1, 1), ((0, 0), (0, 0)),
+            dimension_numbers=("NCHW", "OIHW", "NCHW"),
+        )

@@ -119,8 +119,14 @@ def pointwise_conv(
     transposes that the convolution form needs.
     """
     unit = (1, 1)
+    nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
     if (
         lhs.ndim != 4
+        or rhs.ndim != 4
+        or (
+            dimension_numbers is not None
+            and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != nhwc
+        )
         or rhs.shape[:2] != unit
         or tuple(tuple(p) for p in padding) != ((0, 0), (0, 0))
         or tuple(lhs_dilation or unit) != unit
@@ -128,8 +134,9 @@ def pointwise_conv(
         or feature_group_count != 1
     ):
         raise ValueError(
-            "pointwise_conv needs NHWC input, a 1x1 kernel, no padding, no dilation "
-            f"and no groups; got lhs {lhs.shape}, rhs {rhs.shape}, padding {padding}"
+            "pointwise_conv needs NHWC/HWIO operands, a 1x1 kernel, no padding, no dilation "
+            f"and no groups; got lhs {lhs.shape}, rhs {rhs.shape}, padding {padding}, "
+            f"dimension_numbers {dimension_numbers}"
         )
     stride_h, stride_w = window_strides
     return jnp.einsum(
