@@ -162,6 +162,20 @@ def test_group_norm_resnet_runs_without_batch_stats():
     np.testing.assert_allclose(features["C3"][1], alone["C3"][0], rtol=1e-4, atol=1e-4)
 
 
+def test_group_norm_uses_gcd_groups_on_narrow_widths():
+    x = _images((1, 32, 32, 3))
+    model = ConvNorm(12, 3, 1, "group", relu=False, fast_cpu_ops=False, dtype=jnp.float32)
+    variables = _random_variables(model, x)
+    y = np.asarray(model.apply(variables, x, train=True))
+    p = variables["params"]
+    conv = _numpy_conv(np.asarray(x), np.asarray(p["conv"]["kernel"]), 1, 1)
+    groups = conv.reshape(1, 32 * 32, 4, 3)  # gcd(32, 12) = 4 groups of 3 channels
+    mean = groups.mean(axis=(1, 3), keepdims=True)
+    var = groups.var(axis=(1, 3), keepdims=True)
+    expected = ((groups - mean) / np.sqrt(var + 1e-5)).reshape(conv.shape) * p["norm"]["scale"] + p["norm"]["bias"]
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("freeze_at, frozen", [(0, []), (1, ["stem"]), (2, ["stem", "res2"])])
 def test_freeze_at_zeroes_gradients_of_frozen_stages_only(freeze_at, frozen):
     model = _tiny_resnet(norm="group", freeze_at=freeze_at)

@@ -61,7 +61,8 @@ class FPN(nn.Module):
       max_level: coarsest level, >= 5; levels above 5 are stride-2
         subsamplings of the level below (P6 = P5[:, ::2, ::2]).
       norm: None (convs with bias) or "group" (bias-free convs, each followed
-        by a 32-group GroupNorm, as detectron2's FPN with norm "GN").
+        by a GroupNorm with gcd(32, out_channels) groups, as detectron2's FPN
+        with norm "GN").
       fast_cpu_ops: 1x1 laterals as matmuls (`resnet.pointwise_conv`), 3x3
         output convs with `layers.row_blocked_conv`: same parameters and
         outputs, faster gradients on XLA:CPU (the kernel gradient of P2's
@@ -94,7 +95,7 @@ class FPN(nn.Module):
         )(x)
         if self.norm is None:
             return x
-        return make_norm(self.norm, False, self.dtype, f"{name}_norm")(x)
+        return make_norm(self.norm, self.out_channels, False, self.dtype, f"{name}_norm")(x)
 
     @nn.compact
     def __call__(self, features: dict[str, jax.Array]) -> dict[str, jax.Array]:

@@ -9,6 +9,7 @@ and variable names follow `flax.linen.BatchNorm` ('scale', 'bias' in `params`,
 'mean', 'var' in `batch_stats`) for every BatchNorm kind, so a checkpoint
 trained with norm="batch" loads into norm="frozen_batch" and back.
 """
+import math
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -74,12 +75,13 @@ class FrozenBatchNorm(nn.Module):
         return x * multiplier + shift
 
 
-def make_norm(kind: str, train: bool, dtype: Any, name: str) -> nn.Module:
+def make_norm(kind: str, channels: int, train: bool, dtype: Any, name: str) -> nn.Module:
     """A normalization layer over the last (channel) axis, by `kind` (see NORMS).
 
     "batch": `nn.BatchNorm` (batch statistics when training, running averages
     with momentum 0.9 otherwise); "frozen_batch": `FrozenBatchNorm`; "group":
-    `nn.GroupNorm` with 32 groups (the channel count must be divisible by 32).
+    `nn.GroupNorm` with gcd(32, channels) groups (32 for the
+    standard widths; fewer for narrow test models instead of an error).
     Call it inside a compact method: the layer becomes a child named `name`.
     """
     if kind == "batch":
@@ -93,9 +95,8 @@ def make_norm(kind: str, train: bool, dtype: Any, name: str) -> nn.Module:
     if kind == "frozen_batch":
         return FrozenBatchNorm(dtype=dtype, name=name)
     if kind == "group":
-        return nn.GroupNorm(
-            num_groups=GROUP_NORM_GROUPS, epsilon=NORM_EPSILON, dtype=dtype, name=name
-        )
+        groups = math.gcd(GROUP_NORM_GROUPS, channels)
+        return nn.GroupNorm(num_groups=groups, epsilon=NORM_EPSILON, dtype=dtype, name=name)
     raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
 
 
@@ -180,7 +181,7 @@ class ConvNorm(nn.Module):
             conv_general_dilated=conv_op,
             name="conv",
         )(x)
-        x = make_norm(self.norm, train, self.dtype, "norm")(x)
+        x = make_norm(self.norm, self.features, train, self.dtype, "norm")(x)
         return nn.relu(x) if self.relu else x
 
 
