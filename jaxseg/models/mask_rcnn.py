@@ -7,7 +7,8 @@ Two entry points, both `jax.jit`-able with shapes fixed by the fields and input 
   `rpn_objectness`, `rpn_box`, `box_classification`, `box_regression`, `mask`, `total`.
   The `"sampling"` key is split into one key per image (anchor and RoI sampling never
   share random numbers across images). With `backbone_norm="batch"` and `train=True`,
-  pass `mutable=["batch_stats"]`.
+  pass `mutable=["batch_stats"]`. With `mutable=["intermediates"]` the sampled anchors
+  (`RPNTargets`) and RoIs (`RoITargets`), batched over images, are returned as well.
 * `model.apply(variables, images, method=MaskRCNN.detect)` -> dict with `boxes [N, D, 4]`
   float32, `scores [N, D]` float32, `classes [N, D]` int32 (1..K-1), `masks [N, D, H, W]`
   float32 mask probabilities pasted into the image (binarize with
@@ -45,18 +46,20 @@ from jaxseg.models.roi_heads import (
     box_head_losses,
     detections,
     mask_loss_sum,
+    mask_training_targets,
     pool_features,
     roi_targets,
     select_class_channel,
 )
 from jaxseg.models.rpn import RPNHead, anchors_per_cell, propose, rpn_losses, rpn_normalizer, rpn_targets
-from jaxseg.ops import AnchorGenerator, mask_targets, paste_masks
+from jaxseg.ops import AnchorGenerator, paste_masks
 
 # Pyramid levels: the RPN sees P2..P6, the RoI heads P2..P5.
 RPN_LEVELS = (2, 3, 4, 5, 6)
 ROI_LEVELS = (2, 3, 4, 5)
 BOX_POOL_SIZE = 7
 MASK_POOL_SIZE = 14
+MASK_SIZE = 2 * MASK_POOL_SIZE
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -244,6 +247,8 @@ class MaskRCNN(nn.Module):
                                iou_threshold=self.roi_iou_threshold)
 
         rois = jax.vmap(sample_rois)(proposals, proposal_valid, gt_boxes, gt_labels, gt_valid, keys[:, 1])
+        self.sow("intermediates", "rpn_targets", anchor_samples)
+        self.sow("intermediates", "roi_targets", rois)
         class_logits, box_deltas = self.box_head(self._pool(pyramid, rois.boxes, BOX_POOL_SIZE))
         per_image = rois.valid.shape[1]
         classification_sum, regression_sum = jax.vmap(
@@ -264,16 +269,13 @@ class MaskRCNN(nn.Module):
 
     def _mask_loss(self, pyramid, rois, gt_masks):
         """Summed mask BCE over the foreground RoIs and the number of pixels it sums."""
-        count = self.num_mask_rois
-        boxes, classes, matched = rois.boxes[:, :count], rois.classes[:, :count], rois.matched_gt[:, :count]
-        foreground = rois.valid[:, :count] & (classes > 0)
+        boxes, classes, targets, foreground = jax.vmap(
+            lambda image_rois, masks: mask_training_targets(image_rois, masks, self.num_mask_rois, MASK_SIZE))(
+            rois, gt_masks)
         logits = self.mask_head(self._pool(pyramid, boxes, MASK_POOL_SIZE))
-        logits = select_class_channel(logits, classes.reshape(-1)).reshape(*classes.shape, *logits.shape[1:3])
-        mask_size = logits.shape[-1]
-        targets = jax.vmap(lambda masks, index, image_boxes: mask_targets(masks, index, image_boxes, mask_size))(
-            gt_masks, matched, boxes)
+        logits = select_class_channel(logits, classes.reshape(-1)).reshape(targets.shape)
         total = jnp.sum(jax.vmap(mask_loss_sum)(logits, targets, foreground))
-        return total, jnp.sum(foreground).astype(jnp.float32) * mask_size * mask_size
+        return total, jnp.sum(foreground).astype(jnp.float32) * MASK_SIZE * MASK_SIZE
 
     def detect(self, images) -> dict:
         """Detections of `images [N, H, W, 3]`; see the module docstring."""

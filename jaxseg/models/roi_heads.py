@@ -22,7 +22,7 @@ import optax
 
 from jaxseg.models.layers import ConvTranspose2x2
 from jaxseg.ops import BoxCoder, box_iou, clip_boxes, fpn_levels, match, multilevel_roi_align, roi_pool
-from jaxseg.ops import batched_nms, sample_balanced, valid_box_mask
+from jaxseg.ops import batched_nms, mask_targets, sample_balanced, valid_box_mask
 from jaxseg.models.rpn import smooth_l1
 
 # detectron2's RoI box coder weights.
@@ -125,6 +125,17 @@ def roi_targets(proposals, proposal_valid, gt_boxes, gt_labels, gt_valid, key, *
     classes = jnp.where(sampled_labels == 1, jnp.asarray(gt_labels, jnp.int32)[matched], 0)
     box_targets = ROI_BOX_CODER.encode(gt_boxes[matched], boxes)
     return RoITargets(jax.lax.stop_gradient(boxes), valid, classes, matched, box_targets)
+
+
+def mask_training_targets(targets: RoITargets, gt_masks, count: int, mask_size: int):
+    """The first `count` sampled RoIs of one image (every foreground one, see the module docstring).
+
+    `gt_masks [G, H, W]`. Returns `(boxes [count, 4] float32, classes [count] int32,
+    mask_targets [count, mask_size, mask_size] float32 (0/1), foreground [count] bool)`.
+    """
+    boxes, classes = targets.boxes[:count], targets.classes[:count]
+    foreground = targets.valid[:count] & (classes > 0)
+    return boxes, classes, mask_targets(gt_masks, targets.matched_gt[:count], boxes, mask_size), foreground
 
 
 def pool_features(pyramid: Sequence[jax.Array], boxes, output_size: int, extractor: str, sampling_ratio: int,
