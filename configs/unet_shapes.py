@@ -20,6 +20,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 500
     config.keep_checkpoints = 3
     config.num_prediction_images = 8
+    # Steps with a non-finite loss or gradient are skipped; this many in a row stop the run.
+    config.max_consecutive_nonfinite_steps = 10
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "unet"

@@ -8,10 +8,15 @@ history used for the training-curve picture). Every process calls `save` and
 """
 
 import os
+import shutil
+import warnings
 from typing import Any, Optional
 
 import jax
 import orbax.checkpoint as ocp
+
+# Part of the name of a checkpoint folder orbax has not finished writing.
+TMP_MARKER = ".orbax-checkpoint-tmp"
 
 
 def _abstract_like(tree: Any) -> Any:
@@ -19,15 +24,41 @@ def _abstract_like(tree: Any) -> Any:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
+def remove_unfinished(directory: str) -> list[str]:
+    """Deletes checkpoint folders a killed save left half-written; returns their names.
+
+    Orbax writes each checkpoint into `<step>.orbax-checkpoint-tmp-<time>` and
+    renames it when complete, so such a folder was never finished. Only the
+    primary process deletes; every process gets the same list.
+    """
+    if not os.path.isdir(directory):
+        return []
+    unfinished = sorted(name for name in os.listdir(directory) if TMP_MARKER in name)
+    for name in unfinished:
+        warnings.warn(
+            f"Skipping half-written checkpoint {os.path.join(directory, name)} "
+            "(a save was interrupted); resuming from the newest complete one."
+        )
+        if jax.process_index() == 0:
+            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+    return unfinished
+
+
 class Checkpointer:
-    """Saves every `save_interval_steps` steps, keeps the newest `max_to_keep`."""
+    """Saves every `save_interval_steps` steps, keeps the newest `max_to_keep`.
+
+    Half-written checkpoints left by a killed process are skipped (with a
+    warning) and deleted when the checkpointer opens the directory.
+    """
 
     def __init__(self, directory: str, *, max_to_keep: int, save_interval_steps: int):
+        directory = os.path.abspath(directory)
+        remove_unfinished(directory)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, save_interval_steps=save_interval_steps, create=True
         )
         self._manager = ocp.CheckpointManager(
-            os.path.abspath(directory), options=options, item_names=("state", "meta")
+            directory, options=options, item_names=("state", "meta")
         )
 
     def latest_step(self) -> Optional[int]:

@@ -69,6 +69,7 @@ def _validate_top_level(config) -> None:
     ):
         _require_int(config, field, 1)
     _require_int(config, "num_prediction_images", 0)
+    _require_int(config, "max_consecutive_nonfinite_steps", 1)
 
 
 def _validate_model(config) -> None:

@@ -31,6 +31,7 @@ from jaxseg import visualize
 from jaxseg.config_validation import validate_config
 from jaxseg.data import pipeline
 from jaxseg.metric_writer import MetricWriter
+from jaxseg.preemption import PreemptionWatcher
 from jaxseg.models.unet import UNet
 
 # Batch fields a semantic segmentation step reads; the others stay on the host.
@@ -40,10 +41,21 @@ CURVES = ("train/loss", "train/learning_rate", "val/miou", "val/mean_dice", "val
 
 
 class TrainState(train_state.TrainState):
-    """Optimizer state plus BatchNorm statistics and the run's base RNG key."""
+    """Optimizer state plus BatchNorm statistics, the run's base RNG key and NaN-guard counters.
+
+    `nonfinite_streak` counts the latest consecutive steps whose loss or
+    gradients were not finite (their updates were skipped), `nonfinite_steps`
+    all such steps of the run (int32 scalars).
+    """
 
     batch_stats: Any
     rng: jax.Array
+    nonfinite_streak: jax.Array
+    nonfinite_steps: jax.Array
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """Too many consecutive steps had a non-finite loss or gradient."""
 
 
 def create_model(config: ml_collections.ConfigDict) -> UNet:
@@ -101,6 +113,8 @@ def create_train_state(
         batch_stats=variables.get("batch_stats", {}),
         tx=tx,
         rng=state_rng,
+        nonfinite_streak=jnp.zeros((), jnp.int32),
+        nonfinite_steps=jnp.zeros((), jnp.int32),
     )
 
 
@@ -116,8 +130,11 @@ def train_step(
       schedule: the learning-rate schedule, for logging.
 
     Returns:
-      The new state and a dict of float32 scalars (`loss`, each loss component,
-      `grad_norm`, `learning_rate`).
+      The new state and a dict of scalars (`loss`, each loss component,
+      `grad_norm`, `learning_rate`, and the int32 `nonfinite_streak`).
+      A step whose loss or gradients are not finite leaves params, batch
+      statistics and optimizer state unchanged; it still advances `step` (its
+      batch counts as consumed) and counts in `nonfinite_streak`/`nonfinite_steps`.
     """
     dropout_rng = jax.random.fold_in(state.rng, state.step)
 
@@ -135,11 +152,21 @@ def train_step(
     (loss, (batch_stats, components)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
         state.params
     )
-    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
+    streak = jnp.where(finite, 0, state.nonfinite_streak + 1)
+    new_state = new_state.replace(
+        step=state.step + 1,
+        nonfinite_streak=streak,
+        nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32),
+    )
     step_metrics = {
         "loss": loss,
-        "grad_norm": optax.tree.norm(grads),
+        "grad_norm": grad_norm,
         "learning_rate": schedule(state.step),
+        "nonfinite_streak": streak,
         **{f"loss_{name}": value for name, value in components.items()},
     }
     return new_state, step_metrics
@@ -191,15 +218,16 @@ def _semantic_fields(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def evaluate(
     steps: CompiledSteps, state: TrainState, source, config: ml_collections.ConfigDict, mesh
-) -> tuple[dict[str, float], list[np.ndarray]]:
+) -> tuple[dict[str, float], dict[int, np.ndarray]]:
     """Metrics over the whole split (confusion matrix summed over batches).
 
     Returns:
-      The metrics (`miou`, `pixel_accuracy`, `mean_dice`, `iou/<class>`), and the
-      first `config.num_prediction_images` predictions `[H, W]` int32 (process 0's share).
+      The metrics (`miou`, `pixel_accuracy`, `mean_dice`, `iou/<class>`), and
+      predictions `[H, W]` int32 of up to `config.num_prediction_images` of the
+      examples this process evaluated, keyed by their index in `source`.
     """
     confusion = None
-    predictions: list[np.ndarray] = []
+    predictions: dict[int, np.ndarray] = {}
     for batch in pipeline.eval_batches(
         source,
         config.eval_batch_size,
@@ -212,8 +240,11 @@ def evaluate(
         )
         confusion = batch_confusion if confusion is None else confusion + batch_confusion
         if len(predictions) < config.num_prediction_images:
-            local = [np.asarray(shard.data) for shard in batch_predictions.addressable_shards]
-            predictions.extend(np.concatenate(local)[batch["valid"]])
+            local = np.concatenate(
+                [np.asarray(shard.data) for shard in batch_predictions.addressable_shards]
+            )
+            for row in np.flatnonzero(batch["valid"]):
+                predictions[int(batch["index"][row])] = local[row]
     summary = seg_metrics.segmentation_metrics(sharding.to_host(confusion))
     result = {
         "miou": float(summary["miou"]),
@@ -222,7 +253,8 @@ def evaluate(
     }
     for name, iou in zip(config.data.class_names, summary["per_class_iou"]):
         result[f"iou/{name}"] = float(iou)
-    return result, predictions[: config.num_prediction_images]
+    kept = sorted(predictions)[: config.num_prediction_images]
+    return result, {index: predictions[index] for index in kept}
 
 
 def _write_json(path: str, payload: Mapping[str, Any]) -> None:
@@ -236,11 +268,10 @@ def _write_pictures(workdir: str, config, val_source, predictions, history) -> N
     The samples (`workdir/samples/*.png`, raw validation images) are there to try
     `python -m jaxseg.predict` on.
     """
-    count = len(predictions)
-    if count:
-        examples = [val_source[i] for i in range(count)]
+    if predictions:
+        examples = [val_source[index] for index in predictions]
         os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
-        for index, example in enumerate(examples):
+        for index, example in zip(predictions, examples):
             Image.fromarray(example["image"]).save(
                 os.path.join(workdir, "samples", f"validation_{index:03d}.png")
             )
@@ -248,7 +279,7 @@ def _write_pictures(workdir: str, config, val_source, predictions, history) -> N
             os.path.join(workdir, "predictions.png"),
             np.stack([ex["image"] for ex in examples]),
             np.stack([ex["semantic"] for ex in examples]),
-            np.stack(predictions),
+            np.stack(list(predictions.values())),
             class_names=list(config.data.class_names),
         )
     plotted = {name: points for name, points in history.items() if name in CURVES}
@@ -284,10 +315,32 @@ def _batches_from(config, source, start_step: int) -> Iterator[dict]:
     )
 
 
+def _mean_metrics(pending: list[dict]) -> dict[str, float]:
+    """Per-name means over the steps of one logging interval (on the host)."""
+    return {
+        name: float(np.mean([sharding.to_host(metrics[name]) for metrics in pending]))
+        for name in pending[0]
+    }
+
+
+def _initial_state(config, mesh, schedule) -> TrainState:
+    init = functools.partial(
+        create_train_state,
+        model=create_model(config),
+        tx=create_optimizer(config, schedule),
+        image_shape=(config.data.image_size, config.data.image_size, 3),
+    )
+    return jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed))
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, devices: Optional[list] = None
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Trains `config`'s model into `workdir` (resuming if possible); returns final metrics.
+
+    SIGTERM stops training after the current step with a checkpoint (the
+    result then has `preempted=True` and no metrics.json is written); rerunning
+    resumes exactly where it stopped.
 
     Args:
       config: an experiment config (see `configs/`).
@@ -297,6 +350,11 @@ def train_and_evaluate(
 
     Returns:
       The flat dict also written to `workdir/metrics.json`.
+
+    Raises:
+      ConfigError: an invalid config field (before anything is built).
+      NonFiniteTrainingError: `config.max_consecutive_nonfinite_steps` steps in
+        a row had non-finite gradients; the last good state is checkpointed.
     """
     validate_config(config)
     is_writer = jax.process_index() == 0
@@ -310,19 +368,8 @@ def train_and_evaluate(
     sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     train_source = pipeline.load_split(config.data, "train", build=is_writer)
     val_source = pipeline.load_split(config.data, "validation", build=is_writer)
-
     schedule = create_learning_rate_schedule(config)
-    model = create_model(config)
-    image_shape = (config.data.image_size, config.data.image_size, 3)
-    state = jax.jit(
-        functools.partial(
-            create_train_state,
-            model=model,
-            tx=create_optimizer(config, schedule),
-            image_shape=image_shape,
-        ),
-        out_shardings=sharding.replicated(mesh),
-    )(jax.random.PRNGKey(config.seed))
+    state = _initial_state(config, mesh, schedule)
 
     checkpointer = checkpointing.Checkpointer(
         os.path.join(workdir, "checkpoints"),
@@ -332,96 +379,158 @@ def train_and_evaluate(
     meta = {"train_seconds": 0.0, "history": {}, "examples_seen": 0}
     if checkpointer.latest_step() is not None:
         state, meta = checkpointer.restore(state)
-        logging.info("Resumed from step %d.", int(state.step))
-    start_step = int(sharding.to_host(state.step))
-
-    steps = CompiledSteps(config, mesh, schedule)
+        logging.info("Resumed from step %d.", int(sharding.to_host(state.step)))
     writer = MetricWriter(
         os.path.join(workdir, "tensorboard"), enabled=is_writer, history=meta["history"]
     )
-    timer = _Timer(meta["train_seconds"])
-    batches = _batches_from(config, train_source, start_step)
-    pending: list[dict] = []
-    last_train_loss = (
-        writer.history["train/loss"][-1][1] if writer.history.get("train/loss") else float("nan")
-    )
-    eval_metrics: Optional[dict] = None
-    predictions: list[np.ndarray] = []
-
-    progress = tqdm(
-        total=config.num_train_steps,
-        initial=start_step,
-        disable=not is_writer,
-        desc="train",
-        unit="step",
-        dynamic_ncols=True,
-    )
-    timer.start()
-    interval_start, interval_steps = time.perf_counter(), 0
-    for step in range(start_step + 1, config.num_train_steps + 1):
-        state, step_metrics = steps.train(
-            state, sharding.shard_batch(_semantic_fields(next(batches)), mesh)
-        )
-        pending.append(step_metrics)
-        interval_steps += 1
-        progress.update(1)
-        is_last = step == config.num_train_steps
-        if step % config.log_every_steps == 0 or is_last:
-            summary = {
-                name: float(np.mean([sharding.to_host(m[name]) for m in pending]))
-                for name in pending[0]
-            }
-            elapsed = time.perf_counter() - interval_start
-            summary["images_per_sec"] = interval_steps * config.batch_size / elapsed
-            last_train_loss = summary["loss"]
-            writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
-            progress.set_postfix(
-                loss=f"{summary['loss']:.4f}", img_s=f"{summary['images_per_sec']:.1f}"
-            )
-            pending = []
-        if step % config.eval_every_steps == 0 or is_last:
-            jax.block_until_ready(state)
-            timer.stop()
-            eval_metrics, predictions = evaluate(steps, state, val_source, config, mesh)
-            writer.write_scalars(step, {f"val/{k}": v for k, v in eval_metrics.items()})
-            progress.write(
-                f"step {step}: val mIoU {eval_metrics['miou']:.4f}, "
-                f"pixel acc {eval_metrics['pixel_accuracy']:.4f}, "
-                f"mean Dice {eval_metrics['mean_dice']:.4f}"
-            )
-            timer.start()
-        if step % config.checkpoint_every_steps == 0 or is_last:
-            jax.block_until_ready(state)
-            timer.stop()
-            meta = {
-                "train_seconds": timer.seconds,
-                "history": writer.history,
-                "examples_seen": step * config.batch_size,
-            }
-            checkpointer.save(step, state, meta, force=is_last)
-            timer.start()
-        if step % config.log_every_steps == 0:
-            interval_start, interval_steps = time.perf_counter(), 0
-    jax.block_until_ready(state)
-    timer.stop()
-    progress.close()
-    checkpointer.wait_until_finished()
-
-    if eval_metrics is None:
-        eval_metrics, predictions = evaluate(steps, state, val_source, config, mesh)
+    run = _TrainingRun(config, mesh, CompiledSteps(config, mesh, schedule), checkpointer, writer)
+    run.timer.seconds = meta["train_seconds"]
+    try:
+        with PreemptionWatcher() as watcher:
+            state, preempted = run.train(state, train_source, val_source, watcher)
+    finally:
+        checkpointer.wait_until_finished()
     final_step = int(sharding.to_host(state.step))
+    if preempted:
+        writer.close()
+        checkpointer.close()
+        return {"step": final_step, "preempted": True}
+
+    if run.eval_metrics is None:
+        run.evaluate(state, val_source, final_step)
     result = {
         "step": final_step,
-        **eval_metrics,
-        "train_loss": last_train_loss,
-        "train_seconds": timer.seconds,
+        **run.eval_metrics,
+        "train_loss": run.last_train_loss(),
+        "train_seconds": run.timer.seconds,
         "train_images_per_sec": (
-            final_step * config.batch_size / timer.seconds if timer.seconds > 0 else float("nan")
+            final_step * config.batch_size / run.timer.seconds
+            if run.timer.seconds > 0
+            else float("nan")
         ),
+        "nonfinite_steps": int(sharding.to_host(state.nonfinite_steps)),
     }
     if is_writer:
         _write_json(os.path.join(workdir, "metrics.json"), result)
-        _write_pictures(workdir, config, val_source, predictions, writer.history)
+        _write_pictures(workdir, config, val_source, run.predictions, writer.history)
     writer.close()
     checkpointer.close()
     return result
+
+
+class _TrainingRun:
+    """The training loop of one call of `train_and_evaluate`, and what it last measured."""
+
+    def __init__(self, config, mesh, steps: CompiledSteps, checkpointer, writer: MetricWriter):
+        self.config = config
+        self.mesh = mesh
+        self.steps = steps
+        self.checkpointer = checkpointer
+        self.writer = writer
+        self.timer = _Timer(0.0)
+        self.eval_metrics: Optional[dict] = None
+        self.predictions: dict[int, np.ndarray] = {}
+
+    def last_train_loss(self) -> float:
+        points = self.writer.history.get("train/loss")
+        return points[-1][1] if points else float("nan")
+
+    def evaluate(self, state: TrainState, val_source, step: int) -> None:
+        """Evaluates on the validation split, logs the metrics and keeps them."""
+        self.eval_metrics, self.predictions = evaluate(
+            self.steps, state, val_source, self.config, self.mesh
+        )
+        self.writer.write_scalars(step, {f"val/{k}": v for k, v in self.eval_metrics.items()})
+        tqdm.write(
+            f"step {step}: val mIoU {self.eval_metrics['miou']:.4f}, "
+            f"pixel acc {self.eval_metrics['pixel_accuracy']:.4f}, "
+            f"mean Dice {self.eval_metrics['mean_dice']:.4f}"
+        )
+
+    def save(self, state: TrainState, step: int, *, force: bool) -> None:
+        meta = {
+            "train_seconds": self.timer.seconds,
+            "history": self.writer.history,
+            "examples_seen": step * self.config.batch_size,
+        }
+        self.checkpointer.save(step, state, meta, force=force)
+
+    def _log(self, state: TrainState, step: int, pending: list[dict], seconds: float) -> dict:
+        summary = _mean_metrics(pending)
+        summary.pop("nonfinite_streak")
+        summary["images_per_sec"] = len(pending) * self.config.batch_size / seconds
+        summary["nonfinite_steps"] = float(sharding.to_host(state.nonfinite_steps))
+        self.writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
+        return summary
+
+    def _check_nonfinite(self, state: TrainState, step_metrics: dict, step: int) -> None:
+        """Stops with a checkpoint of the last good state after too many non-finite steps."""
+        streak = int(sharding.to_host(step_metrics["nonfinite_streak"]))
+        limit = self.config.max_consecutive_nonfinite_steps
+        if streak < limit:
+            return
+        self.save(state, step, force=True)
+        self.checkpointer.wait_until_finished()
+        raise NonFiniteTrainingError(
+            f"{streak} consecutive training steps (up to step {step}) had a non-finite loss or "
+            f"gradient (limit: config.max_consecutive_nonfinite_steps={limit}). Their updates "
+            f"were skipped; the last good state is checkpointed at step {step}."
+        )
+
+    def train(
+        self, state: TrainState, train_source, val_source, watcher: PreemptionWatcher
+    ) -> tuple[TrainState, bool]:
+        """Runs the remaining steps; returns the final state and whether it was preempted."""
+        config = self.config
+        start_step = int(sharding.to_host(state.step))
+        batches = _batches_from(config, train_source, start_step)
+        is_writer = jax.process_index() == 0
+        progress = tqdm(
+            total=config.num_train_steps,
+            initial=start_step,
+            disable=not is_writer,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+        )
+        pending: list[dict] = []
+        self.timer.start()
+        interval_start = time.perf_counter()
+        previous_metrics: Optional[dict] = None
+        for step in range(start_step + 1, config.num_train_steps + 1):
+            batch = sharding.shard_batch(_semantic_fields(next(batches)), self.mesh)
+            state, step_metrics = self.steps.train(state, batch)
+            pending.append(step_metrics)
+            progress.update(1)
+            if previous_metrics is not None:
+                self._check_nonfinite(state, previous_metrics, step)
+            previous_metrics = step_metrics
+            is_last = step == config.num_train_steps
+            if step % config.log_every_steps == 0 or is_last:
+                self._check_nonfinite(state, step_metrics, step)
+                summary = self._log(state, step, pending, time.perf_counter() - interval_start)
+                progress.set_postfix(
+                    loss=f"{summary['loss']:.4f}", img_s=f"{summary['images_per_sec']:.1f}"
+                )
+                pending = []
+            preempted = watcher.stop_requested()
+            if step % config.eval_every_steps == 0 or is_last:
+                jax.block_until_ready(state)
+                self.timer.stop()
+                self.evaluate(state, val_source, step)
+                self.timer.start()
+            if step % config.checkpoint_every_steps == 0 or is_last or preempted:
+                jax.block_until_ready(state)
+                self.timer.stop()
+                self.save(state, step, force=is_last or preempted)
+                self.timer.start()
+            if preempted:
+                tqdm.write(f"Stop requested (SIGTERM): checkpointed step {step}; rerun to resume.")
+                break
+            if step % config.log_every_steps == 0:
+                interval_start = time.perf_counter()
+        jax.block_until_ready(state)
+        self.timer.stop()
+        progress.close()
+        is_done = int(sharding.to_host(state.step)) >= config.num_train_steps
+        return state, not is_done
