@@ -43,10 +43,10 @@ def _images(count, seed=0):
 class Tiny:
     """A tiny model, its variables and jitted entry points, shared by the tests (one compile each)."""
 
-    def __init__(self, **overrides):
+    def __init__(self, variables=None, **overrides):
         self.model = MaskRCNN(**{**TINY, **overrides})
-        self.variables = jax.jit(lambda key, x: self.model.init(key, x, method=MaskRCNN.init_variables))(
-            jax.random.key(0), _images(2))
+        self.variables = variables or jax.jit(
+            lambda key, x: self.model.init(key, x, method=MaskRCNN.init_variables))(jax.random.key(0), _images(2))
 
         def losses(params, images, boxes, labels, masks, valid, key):
             return self.model.apply({**self.variables, "params": params}, images, boxes, labels, masks, valid,
@@ -154,8 +154,8 @@ def test_detect_shapes_dtypes_and_ranges(tiny):
     assert np.all(np.diff(sorted_scores, axis=1) <= 0.0)
 
 
-def test_roi_pool_extractor_trains():
-    model = Tiny(roi_extractor="roi_pool")
+def test_roi_pool_extractor_trains(tiny):
+    model = Tiny(tiny.variables, roi_extractor="roi_pool")
     grads, values = model.grads(*model.batch(), jax.random.key(1))
     _assert_finite_tree(values)
     _assert_finite_tree(grads)
