@@ -16,6 +16,25 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 DATA_AXIS = "data"
 
 
+def initialize_distributed(
+    coordinator_address: Optional[str] = None,
+    num_processes: Optional[int] = None,
+    process_id: Optional[int] = None,
+) -> None:
+    """Joins a multi-process run through JAX's own distributed runtime.
+
+    Arguments left None are detected by JAX from the cluster environment
+    (SLURM, Open MPI, Cloud TPU, ...). Blocks until every process has joined.
+    On CPU, cross-process collectives use gloo.
+    """
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address,
+        num_processes=num_processes,
+        process_id=process_id,
+    )
+
+
 def create_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
     """A 1-D mesh named `data` over `devices` (default: all global devices)."""
     devices = jax.devices() if devices is None else list(devices)

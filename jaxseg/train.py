@@ -338,6 +338,16 @@ def train_and_evaluate(
 ) -> dict[str, Any]:
     """Trains `config`'s model into `workdir` (resuming if possible); returns final metrics.
 
+    See `run_training`, which also returns the final train state.
+    """
+    return run_training(config, workdir, devices)[1]
+
+
+def run_training(
+    config: ml_collections.ConfigDict, workdir: str, devices: Optional[list] = None
+) -> tuple[TrainState, dict[str, Any]]:
+    """Trains `config`'s model into `workdir` (resuming if possible).
+
     SIGTERM stops training after the current step with a checkpoint (the
     result then has `preempted=True` and no metrics.json is written); rerunning
     resumes exactly where it stopped.
@@ -349,7 +359,8 @@ def train_and_evaluate(
       devices: devices of the data-parallel mesh (default: all).
 
     Returns:
-      The flat dict also written to `workdir/metrics.json`.
+      The final (replicated) train state, and the flat metrics dict also
+      written to `workdir/metrics.json`.
 
     Raises:
       ConfigError: an invalid config field (before anything is built).
@@ -394,7 +405,7 @@ def train_and_evaluate(
     if preempted:
         writer.close()
         checkpointer.close()
-        return {"step": final_step, "preempted": True}
+        return state, {"step": final_step, "preempted": True}
 
     if run.eval_metrics is None:
         run.evaluate(state, val_source, final_step)
@@ -415,7 +426,7 @@ def train_and_evaluate(
         _write_pictures(workdir, config, val_source, run.predictions, writer.history)
     writer.close()
     checkpointer.close()
-    return result
+    return state, result
 
 
 class _TrainingRun:
