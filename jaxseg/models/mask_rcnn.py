@@ -88,13 +88,16 @@ class MaskRCNN(nn.Module):
       roi_batch_size_per_image, roi_positive_fraction: RoI sampling (512 / 0.25).
       mask_rois_per_image: foreground RoIs per image given to the mask head while
         training; None means `int(roi_batch_size_per_image * roi_positive_fraction)`,
-        every sampled foreground RoI.
+        every sampled foreground RoI. Fewer keeps a random subset of the foreground (the
+        sampler orders them randomly) and saves most of a CPU training step: the mask
+        head runs on this many RoIs whether or not they are foreground (at 128x128 with
+        ResNet-18 and 256-channel heads, 128 -> 32 cut a 2-image step from 5.2 s to 1.2 s).
       box_head_dim: width of the box head's two fc layers (1024).
       mask_head_channels, mask_head_convs: the mask head's conv width and depth (256, 4).
       roi_extractor: "roi_align" or "roi_pool".
       roi_sampling_ratio: RoI Align samples per bin side (2).
       smooth_l1_beta: box-loss smooth L1 beta for RPN and RoI heads (0 = L1, detectron2).
-      detections_per_image: D (100).
+      detections_per_image: D (100); the mask head runs on all D slots at inference.
       score_threshold: minimum class score of a detection (0.05).
       test_nms_threshold: class-aware NMS IoU at inference (0.5).
       mask_threshold: probability at which callers binarize `detect`'s masks (0.5).
