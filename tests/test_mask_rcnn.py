@@ -235,3 +235,17 @@ def test_every_stage_has_static_shapes_under_jit_for_batch_2(tiny):
                                                    nms_threshold=0.5, max_detections=10))(
         logits, box_deltas, rois.boxes[0], rois.valid[0])
     assert [x.shape for x in final] == [(10, 4), (10,), (10,), (10,)]
+
+
+def test_roi_losses_do_not_reach_the_rpn_head_through_proposals(tiny):
+    params, *batch = tiny.batch()
+
+    def roi_losses(rpn_params):
+        values, _ = tiny.losses({**params, "rpn_head": rpn_params}, *batch, jax.random.key(1))
+        return values["box_classification"] + values["box_regression"] + values["mask"]
+
+    grads = jax.jit(jax.grad(roi_losses))(params["rpn_head"])
+    for leaf in jax.tree.leaves(grads):
+        assert np.all(np.asarray(leaf) == 0.0)
+    rpn_grads, _ = tiny.grads(params, *batch, jax.random.key(1))
+    assert any(np.any(np.asarray(leaf) != 0.0) for leaf in jax.tree.leaves(rpn_grads["rpn_head"]))

@@ -13,7 +13,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg.models.mask_rcnn import MaskRCNN
-from jaxseg.models.roi_heads import detections, mask_training_targets, roi_targets
+from jaxseg.models.roi_heads import (
+    RoITargets,
+    box_head_losses,
+    detections,
+    mask_loss_sum,
+    mask_training_targets,
+    roi_targets,
+    select_class_channel,
+)
 from jaxseg.models.rpn import propose, rpn_targets
 
 SIZE = 64
@@ -230,3 +238,40 @@ def test_detections_score_decode_and_class_aware_nms():
     np.testing.assert_array_equal(np.asarray(classes)[:2], [1, 2])
     np.testing.assert_allclose(np.asarray(scores)[:2], [softmax[0, 1], softmax[1, 2]], rtol=1e-5)
     np.testing.assert_allclose(np.asarray(boxes)[:2], [[15, 10, 35, 30], [11, 10, 31, 30]], atol=1e-5)
+
+
+def _numpy_bce(logits, targets):
+    probabilities = 1.0 / (1.0 + np.exp(-logits))
+    return -(targets * np.log(probabilities) + (1 - targets) * np.log(1 - probabilities))
+
+
+def test_mask_loss_uses_only_foreground_rois_and_their_class_channel():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(3, 2, 2, 3)).astype(np.float32)
+    targets = rng.integers(0, 2, size=(3, 2, 2)).astype(np.float32)
+    classes = np.array([3, 1, 2], np.int32)
+    foreground = np.array([True, True, False])
+    selected = select_class_channel(jnp.asarray(logits), jnp.asarray(classes))
+    expected_selected = np.stack([logits[0, ..., 2], logits[1, ..., 0], logits[2, ..., 1]])
+    np.testing.assert_array_equal(np.asarray(selected), expected_selected)
+    total = mask_loss_sum(selected, jnp.asarray(targets), jnp.asarray(foreground))
+    expected = _numpy_bce(logits[0, ..., 2], targets[0]).sum() + _numpy_bce(logits[1, ..., 0], targets[1]).sum()
+    np.testing.assert_allclose(float(total), expected, rtol=1e-5)
+
+
+def test_box_head_losses_cross_entropy_and_class_specific_l1():
+    rng = np.random.default_rng(1)
+    class_logits = rng.normal(size=(4, 4)).astype(np.float32)
+    deltas = rng.normal(size=(4, 3, 4)).astype(np.float32)
+    box_targets = rng.normal(size=(4, 4)).astype(np.float32)
+    classes = np.array([2, 0, 3, 1], np.int32)
+    valid = np.array([True, True, True, False])
+    targets = RoITargets(jnp.zeros((4, 4)), jnp.asarray(valid), jnp.asarray(classes), jnp.zeros(4, jnp.int32),
+                         jnp.asarray(box_targets))
+    classification, regression = box_head_losses(jnp.asarray(class_logits), jnp.asarray(deltas), targets, beta=0.0)
+    log_softmax = class_logits - np.log(np.exp(class_logits).sum(axis=1, keepdims=True))
+    expected_ce = -(log_softmax[0, 2] + log_softmax[1, 0] + log_softmax[2, 3])
+    # Foreground and valid: RoI 0 (class 2 -> channel 1) and RoI 2 (class 3 -> channel 2).
+    expected_l1 = np.abs(deltas[0, 1] - box_targets[0]).sum() + np.abs(deltas[2, 2] - box_targets[2]).sum()
+    np.testing.assert_allclose(float(classification), expected_ce, rtol=1e-5)
+    np.testing.assert_allclose(float(regression), expected_l1, rtol=1e-5)
