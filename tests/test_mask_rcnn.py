@@ -46,7 +46,7 @@ class Tiny:
     def __init__(self, variables=None, **overrides):
         self.model = MaskRCNN(**{**TINY, **overrides})
         self.variables = variables or jax.jit(
-            lambda key, x: self.model.init(key, x, method=MaskRCNN.init_variables))(jax.random.key(0), _images(2))
+            lambda key, x: self.model.init(key, x, method=MaskRCNN.detect))(jax.random.key(0), _images(2))
 
         def losses(params, images, boxes, labels, masks, valid, key):
             return self.model.apply({**self.variables, "params": params}, images, boxes, labels, masks, valid,
@@ -176,10 +176,10 @@ def test_bad_inputs_raise_value_errors(tiny):
               method=MaskRCNN.losses, rngs=rngs)
     with pytest.raises(ValueError, match="roi_extractor"):
         MaskRCNN(**{**TINY, "roi_extractor": "roi_warp"}).init(jax.random.key(0), images,
-                                                                 method=MaskRCNN.init_variables)
+                                                                 method=MaskRCNN.detect)
     with pytest.raises(ValueError, match="anchor_sizes"):
         MaskRCNN(**{**TINY, "anchor_sizes": SMALL_ANCHORS[:4]}).init(jax.random.key(0), images,
-                                                                     method=MaskRCNN.init_variables)
+                                                                     method=MaskRCNN.detect)
 
 
 # ----------------------------------------------------------------- stages under jit

@@ -53,7 +53,7 @@ def test_overfits_four_images_to_mask_ap_above_0_9():
         rpn_pre_nms_topk_test=200, rpn_post_nms_topk_test=50, roi_batch_size_per_image=64,
         box_head_dim=128, mask_head_channels=32,
     )
-    variables = jax.jit(lambda key: model.init(key, images, method=MaskRCNN.init_variables))(jax.random.key(0))
+    variables = jax.jit(lambda key: model.init(key, images, method=MaskRCNN.detect))(jax.random.key(0))
     fixed = {name: value for name, value in variables.items() if name != "params"}
     optimizer = optax.adam(1e-3)
 

@@ -15,7 +15,7 @@ Two entry points, both `jax.jit`-able with shapes fixed by the fields and input 
   `masks >= model.mask_threshold`; zero for invalid slots), `valid [N, D]` bool;
   `D = detections_per_image`.
 
-`model.init(rngs, images, method=MaskRCNN.init_variables)` creates every parameter.
+`model.init(key, images, method=MaskRCNN.detect)` creates every variable.
 
 Images are `[N, H, W, 3]` float32 in [0, 1] (H, W divisible by 32), normalized inside
 with `pixel_mean` / `pixel_std`. Ground truth is padded to a fixed `G`: `gt_boxes [N, G, 4]`
@@ -208,14 +208,6 @@ class MaskRCNN(nn.Module):
 
         pooled = jax.vmap(one_image)(roi_maps, boxes)
         return pooled.reshape(-1, *pooled.shape[2:])
-
-    def init_variables(self, images):
-        """Runs every submodule once on `images [N, H, W, 3]` (for `init`); returns `detect`'s output."""
-        pyramid = self._features(images, train=False)
-        num_images = images.shape[0]
-        self.box_head(self._pool(pyramid, jnp.zeros((num_images, 1, 4)), BOX_POOL_SIZE))
-        self.mask_head(self._pool(pyramid, jnp.zeros((num_images, 1, 4)), MASK_POOL_SIZE))
-        return self.detect(images)
 
     def losses(self, images, gt_boxes, gt_labels, gt_masks, gt_valid, *, train: bool = True) -> dict:
         """Training losses; see the module docstring for shapes and normalization.
