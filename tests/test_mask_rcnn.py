@@ -249,3 +249,17 @@ def test_roi_losses_do_not_reach_the_rpn_head_through_proposals(tiny):
         assert np.all(np.asarray(leaf) == 0.0)
     rpn_grads, _ = tiny.grads(params, *batch, jax.random.key(1))
     assert any(np.any(np.asarray(leaf) != 0.0) for leaf in jax.tree.leaves(rpn_grads["rpn_head"]))
+
+
+def test_batch_norm_backbone_updates_its_statistics_while_training():
+    model = MaskRCNN(**{**TINY, "backbone_norm": "batch"})
+    images = _images(2)
+    variables = jax.jit(lambda key: model.init(key, images, method=MaskRCNN.detect))(jax.random.key(0))
+    ground_truth = [jnp.asarray(x) for x in (GT_BOXES, GT_LABELS, _masks(GT_BOXES), GT_LABELS > 0)]
+    values, state = jax.jit(lambda v, key: model.apply(v, images, *ground_truth, method=MaskRCNN.losses,
+                                                       rngs={"sampling": key}, mutable=["batch_stats"]))(
+        variables, jax.random.key(1))
+    _assert_finite_tree(values)
+    old_means = jax.tree.leaves(variables["batch_stats"])
+    new_means = jax.tree.leaves(state["batch_stats"])
+    assert any(np.any(np.asarray(old) != np.asarray(new)) for old, new in zip(old_means, new_means))
