@@ -169,6 +169,8 @@ def test_bad_inputs_raise_value_errors(tiny):
     rngs = {"sampling": jax.random.key(0)}
     with pytest.raises(ValueError, match="images"):
         apply(variables, images[:, :60], method=MaskRCNN.detect)
+    with pytest.raises(ValueError, match="images"):
+        apply(variables, images[0], method=MaskRCNN.detect)
     with pytest.raises(ValueError, match="gt_masks"):
         apply(variables, images, boxes, labels, masks[:, :, :32], valid, method=MaskRCNN.losses, rngs=rngs)
     with pytest.raises(ValueError, match="gt_boxes"):

@@ -178,7 +178,6 @@ class MaskRCNN(nn.Module):
                                strides=tuple(2**level for level in RPN_LEVELS))
 
     def _features(self, images, train: bool) -> list[jax.Array]:
-        _check_images(images)
         mean = jnp.asarray(self.pixel_mean, jnp.float32)
         std = jnp.asarray(self.pixel_std, jnp.float32)
         pyramid = self.fpn(self.resnet((images - mean) / std, train))
@@ -274,6 +273,7 @@ class MaskRCNN(nn.Module):
 
     def detect(self, images) -> dict:
         """Detections of `images [N, H, W, 3]`; see the module docstring."""
+        _check_images(images)
         num_images, height, width = images.shape[:3]
         pyramid = self._features(images, train=False)
         *_, proposals, proposal_valid = self._proposals(pyramid, (height, width), False)
@@ -297,7 +297,7 @@ class MaskRCNN(nn.Module):
 
 
 def _check_images(images) -> None:
-    if images.ndim != 4 or images.shape[-1] != 3:
+    if np.ndim(images) != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must have shape [N, H, W, 3], got {images.shape}")
     if images.shape[1] % INPUT_DIVISOR or images.shape[2] % INPUT_DIVISOR or images.shape[0] < 1:
         raise ValueError(f"images height and width must be positive multiples of {INPUT_DIVISOR}, got {images.shape}")
