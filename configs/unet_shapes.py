@@ -22,6 +22,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.num_prediction_images = 8
     # Steps with a non-finite loss or gradient are skipped; this many in a row stop the run.
     config.max_consecutive_nonfinite_steps = 10
+    # Micro-batches per optimizer step (batch_size must be divisible by it x devices).
+    config.grad_accumulation_steps = 1
+    # Decay of the EMA of params used for evaluation (0 = no EMA).
+    config.ema_decay = 0.0
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "unet"
@@ -30,7 +34,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.upsample = "transpose"
     config.model.dropout_rate = 0.0
     config.model.skip_connections = True
+    # "bfloat16": bf16 activations and matmuls; params, optimizer state and loss stay float32.
     config.model.dtype = "float32"
+    # Recompute the U-Net blocks' activations in the backward pass (saves memory).
+    config.model.remat = False
     # XLA:CPU-friendly custom-gradient layers; turn off on GPU/TPU.
     config.model.fast_cpu_ops = True
 

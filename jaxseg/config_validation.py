@@ -70,6 +70,15 @@ def _validate_top_level(config) -> None:
         _require_int(config, field, 1)
     _require_int(config, "num_prediction_images", 0)
     _require_int(config, "max_consecutive_nonfinite_steps", 1)
+    steps = _require_int(config, "grad_accumulation_steps", 1)
+    if config.batch_size % steps:
+        raise ConfigError(
+            f"config.grad_accumulation_steps={steps} must divide "
+            f"config.batch_size={config.batch_size}."
+        )
+    decay = _get(config, "ema_decay")
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 <= decay < 1.0:
+        raise ConfigError(f"config.ema_decay={decay!r} must be a number in [0, 1) (0 = no EMA).")
 
 
 def _validate_model(config) -> None:
@@ -88,6 +97,8 @@ def _validate_model(config) -> None:
     _require_choice(config, "model.norm", NORMS)
     _require_choice(config, "model.upsample", UPSAMPLINGS)
     _require_choice(config, "model.dtype", DTYPES)
+    if not isinstance(_get(config, "model.remat"), bool):
+        raise ConfigError(f"config.model.remat={config.model.remat!r} must be True or False.")
     rate = _get(config, "model.dropout_rate")
     if not 0.0 <= rate < 1.0:
         raise ConfigError(f"config.model.dropout_rate={rate!r} must be in [0, 1).")

@@ -28,7 +28,7 @@ from jaxseg import losses
 from jaxseg import metrics as seg_metrics
 from jaxseg import sharding
 from jaxseg import visualize
-from jaxseg.config_validation import validate_config
+from jaxseg.config_validation import ConfigError, validate_config
 from jaxseg.data import pipeline
 from jaxseg.metric_writer import MetricWriter
 from jaxseg.preemption import PreemptionWatcher
@@ -45,13 +45,21 @@ class TrainState(train_state.TrainState):
 
     `nonfinite_streak` counts the latest consecutive steps whose loss or
     gradients were not finite (their updates were skipped), `nonfinite_steps`
-    all such steps of the run (int32 scalars).
+    all such steps of the run (int32 scalars). `ema_params` is the exponential
+    moving average of `params` (same tree, float32) when `config.ema_decay > 0`,
+    else None; evaluation uses it when present (see `eval_params`).
     """
 
     batch_stats: Any
     rng: jax.Array
     nonfinite_streak: jax.Array
     nonfinite_steps: jax.Array
+    ema_params: Any = None
+
+
+def eval_params(state: TrainState) -> Any:
+    """The params evaluation uses: the EMA params when kept, else the trained params."""
+    return state.params if state.ema_params is None else state.ema_params
 
 
 class NonFiniteTrainingError(RuntimeError):
@@ -70,6 +78,7 @@ def create_model(config: ml_collections.ConfigDict) -> UNet:
         skip_connections=model_config.skip_connections,
         dtype=jnp.dtype(model_config.dtype),
         fast_cpu_ops=model_config.fast_cpu_ops,
+        remat=model_config.remat,
     )
 
 
@@ -102,24 +111,103 @@ def create_optimizer(
 
 
 def create_train_state(
-    rng: jax.Array, model: UNet, tx: optax.GradientTransformation, image_shape: tuple[int, int, int]
+    rng: jax.Array,
+    model: UNet,
+    tx: optax.GradientTransformation,
+    image_shape: tuple[int, int, int],
+    keep_ema: bool = False,
 ) -> TrainState:
-    """Initializes params `[1, H, W, C]`-shaped, batch statistics and optimizer state."""
+    """Initializes params `[1, H, W, C]`-shaped, batch statistics and optimizer state.
+
+    With `keep_ema` the EMA params start as a copy of the initial params.
+    """
     init_rng, state_rng = jax.random.split(rng)
     variables = model.init(init_rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    params = variables["params"]
     return TrainState.create(
         apply_fn=model.apply,
-        params=variables["params"],
+        params=params,
         batch_stats=variables.get("batch_stats", {}),
         tx=tx,
         rng=state_rng,
         nonfinite_streak=jnp.zeros((), jnp.int32),
         nonfinite_steps=jnp.zeros((), jnp.int32),
+        ema_params=jax.tree.map(jnp.copy, params) if keep_ema else None,
     )
 
 
+def _micro_batches(batch: Mapping[str, jax.Array], count: int) -> dict[str, jax.Array]:
+    """Splits every `[B, ...]` field into `[count, B / count, ...]` micro-batches.
+
+    Micro-batch j holds rows j, j + count, j + 2 count, ...: with the batch
+    sharded in contiguous blocks over devices (and B divisible by count times
+    the device count), every device keeps its own rows of every micro-batch.
+    """
+    return {
+        name: jnp.swapaxes(value.reshape(value.shape[0] // count, count, *value.shape[1:]), 0, 1)
+        for name, value in batch.items()
+    }
+
+
+def _accumulated_gradients(
+    state: TrainState, batch: Mapping[str, jax.Array], loss_fn: Callable, accumulation_steps: int
+) -> tuple[jax.Array, Any, Any, dict]:
+    """Loss, float32 gradients, new batch statistics and loss components of one global batch.
+
+    The batch is split into `accumulation_steps` equal micro-batches run one
+    after the other (`lax.scan`); loss, components and gradients are their
+    means, which equal the full-batch values for per-pixel mean losses (not for
+    losses whose sums run over the batch, such as the batch-wide Dice). Each
+    micro-batch is normalized with its own BatchNorm statistics and updates
+    the running averages in turn (`accumulation_steps` momentum updates per step).
+    """
+    base_rng = jax.random.fold_in(state.rng, state.step)
+
+    def micro_step(batch_stats, micro):
+        index, micro_batch = micro
+        dropout_rng = base_rng if accumulation_steps == 1 else jax.random.fold_in(base_rng, index)
+
+        def compute_loss(params):
+            logits, updates = state.apply_fn(
+                {"params": params, "batch_stats": batch_stats},
+                micro_batch["image"],
+                train=True,
+                mutable=["batch_stats"],
+                rngs={"dropout": dropout_rng},
+            )
+            loss, components = loss_fn(logits, micro_batch["semantic"])
+            return loss, (updates.get("batch_stats", batch_stats), components)
+
+        (loss, (new_stats, components)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
+            state.params
+        )
+        return new_stats, (loss, components, grads)
+
+    if accumulation_steps == 1:
+        batch_stats, (loss, components, grads) = micro_step(state.batch_stats, (0, batch))
+        return loss, grads, batch_stats, components
+    indices = jnp.arange(accumulation_steps)
+    batch_stats, stacked = jax.lax.scan(
+        micro_step, state.batch_stats, (indices, _micro_batches(batch, accumulation_steps))
+    )
+    loss, components, grads = jax.tree.map(lambda x: jnp.mean(x, axis=0), stacked)
+    return loss, grads, batch_stats, components
+
+
+def _updated_ema(ema_params: Any, params: Any, decay: float) -> Any:
+    """`decay * ema + (1 - decay) * params`, leaf by leaf (None stays None)."""
+    if ema_params is None:
+        return None
+    return jax.tree.map(lambda ema, new: decay * ema + (1.0 - decay) * new, ema_params, params)
+
+
 def train_step(
-    state: TrainState, batch: Mapping[str, jax.Array], loss_fn: Callable, schedule: optax.Schedule
+    state: TrainState,
+    batch: Mapping[str, jax.Array],
+    loss_fn: Callable,
+    schedule: optax.Schedule,
+    accumulation_steps: int = 1,
+    ema_decay: float = 0.0,
 ) -> tuple[TrainState, dict]:
     """One optimizer step on a global batch.
 
@@ -128,6 +216,11 @@ def train_step(
       batch: `image` float32 `[B, H, W, 3]` and `semantic` int32 `[B, H, W]`.
       loss_fn: `(logits, labels) -> (loss, components)`.
       schedule: the learning-rate schedule, for logging.
+      accumulation_steps: micro-batches the batch is split into (B must be
+        divisible by it); their gradients are averaged into one update (see
+        `_accumulated_gradients`).
+      ema_decay: decay of `state.ema_params` (if kept), updated from the new
+        params after every applied step.
 
     Returns:
       The new state and a dict of scalars (`loss`, each loss component,
@@ -136,25 +229,13 @@ def train_step(
       statistics and optimizer state unchanged; it still advances `step` (its
       batch counts as consumed) and counts in `nonfinite_streak`/`nonfinite_steps`.
     """
-    dropout_rng = jax.random.fold_in(state.rng, state.step)
-
-    def compute_loss(params):
-        logits, updates = state.apply_fn(
-            {"params": params, "batch_stats": state.batch_stats},
-            batch["image"],
-            train=True,
-            mutable=["batch_stats"],
-            rngs={"dropout": dropout_rng},
-        )
-        loss, components = loss_fn(logits, batch["semantic"])
-        return loss, (updates.get("batch_stats", state.batch_stats), components)
-
-    (loss, (batch_stats, components)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
-        state.params
+    loss, grads, batch_stats, components = _accumulated_gradients(
+        state, batch, loss_fn, accumulation_steps
     )
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    updated = updated.replace(ema_params=_updated_ema(state.ema_params, updated.params, ema_decay))
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
     streak = jnp.where(finite, 0, state.nonfinite_streak + 1)
     new_state = new_state.replace(
@@ -175,9 +256,15 @@ def train_step(
 def eval_step(
     state: TrainState, batch: Mapping[str, jax.Array], num_classes: int, ignore_label: int
 ) -> tuple[jax.Array, jax.Array]:
-    """Confusion matrix `[K, K]` of one batch (padding rows excluded) and predictions `[B, H, W]`."""
+    """Confusion matrix `[K, K]` of one batch (padding rows excluded) and predictions `[B, H, W]`.
+
+    Uses `eval_params(state)` (the EMA params when kept) and the running
+    BatchNorm statistics.
+    """
     logits = state.apply_fn(
-        {"params": state.params, "batch_stats": state.batch_stats}, batch["image"], train=False
+        {"params": eval_params(state), "batch_stats": state.batch_stats},
+        batch["image"],
+        train=False,
     )
     predictions = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     confusion = seg_metrics.confusion_matrix(
@@ -197,7 +284,13 @@ class CompiledSteps:
         replicated = sharding.replicated(mesh)
         loss_fn = losses.make_loss_fn(config.loss.name, ignore_label=config.loss.ignore_label)
         self.train = jax.jit(
-            functools.partial(train_step, loss_fn=loss_fn, schedule=schedule),
+            functools.partial(
+                train_step,
+                loss_fn=loss_fn,
+                schedule=schedule,
+                accumulation_steps=config.grad_accumulation_steps,
+                ema_decay=float(config.ema_decay),
+            ),
             in_shardings=(replicated, sharding.batch_sharded(mesh)),
             out_shardings=(replicated, replicated),
             donate_argnums=0,
@@ -323,12 +416,23 @@ def _mean_metrics(pending: list[dict]) -> dict[str, float]:
     }
 
 
+def check_accumulation(config: ml_collections.ConfigDict, num_devices: int) -> None:
+    """Raises ConfigError unless `config.batch_size` splits into micro-batches over the devices."""
+    steps = config.grad_accumulation_steps
+    if config.batch_size % (steps * num_devices):
+        raise ConfigError(
+            f"config.grad_accumulation_steps={steps}: config.batch_size={config.batch_size} "
+            f"must be divisible by grad_accumulation_steps x devices ({steps} x {num_devices})."
+        )
+
+
 def _initial_state(config, mesh, schedule) -> TrainState:
     init = functools.partial(
         create_train_state,
         model=create_model(config),
         tx=create_optimizer(config, schedule),
         image_shape=(config.data.image_size, config.data.image_size, 3),
+        keep_ema=config.ema_decay > 0,
     )
     return jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed))
 
@@ -376,6 +480,7 @@ def run_training(
 
     mesh = sharding.create_mesh(devices)
     sharding.check_batch_size(config.batch_size, mesh, "batch_size")
+    check_accumulation(config, mesh.devices.size)
     sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     train_source = pipeline.load_split(config.data, "train", build=is_writer)
     val_source = pipeline.load_split(config.data, "validation", build=is_writer)

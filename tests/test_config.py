@@ -60,6 +60,11 @@ def test_flax_example_field_names_at_top_level():
         ("loss.ignore_label", 2, "config.loss.ignore_label"),
         ("data.max_object_size", 2.0, "config.data: min_object_size and max_object_size"),
         ("data.name", "coco", "config.data.name"),
+        ("grad_accumulation_steps", 0, "config.grad_accumulation_steps"),
+        ("grad_accumulation_steps", 3, "config.grad_accumulation_steps"),
+        ("ema_decay", 1.0, "config.ema_decay"),
+        ("ema_decay", -0.1, "config.ema_decay"),
+        ("model.remat", "yes", "config.model.remat"),
     ],
 )
 def test_invalid_value_names_the_field(path, value, field):

@@ -159,6 +159,10 @@ class UNet(nn.Module):
       fast_cpu_ops: use the XLA:CPU-fast ops of `layers` (same parameters,
         outputs and gradients); keep False on GPUs and TPUs.
       group_norm_groups: groups of the group norm (gcd with the width is used).
+      remat: rematerialize every encoder and decoder DoubleConv (`nn.remat`,
+        i.e. `jax.checkpoint`): their activations are recomputed in the
+        backward pass instead of stored, trading compute for memory (same
+        parameters, outputs and gradients).
     """
 
     num_classes: int
@@ -170,6 +174,7 @@ class UNet(nn.Module):
     skip_connections: bool = True
     fast_cpu_ops: bool = False
     group_norm_groups: int = 32
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -190,13 +195,15 @@ class UNet(nn.Module):
             if self.fast_cpu_ops
             else lambda y: nn.max_pool(y, (2, 2), strides=(2, 2))
         )
+        # `train` (argument 2, counting the module) is a Python bool: static under remat.
+        block = nn.remat(DoubleConv, static_argnums=(2,)) if self.remat else DoubleConv
 
         x = x.astype(self.dtype)
         skips = []
         for level, width in enumerate(self.features):
             if level > 0:
                 x = pool(x)
-            x = DoubleConv(width, name=f"down{level}", **block_options)(x, train)
+            x = block(width, name=f"down{level}", **block_options)(x, train)
             skips.append(x)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
 
@@ -205,7 +212,7 @@ class UNet(nn.Module):
             x = Upsample(width, self.upsample, self.fast_cpu_ops, self.dtype, name=f"up{level}")(x)
             if self.skip_connections:
                 x = jnp.concatenate([skips[level], x], axis=-1)
-            x = DoubleConv(width, name=f"decode{level}", **block_options)(x, train)
+            x = block(width, name=f"decode{level}", **block_options)(x, train)
 
         logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="head")(x)
         return logits.astype(jnp.float32)
