@@ -13,10 +13,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 0
     config.batch_size = 8
     config.eval_batch_size = 16
-    config.num_train_steps = 3000
+    config.num_train_steps = 2000
     config.learning_rate = 3e-3
     config.log_every_steps = 50
-    config.eval_every_steps = 1000
+    config.eval_every_steps = 500
     config.checkpoint_every_steps = 500
     config.keep_checkpoints = 3
     config.num_prediction_images = 8
