@@ -154,17 +154,18 @@ def _accumulated_gradients(
 ) -> tuple[jax.Array, Any, Any, dict]:
     """Loss, float32 gradients, new batch statistics and loss components of one global batch.
 
-    The batch is split into `accumulation_steps` equal micro-batches run one
-    after the other (`lax.scan`); loss, components and gradients are their
-    means, which equal the full-batch values for per-pixel mean losses (not for
-    losses whose sums run over the batch, such as the batch-wide Dice). Each
-    micro-batch is normalized with its own BatchNorm statistics and updates
-    the running averages in turn (`accumulation_steps` momentum updates per step).
+    `batch` holds `image` `[B, H, W, 3]` and `semantic` `[B, H, W]`. It is split
+    into `accumulation_steps` equal micro-batches run one after the other
+    (`lax.scan`, gradients summed in the carry so one gradient tree is held at
+    a time); loss, components and gradients are their means. These equal the
+    full-batch values for per-pixel mean losses, not for losses whose sums run
+    over the batch (such as the batch-wide Dice). Each micro-batch is
+    normalized with its own BatchNorm statistics and updates the running
+    averages in turn (`accumulation_steps` momentum updates per step).
     """
     base_rng = jax.random.fold_in(state.rng, state.step)
 
-    def micro_step(batch_stats, micro):
-        index, micro_batch = micro
+    def micro_step(batch_stats, index, micro_batch):
         dropout_rng = base_rng if accumulation_steps == 1 else jax.random.fold_in(base_rng, index)
 
         def compute_loss(params):
@@ -181,17 +182,25 @@ def _accumulated_gradients(
         (loss, (new_stats, components)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
             state.params
         )
-        return new_stats, (loss, components, grads)
+        return loss, grads, new_stats, components
 
     if accumulation_steps == 1:
-        batch_stats, (loss, components, grads) = micro_step(state.batch_stats, (0, batch))
-        return loss, grads, batch_stats, components
+        return micro_step(state.batch_stats, 0, batch)
+
+    def accumulate(carry, micro):
+        batch_stats, grad_sum = carry
+        loss, grads, batch_stats, components = micro_step(batch_stats, *micro)
+        return (batch_stats, jax.tree.map(jnp.add, grad_sum, grads)), (loss, components)
+
     indices = jnp.arange(accumulation_steps)
-    batch_stats, stacked = jax.lax.scan(
-        micro_step, state.batch_stats, (indices, _micro_batches(batch, accumulation_steps))
+    (batch_stats, grad_sum), (micro_losses, components) = jax.lax.scan(
+        accumulate,
+        (state.batch_stats, jax.tree.map(jnp.zeros_like, state.params)),
+        (indices, _micro_batches(batch, accumulation_steps)),
     )
-    loss, components, grads = jax.tree.map(lambda x: jnp.mean(x, axis=0), stacked)
-    return loss, grads, batch_stats, components
+    grads = jax.tree.map(lambda total: total / accumulation_steps, grad_sum)
+    components = jax.tree.map(lambda values: jnp.mean(values, axis=0), components)
+    return jnp.mean(micro_losses), grads, batch_stats, components
 
 
 def _updated_ema(ema_params: Any, params: Any, decay: float) -> Any:

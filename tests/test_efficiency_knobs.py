@@ -51,19 +51,31 @@ def _train(config, num_steps, num_devices=1):
 
 
 def test_bfloat16_training_matches_float32_metric_and_keeps_float32_state(data_dir):
+    """150 steps from the same seed in float32 and bfloat16: pixel accuracy within 0.01.
+
+    Measured on the 24 training images the model fits (validation accuracy of so
+    small a run is that of predicting all background, which would prove nothing).
+    """
     results = {}
     for dtype in ("float32", "bfloat16"):
-        config = tiny_config(data_dir, num_train_steps=40, model__dtype=dtype, learning_rate=1e-2)
-        mesh, state, steps, step_metrics = _train(config, 40)
-        val = pipeline.load_split(config.data, "validation")
-        metrics, _ = train.evaluate(steps, state, val, config, mesh)
+        config = tiny_config(
+            data_dir,
+            num_train_steps=150,
+            model__dtype=dtype,
+            model__features=(16, 32),
+            optimizer__schedule="constant",
+            optimizer__warmup_steps=5,
+        )
+        mesh, state, steps, step_metrics = _train(config, 150)
+        source = pipeline.load_split(config.data, "train")
+        metrics, _ = train.evaluate(steps, state, source, config, mesh)
         for leaf in jax.tree.leaves((state.params, state.opt_state, state.batch_stats)):
             if jnp.issubdtype(leaf.dtype, jnp.floating):
                 assert leaf.dtype == jnp.float32, (dtype, leaf.dtype)
         assert step_metrics["loss"].dtype == jnp.float32
         results[dtype] = (metrics, _host(state.params))
     f32, bf16 = results["float32"][0], results["bfloat16"][0]
-    assert f32["pixel_accuracy"] > 0.8, f32
+    assert f32["pixel_accuracy"] > 0.98 and f32["miou"] > 0.8, f32
     assert abs(bf16["pixel_accuracy"] - f32["pixel_accuracy"]) <= 0.01, (f32, bf16)
     # bf16 compute really happened: the trained params are not those of float32.
     differs = jax.tree.map(
