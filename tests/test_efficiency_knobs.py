@@ -1,5 +1,6 @@
 """Efficiency knobs: bfloat16 compute, gradient accumulation, EMA params, rematerialization."""
 
+import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -238,9 +239,8 @@ def test_remat_gives_the_same_loss_and_gradients_and_is_used(data_dir):
     (plain_loss, plain_grads), plain_jaxpr = _loss_and_grads(plain, variables, images, labels)
     (remat_loss, remat_grads), remat_jaxpr = _loss_and_grads(remat, variables, images, labels)
     np.testing.assert_allclose(remat_loss, plain_loss, rtol=1e-6)
-    jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), remat_grads, plain_grads
-    )
+    close = functools.partial(np.testing.assert_allclose, rtol=1e-6, atol=1e-6)
+    jax.tree.map(close, remat_grads, plain_grads)
     # jax.checkpoint's primitive is `remat2` in this JAX (`checkpoint` in some versions).
     assert _has_checkpoint(remat_jaxpr.jaxpr)
     assert not _has_checkpoint(plain_jaxpr.jaxpr)
