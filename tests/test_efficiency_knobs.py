@@ -1,6 +1,7 @@
 """Efficiency knobs: bfloat16 compute, gradient accumulation, EMA params, rematerialization."""
 
 import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
