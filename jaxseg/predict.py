@@ -5,7 +5,6 @@ restores the newest checkpoint in DIR (with DIR/config.json) and writes
 `OUT/<name>_overlay.png` for every image.
 """
 
-import functools
 import os
 
 import jax
@@ -17,6 +16,7 @@ from absl import flags
 from PIL import Image
 
 from jaxseg import checkpointing
+from jaxseg import sharding
 from jaxseg import train
 from jaxseg import visualize
 from jaxseg.config_files import load_workdir_config
@@ -27,15 +27,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 def load_trained_state(workdir: str) -> tuple[ml_collections.ConfigDict, train.TrainState]:
     """The config and the newest checkpointed train state of `workdir`."""
     config = load_workdir_config(workdir)
-    schedule = train.create_learning_rate_schedule(config)
-    template = jax.jit(
-        functools.partial(
-            train.create_train_state,
-            model=train.create_model(config),
-            tx=train.create_optimizer(config, schedule),
-            image_shape=(config.data.image_size, config.data.image_size, 3),
-        )
-    )(jax.random.PRNGKey(0))
+    mesh = sharding.create_mesh(jax.devices()[:1])
+    template = train.initial_state(config, mesh, train.create_learning_rate_schedule(config))
     checkpointer = checkpointing.Checkpointer(
         os.path.join(workdir, "checkpoints"),
         max_to_keep=config.keep_checkpoints,
@@ -67,7 +60,7 @@ def predict_label_map(state: train.TrainState, image: np.ndarray, image_size: in
 @jax.jit
 def _apply_eval(state: train.TrainState, images: jax.Array) -> jax.Array:
     return state.apply_fn(
-        {"params": state.params, "batch_stats": state.batch_stats}, images, train=False
+        {"params": train.eval_params(state), "batch_stats": state.batch_stats}, images, train=False
     )
 
 

@@ -435,7 +435,8 @@ def check_accumulation(config: ml_collections.ConfigDict, num_devices: int) -> N
         )
 
 
-def _initial_state(config, mesh, schedule) -> TrainState:
+def initial_state(config, mesh, schedule: optax.Schedule) -> TrainState:
+    """The freshly initialized train state of `config`, replicated over `mesh`."""
     init = functools.partial(
         create_train_state,
         model=create_model(config),
@@ -494,7 +495,7 @@ def run_training(
     train_source = pipeline.load_split(config.data, "train", build=is_writer)
     val_source = pipeline.load_split(config.data, "validation", build=is_writer)
     schedule = create_learning_rate_schedule(config)
-    state = _initial_state(config, mesh, schedule)
+    state = initial_state(config, mesh, schedule)
 
     checkpointer = checkpointing.Checkpointer(
         os.path.join(workdir, "checkpoints"),

@@ -28,7 +28,7 @@ def data_dir(tmp_path_factory):
 def _setup(config, num_devices=1):
     mesh = sharding.create_mesh(jax.devices()[:num_devices])
     schedule = train.create_learning_rate_schedule(config)
-    state = train._initial_state(config, mesh, schedule)
+    state = train.initial_state(config, mesh, schedule)
     return mesh, state, train.CompiledSteps(config, mesh, schedule)
 
 

@@ -27,7 +27,7 @@ def data_dir(tmp_path_factory):
 def _one_device_steps(config):
     mesh = sharding.create_mesh(jax.devices()[:1])
     schedule = train.create_learning_rate_schedule(config)
-    state = train._initial_state(config, mesh, schedule)
+    state = train.initial_state(config, mesh, schedule)
     return mesh, state, train.CompiledSteps(config, mesh, schedule)
 
 

@@ -198,3 +198,20 @@ def test_predict_writes_overlays_at_the_input_size(finished_run, tmp_path):
 def test_predict_rejects_missing_workdir(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         predict.load_trained_state(str(tmp_path))
+
+
+def test_predict_restores_an_ema_run_and_uses_the_average(data_dir, tmp_path):
+    workdir = str(tmp_path / "ema")
+    train.train_and_evaluate(tiny_config(data_dir, num_train_steps=3, ema_decay=0.9), workdir)
+    _, state = predict.load_trained_state(workdir)
+    assert state.ema_params is not None
+    image = np.zeros((1, 32, 32, 3), np.float32)
+    expected = state.apply_fn(
+        {"params": state.ema_params, "batch_stats": state.batch_stats}, image, train=False
+    )
+    raw = state.apply_fn(
+        {"params": state.params, "batch_stats": state.batch_stats}, image, train=False
+    )
+    actual = np.asarray(predict._apply_eval(state, image))
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+    assert np.abs(actual - raw).max() > 1e-4
