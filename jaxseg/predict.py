@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 from absl import app
 from absl import flags
+from absl import logging
 from PIL import Image
 
 from jaxseg import checkpointing
@@ -105,6 +106,7 @@ flags.DEFINE_string("output", None, "Folder for the overlay PNGs.")
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)
     written = write_overlays(FLAGS.workdir, FLAGS.input, FLAGS.output)
     print(f"Wrote {len(written)} overlays to {FLAGS.output}.")
 
