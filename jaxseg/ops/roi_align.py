@@ -92,6 +92,15 @@ def _check_boxes(boxes) -> None:
         raise ValueError(f"boxes must have shape [K, 4], got {boxes.shape}")
 
 
+def _checked_single_map_inputs(features, boxes, output_size):
+    """Validated `(features [H, W, C], float32 boxes [K, 4] without gradient, (h, w))`."""
+    features = jnp.asarray(features)
+    boxes = jax.lax.stop_gradient(jnp.asarray(boxes, jnp.float32))
+    _check_features(features)
+    _check_boxes(boxes)
+    return features, boxes, _output_hw(output_size)
+
+
 def _exact_divide(numerator, denominator):
     """`numerator / denominator` (a Python number) as a true IEEE float32 division.
 
@@ -257,11 +266,7 @@ def roi_align(
     Returns:
       `[K, h, w, C]` pooled features, dtype of `features`.
     """
-    features = jnp.asarray(features)
-    boxes = jax.lax.stop_gradient(jnp.asarray(boxes, jnp.float32))
-    _check_features(features)
-    _check_boxes(boxes)
-    output_hw = _output_hw(output_size)
+    features, boxes, output_hw = _checked_single_map_inputs(features, boxes, output_size)
     _check_sampling_ratio(sampling_ratio)
     _check_method(method)
     if method == "einsum":
@@ -489,10 +494,6 @@ def roi_pool(features, boxes, output_size, spatial_scale=1.0):
     Returns:
       `[K, h, w, C]` pooled features, dtype of `features`.
     """
-    features = jnp.asarray(features)
-    boxes = jax.lax.stop_gradient(jnp.asarray(boxes, jnp.float32))
-    _check_features(features)
-    _check_boxes(boxes)
-    output_hw = _output_hw(output_size)
+    features, boxes, output_hw = _checked_single_map_inputs(features, boxes, output_size)
 
     return _roi_pool(features, boxes, output_hw, float(spatial_scale))
