@@ -132,16 +132,13 @@ def _validate_data(config) -> None:
 
 
 def _validate_loss(config) -> None:
-    from jaxseg.losses import LOSS_NAMES  # pylint: disable=g-import-not-at-top
+    from jaxseg.losses import parse_loss_spec  # pylint: disable=g-import-not-at-top
 
     spec = _get(config, "loss.name")
-    terms = [term.strip() for term in str(spec).split("+")]
-    unknown = [term for term in terms if term not in LOSS_NAMES]
-    if unknown:
-        raise ConfigError(
-            f"config.loss.name={spec!r}: unknown loss {unknown[0]!r}; "
-            f"valid terms are {', '.join(LOSS_NAMES)} joined by '+'."
-        )
+    try:
+        parse_loss_spec(spec)
+    except ValueError as error:
+        raise ConfigError(f"config.loss.name={spec!r}: {error}") from error
     ignore = _require_int(config, "loss.ignore_label", 0)
     if ignore < _get(config, "data.num_classes"):
         raise ConfigError(
