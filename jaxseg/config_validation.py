@@ -5,19 +5,56 @@ typo or an impossible value fails in a second with one line such as
 `config.data.image_size=100 must be divisible by 8 ...`.
 """
 
+import difflib
 from typing import Any, Iterable
 
 import ml_collections
 
 from jaxseg.data import pipeline
 
-MODEL_NAMES = ("unet",)
 DATA_NAMES = ("shapes",)
 NORMS = ("batch", "group", "none")
 UPSAMPLINGS = ("transpose", "bilinear")
 DTYPES = ("float32", "bfloat16")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
+# MaskRCNN's fpn_norm: None (or "none" in a config) or "group".
+FPN_NORMS = (None, "none", "group")
+MASK_RCNN_POSITIVE_INTS = (
+    "backbone_width",
+    "fpn_channels",
+    "rpn_batch_size_per_image",
+    "rpn_pre_nms_topk_train",
+    "rpn_post_nms_topk_train",
+    "rpn_pre_nms_topk_test",
+    "rpn_post_nms_topk_test",
+    "roi_batch_size_per_image",
+    "box_head_dim",
+    "mask_head_channels",
+    "mask_head_convs",
+    "detections_per_image",
+    "roi_sampling_ratio",
+)
+MASK_RCNN_FRACTIONS = (
+    "rpn_fg_iou_threshold",
+    "rpn_bg_iou_threshold",
+    "rpn_positive_fraction",
+    "roi_iou_threshold",
+    "roi_positive_fraction",
+    "rpn_nms_threshold",
+    "test_nms_threshold",
+    "mask_threshold",
+)
+# (pre-NMS top-k per level, post-NMS top-k per image) of training and inference.
+RPN_TOPK_PAIRS = (
+    ("rpn_pre_nms_topk_train", "rpn_post_nms_topk_train"),
+    ("rpn_pre_nms_topk_test", "rpn_post_nms_topk_test"),
+)
+# Accepted ranges of fraction-like fields.
+INTERVALS = {
+    "(0, 1]": lambda value: 0.0 < value <= 1.0,
+    "[0, 1)": lambda value: 0.0 <= value < 1.0,
+}
 
 
 class ConfigError(ValueError):
@@ -26,11 +63,25 @@ class ConfigError(ValueError):
 
 def _get(config: ml_collections.ConfigDict, path: str) -> Any:
     node = config
-    for part in path.split("."):
+    parts = path.split(".")
+    for depth, part in enumerate(parts, 1):
         if part not in node:
-            raise ConfigError(f"config.{path} is missing.")
+            raise ConfigError(f"config.{'.'.join(parts[:depth])} is missing.")
         node = node[part]
     return node
+
+
+def _is_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
+def _is_positive_numbers(value) -> bool:
+    """Whether `value` is a non-empty tuple or list of numbers > 0."""
+    return (
+        isinstance(value, (tuple, list))
+        and bool(value)
+        and all(_is_number(v) and v > 0 for v in value)
+    )
 
 
 def _require_int(config, path: str, minimum: int) -> int:
@@ -42,16 +93,33 @@ def _require_int(config, path: str, minimum: int) -> int:
 
 def _require_positive_number(config, path: str) -> float:
     value = _get(config, path)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    if not _is_number(value) or not value > 0:
         raise ConfigError(f"config.{path}={value!r} must be a number > 0.")
     return value
 
 
-def _require_choice(config, path: str, choices: Iterable[str]) -> str:
+def _require_fraction(config, path: str, interval: str, note: str = "") -> float:
+    """The number at `path`, which must lie in `interval` (a key of INTERVALS)."""
+    value = _get(config, path)
+    if not _is_number(value) or not INTERVALS[interval](value):
+        raise ConfigError(f"config.{path}={value!r} must be a number in {interval}{note}.")
+    return value
+
+
+def _require_bool(config, path: str) -> bool:
+    value = _get(config, path)
+    if not isinstance(value, bool):
+        raise ConfigError(f"config.{path}={value!r} must be True or False.")
+    return value
+
+
+def _require_choice(config, path: str, choices: Iterable[Any]) -> Any:
     value = _get(config, path)
     choices = tuple(choices)
     if value not in choices:
-        raise ConfigError(f"config.{path}={value!r} is not one of {', '.join(choices)}.")
+        raise ConfigError(
+            f"config.{path}={value!r} is not one of {', '.join(map(str, choices))}."
+        )
     return value
 
 
@@ -76,15 +144,12 @@ def _validate_top_level(config) -> None:
             f"config.grad_accumulation_steps={steps} must divide "
             f"config.batch_size={config.batch_size}."
         )
-    decay = _get(config, "ema_decay")
-    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 <= decay < 1.0:
-        raise ConfigError(f"config.ema_decay={decay!r} must be a number in [0, 1) (0 = no EMA).")
+    _require_fraction(config, "ema_decay", "[0, 1)", " (0 = no EMA)")
 
 
-def _validate_model(config) -> None:
+def _validate_unet(config) -> None:
     from jaxseg.models.unet import required_divisor  # pylint: disable=g-import-not-at-top
 
-    _require_choice(config, "model.name", MODEL_NAMES)
     features = _get(config, "model.features")
     if (
         not isinstance(features, (tuple, list))
@@ -97,11 +162,8 @@ def _validate_model(config) -> None:
     _require_choice(config, "model.norm", NORMS)
     _require_choice(config, "model.upsample", UPSAMPLINGS)
     _require_choice(config, "model.dtype", DTYPES)
-    if not isinstance(_get(config, "model.remat"), bool):
-        raise ConfigError(f"config.model.remat={config.model.remat!r} must be True or False.")
-    rate = _get(config, "model.dropout_rate")
-    if not 0.0 <= rate < 1.0:
-        raise ConfigError(f"config.model.dropout_rate={rate!r} must be in [0, 1).")
+    _require_bool(config, "model.remat")
+    _require_fraction(config, "model.dropout_rate", "[0, 1)")
     size = _require_int(config, "data.image_size", 1)
     divisor = required_divisor(features)
     if size % divisor:
@@ -110,6 +172,129 @@ def _validate_model(config) -> None:
             f"with config.model.features={tuple(features)} pools "
             f"{len(features) - 1} times by 2."
         )
+    _validate_loss(config)
+
+
+def _check_mask_rcnn_keys(config) -> None:
+    from jaxseg.models.factory import mask_rcnn_config_fields  # pylint: disable=g-import-not-at-top
+
+    allowed = mask_rcnn_config_fields()
+    for key in config.model:
+        if key != "name" and key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"config.model.{key} is not a Mask R-CNN field{hint}.")
+
+
+def _mask_rcnn_value(config, field: str) -> Any:
+    """`config.model.<field>`, or MaskRCNN's default where the config leaves it out."""
+    from jaxseg.models.mask_rcnn import MaskRCNN  # pylint: disable=g-import-not-at-top
+
+    return config.model[field] if field in config.model else getattr(MaskRCNN, field)
+
+
+def _present(model, fields: Iterable[str]) -> list[str]:
+    """The `fields` that `model` sets, in the order given."""
+    return [field for field in fields if field in model]
+
+
+def _check_mask_rcnn_fields(config) -> None:
+    from jaxseg.models import resnet, roi_heads  # pylint: disable=g-import-not-at-top
+
+    model = config.model
+    choices = {
+        "backbone": tuple(resnet.RESNETS),
+        "backbone_norm": resnet.NORMS,
+        "fpn_norm": FPN_NORMS,
+        "roi_extractor": roi_heads.EXTRACTORS,
+        "dtype": DTYPES,
+    }
+    for field in _present(model, choices):
+        _require_choice(config, f"model.{field}", choices[field])
+    for field in _present(model, MASK_RCNN_POSITIVE_INTS):
+        _require_int(config, f"model.{field}", 1)
+    for field in _present(model, MASK_RCNN_FRACTIONS):
+        _require_fraction(config, f"model.{field}", "(0, 1]")
+    if "freeze_at" in model:
+        _require_int(config, "model.freeze_at", 0)
+    if model.get("mask_rois_per_image") is not None:
+        _require_int(config, "model.mask_rois_per_image", 1)
+    if "fast_cpu_ops" in model:
+        _require_bool(config, "model.fast_cpu_ops")
+    if "score_threshold" in model:
+        _require_fraction(config, "model.score_threshold", "[0, 1)")
+
+
+def _check_mask_rcnn_anchors(config) -> None:
+    from jaxseg.models.mask_rcnn import RPN_LEVELS  # pylint: disable=g-import-not-at-top
+
+    sizes = config.model.get("anchor_sizes")
+    if sizes is not None:
+        levels = [tuple(s) if isinstance(s, (tuple, list)) else (s,) for s in sizes]
+        if (
+            len(levels) != len(RPN_LEVELS)
+            or not all(_is_positive_numbers(level) for level in levels)
+            or len({len(level) for level in levels}) != 1
+        ):
+            raise ConfigError(
+                f"config.model.anchor_sizes={sizes!r} must give {len(RPN_LEVELS)} levels "
+                "(P2..P6), each a number > 0 or a non-empty tuple of them, the same count "
+                "on every level."
+            )
+    ratios = config.model.get("aspect_ratios")
+    if ratios is not None and not _is_positive_numbers(ratios):
+        raise ConfigError(
+            f"config.model.aspect_ratios={ratios!r} must be a non-empty tuple of numbers > 0."
+        )
+
+
+def _check_mask_rcnn_relations(config) -> None:
+    from jaxseg.models.mask_rcnn import RPN_LEVELS  # pylint: disable=g-import-not-at-top
+
+    for pre_field, post_field in RPN_TOPK_PAIRS:
+        pre = _mask_rcnn_value(config, pre_field)
+        post = _mask_rcnn_value(config, post_field)
+        if post > len(RPN_LEVELS) * pre:
+            raise ConfigError(
+                f"config.model.{post_field}={post} must not exceed {len(RPN_LEVELS)} x "
+                f"config.model.{pre_field}={pre} (the pre-NMS top-k is per level)."
+            )
+    background = _mask_rcnn_value(config, "rpn_bg_iou_threshold")
+    foreground = _mask_rcnn_value(config, "rpn_fg_iou_threshold")
+    if background > foreground:
+        raise ConfigError(
+            f"config.model.rpn_bg_iou_threshold={background} must not exceed "
+            f"config.model.rpn_fg_iou_threshold={foreground}."
+        )
+    mask_rois = _mask_rcnn_value(config, "mask_rois_per_image")
+    rois = _mask_rcnn_value(config, "roi_batch_size_per_image")
+    if mask_rois is not None and mask_rois > rois:
+        raise ConfigError(
+            f"config.model.mask_rois_per_image={mask_rois} must not exceed "
+            f"config.model.roi_batch_size_per_image={rois}."
+        )
+
+
+def _validate_mask_rcnn(config) -> None:
+    from jaxseg.models.resnet import INPUT_DIVISOR  # pylint: disable=g-import-not-at-top
+
+    _check_mask_rcnn_keys(config)
+    _check_mask_rcnn_fields(config)
+    _check_mask_rcnn_anchors(config)
+    _check_mask_rcnn_relations(config)
+    size = _require_int(config, "data.image_size", 1)
+    if size % INPUT_DIVISOR:
+        raise ConfigError(
+            f"config.data.image_size={size} must be divisible by {INPUT_DIVISOR}: Mask R-CNN "
+            f"needs multiples of {INPUT_DIVISOR} (the stride of the ResNet's last stage)."
+        )
+
+
+def _validate_model(config) -> None:
+    from jaxseg.models.factory import MODEL_NAMES  # pylint: disable=g-import-not-at-top
+
+    validators = {"unet": _validate_unet, "mask_rcnn": _validate_mask_rcnn}
+    validators[_require_choice(config, "model.name", MODEL_NAMES)](config)
 
 
 def _validate_data(config) -> None:
@@ -170,5 +355,4 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _validate_top_level(config)
     _validate_data(config)
     _validate_model(config)
-    _validate_loss(config)
     _validate_optimizer(config)

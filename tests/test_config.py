@@ -19,7 +19,30 @@ def load_config_file(name: str) -> ml_collections.ConfigDict:
     return config_files.load_config_file(os.path.join(CONFIG_DIR, name))
 
 
-@pytest.mark.parametrize("name", sorted(f for f in os.listdir(CONFIG_DIR) if f.endswith(".py")))
+SHIPPED_CONFIGS = sorted(
+    f for f in os.listdir(CONFIG_DIR) if f.endswith(".py") and not f.startswith("_")
+)
+
+
+def override(config: ml_collections.ConfigDict, path: str, value) -> None:
+    parent = config
+    *parents, leaf = path.split(".")
+    for part in parents:
+        parent = parent[part]
+    with parent.ignore_type():
+        parent[leaf] = value
+
+
+def assert_invalid(config: ml_collections.ConfigDict, field: str) -> str:
+    with pytest.raises(ConfigError) as error:
+        validate_config(config)
+    message = str(error.value)
+    assert message.startswith(field), message
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("name", SHIPPED_CONFIGS)
 def test_every_shipped_config_is_valid(name):
     validate_config(load_config_file(name))
 
@@ -69,17 +92,121 @@ def test_flax_example_field_names_at_top_level():
 )
 def test_invalid_value_names_the_field(path, value, field):
     config = load_config_file("unet_shapes.py")
-    parent = config
-    *parents, leaf = path.split(".")
-    for part in parents:
-        parent = parent[part]
-    with parent.ignore_type():
-        parent[leaf] = value
-    with pytest.raises(ConfigError) as error:
-        validate_config(config)
-    message = str(error.value)
-    assert message.startswith(field), message
-    assert "\n" not in message
+    override(config, path, value)
+    assert_invalid(config, field)
+
+
+@pytest.mark.parametrize(
+    "path, value, field",
+    [
+        ("model.name", "maskrcnn", "config.model.name"),
+        ("model.backbone", "resnet19", "config.model.backbone"),
+        ("model.backbone_norm", "layer", "config.model.backbone_norm"),
+        ("model.fpn_norm", "batch", "config.model.fpn_norm"),
+        ("model.roi_extractor", "roi_warp", "config.model.roi_extractor"),
+        ("model.dtype", "float16", "config.model.dtype"),
+        ("model.fast_cpu_ops", 1, "config.model.fast_cpu_ops"),
+        ("model.backbone_width", 0, "config.model.backbone_width"),
+        ("model.fpn_channels", 0, "config.model.fpn_channels"),
+        ("model.fpn_channels", 64.0, "config.model.fpn_channels"),
+        ("model.rpn_batch_size_per_image", -1, "config.model.rpn_batch_size_per_image"),
+        ("model.rpn_pre_nms_topk_train", 0, "config.model.rpn_pre_nms_topk_train"),
+        ("model.rpn_post_nms_topk_test", True, "config.model.rpn_post_nms_topk_test"),
+        ("model.rpn_post_nms_topk_train", 2501, "config.model.rpn_post_nms_topk_train"),
+        ("model.roi_batch_size_per_image", 0, "config.model.roi_batch_size_per_image"),
+        ("model.mask_rois_per_image", 0, "config.model.mask_rois_per_image"),
+        ("model.mask_rois_per_image", 129, "config.model.mask_rois_per_image"),
+        ("model.box_head_dim", 0, "config.model.box_head_dim"),
+        ("model.mask_head_channels", 0, "config.model.mask_head_channels"),
+        ("model.mask_head_convs", 0, "config.model.mask_head_convs"),
+        ("model.detections_per_image", 0, "config.model.detections_per_image"),
+        ("model.roi_sampling_ratio", 0, "config.model.roi_sampling_ratio"),
+        ("model.freeze_at", -1, "config.model.freeze_at"),
+        ("model.anchor_sizes", (16.0, 32.0, 64.0, 128.0), "config.model.anchor_sizes"),
+        ("model.anchor_sizes", (16.0, 32.0, 0.0, 128.0, 256.0), "config.model.anchor_sizes"),
+        (
+            "model.anchor_sizes",
+            ((16.0,), (32.0, 40.0), 64.0, 128.0, 256.0),
+            "config.model.anchor_sizes",
+        ),
+        ("model.anchor_sizes", ((), (), (), (), ()), "config.model.anchor_sizes"),
+        ("model.aspect_ratios", (), "config.model.aspect_ratios"),
+        ("model.aspect_ratios", (0.5, -1.0), "config.model.aspect_ratios"),
+        ("model.rpn_fg_iou_threshold", 1.5, "config.model.rpn_fg_iou_threshold"),
+        ("model.rpn_fg_iou_threshold", 0.2, "config.model.rpn_bg_iou_threshold"),
+        ("model.rpn_bg_iou_threshold", 0.0, "config.model.rpn_bg_iou_threshold"),
+        ("model.rpn_positive_fraction", 0.0, "config.model.rpn_positive_fraction"),
+        ("model.roi_iou_threshold", "0.5", "config.model.roi_iou_threshold"),
+        ("model.roi_positive_fraction", 2.0, "config.model.roi_positive_fraction"),
+        ("model.rpn_nms_threshold", 0.0, "config.model.rpn_nms_threshold"),
+        ("model.test_nms_threshold", 1.1, "config.model.test_nms_threshold"),
+        ("model.mask_threshold", 0.0, "config.model.mask_threshold"),
+        ("model.score_threshold", 1.0, "config.model.score_threshold"),
+        ("model.score_threshold", -0.1, "config.model.score_threshold"),
+        ("data.image_size", 112, "config.data.image_size"),
+    ],
+)
+def test_invalid_mask_rcnn_value_names_the_field(path, value, field):
+    config = load_config_file("mask_rcnn_shapes.py")
+    override(config, path, value)
+    assert_invalid(config, field)
+
+
+def test_mask_rcnn_image_size_error_states_the_divisor():
+    config = load_config_file("mask_rcnn_shapes.py")
+    config.data.image_size = 112
+    message = assert_invalid(config, "config.data.image_size")
+    assert "Mask R-CNN needs multiples of 32" in message
+
+
+def test_mask_rcnn_accepts_other_anchor_forms_and_optional_values():
+    config = load_config_file("mask_rcnn_shapes.py")
+    config.model.anchor_sizes = ((16, 20), (32, 40), (64, 80), (128, 160), (256, 320))
+    with config.model.ignore_type():
+        config.model.fpn_norm = "none"
+        config.model.mask_rois_per_image = None
+    config.model.score_threshold = 0.0
+    validate_config(config)
+
+
+def test_mask_rcnn_fields_left_out_take_the_model_defaults():
+    config = load_config_file("mask_rcnn_shapes.py")
+    for field in list(config.model.keys()):
+        if field != "name":
+            del config.model[field]
+    validate_config(config)
+    # MaskRCNN's default roi_batch_size_per_image is 512.
+    config.model.mask_rois_per_image = 513
+    assert_invalid(config, "config.model.mask_rois_per_image")
+    del config.model.name
+    assert_invalid(config, "config.model.name is missing")
+
+
+@pytest.mark.parametrize(
+    "key, suggestion",
+    [("fpn_channel", "did you mean 'fpn_channels'?"), ("backbone_depth", "did you mean")],
+)
+def test_unknown_mask_rcnn_key_suggests_a_field(key, suggestion):
+    config = load_config_file("mask_rcnn_shapes.py")
+    config.model[key] = 64
+    message = assert_invalid(config, f"config.model.{key}")
+    assert suggestion in message
+
+
+def test_unknown_mask_rcnn_key_without_a_close_field():
+    config = load_config_file("mask_rcnn_shapes.py")
+    config.model.learning_rate_multiplier = 2.0
+    message = assert_invalid(config, "config.model.learning_rate_multiplier")
+    assert "did you mean" not in message
+
+
+def test_loss_section_is_required_for_unet_only():
+    config = load_config_file("unet_shapes.py")
+    del config.loss
+    assert_invalid(config, "config.loss is missing")
+    config = load_config_file("mask_rcnn_shapes.py")
+    assert "loss" not in config
+    validate_config(config)
 
 
 def test_image_size_error_states_the_divisor():
@@ -100,12 +227,12 @@ def test_config_json_round_trip(tmp_path):
     validate_config(restored)
 
 
-def run_main(*overrides: str) -> subprocess.CompletedProcess:
+def run_main(*overrides: str, config: str = "unet_shapes.py") -> subprocess.CompletedProcess:
     command = [
         sys.executable,
         "-m",
         "jaxseg.main",
-        "--config=configs/unet_shapes.py",
+        f"--config=configs/{config}",
         "--workdir=/nonexistent/never-created",
         *overrides,
     ]
@@ -123,6 +250,23 @@ def run_main(*overrides: str) -> subprocess.CompletedProcess:
 )
 def test_command_line_error_is_one_line_naming_the_field(override, expected):
     result = run_main(override)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0]
+    assert not os.path.exists("/nonexistent/never-created")
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("--config.model.backbone=resnet19", "config.model.backbone='resnet19' is not one of"),
+        ("--config.model.fpn_channels=0", "config.model.fpn_channels=0 must be an integer >= 1"),
+        ("--config.data.image_size=112", "Mask R-CNN needs multiples of 32"),
+    ],
+)
+def test_mask_rcnn_command_line_error_is_one_line_naming_the_field(override, expected):
+    result = run_main(override, config="mask_rcnn_shapes.py")
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
