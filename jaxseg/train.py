@@ -1,10 +1,11 @@
-"""Training and evaluation of semantic segmentation models.
+"""Training and evaluation of segmentation models, semantic (U-Net) or instance (Mask R-CNN).
 
 `train_and_evaluate(config, workdir)` is the whole job: validate the config,
 build the data and the model, resume from the newest checkpoint in `workdir`,
 train data-parallel with `jax.jit` over a device mesh, evaluate on the
 validation split, and write `metrics.json`, TensorBoard events, checkpoints and
-pictures into `workdir`.
+pictures into `workdir`. What differs between tasks (model, loss, eval outputs,
+metrics, pictures) comes from `jaxseg.tasks.task_for(config)`.
 """
 
 import functools
@@ -19,25 +20,17 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
-from PIL import Image
 from flax.training import train_state
 from tqdm import tqdm
 
 from jaxseg import checkpointing
-from jaxseg import losses
-from jaxseg import metrics as seg_metrics
 from jaxseg import sharding
+from jaxseg import tasks
 from jaxseg import visualize
 from jaxseg.config_validation import ConfigError, validate_config
 from jaxseg.data import pipeline
 from jaxseg.metric_writer import MetricWriter
 from jaxseg.preemption import PreemptionWatcher
-from jaxseg.models.unet import UNet
-
-# Batch fields a semantic segmentation step reads; the others stay on the host.
-SEMANTIC_FIELDS = ("image", "semantic", "valid")
-# Metrics drawn in training_curves.png (all of them go to TensorBoard).
-CURVES = ("train/loss", "train/learning_rate", "val/miou", "val/mean_dice", "val/pixel_accuracy")
 
 
 class TrainState(train_state.TrainState):
@@ -64,22 +57,6 @@ def eval_params(state: TrainState) -> Any:
 
 class NonFiniteTrainingError(RuntimeError):
     """Too many consecutive steps had a non-finite loss or gradient."""
-
-
-def create_model(config: ml_collections.ConfigDict) -> UNet:
-    """The Flax model described by `config.model` (for `config.data.num_classes`)."""
-    model_config = config.model
-    return UNet(
-        num_classes=config.data.num_classes,
-        features=tuple(model_config.features),
-        norm=model_config.norm,
-        upsample=model_config.upsample,
-        dropout_rate=model_config.dropout_rate,
-        skip_connections=model_config.skip_connections,
-        dtype=jnp.dtype(model_config.dtype),
-        fast_cpu_ops=model_config.fast_cpu_ops,
-        remat=model_config.remat,
-    )
 
 
 def create_learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -112,20 +89,20 @@ def create_optimizer(
 
 def create_train_state(
     rng: jax.Array,
-    model: UNet,
+    task: tasks.Task,
     tx: optax.GradientTransformation,
     image_shape: tuple[int, int, int],
     keep_ema: bool = False,
 ) -> TrainState:
-    """Initializes params `[1, H, W, C]`-shaped, batch statistics and optimizer state.
+    """Initializes the task model's params for `[H, W, C]` images, batch statistics and optimizer.
 
     With `keep_ema` the EMA params start as a copy of the initial params.
     """
     init_rng, state_rng = jax.random.split(rng)
-    variables = model.init(init_rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    variables = task.init_variables(init_rng, image_shape)
     params = variables["params"]
     return TrainState.create(
-        apply_fn=model.apply,
+        apply_fn=task.model.apply,
         params=params,
         batch_stats=variables.get("batch_stats", {}),
         tx=tx,
@@ -154,30 +131,25 @@ def _accumulated_gradients(
 ) -> tuple[jax.Array, Any, Any, dict]:
     """Loss, float32 gradients, new batch statistics and loss components of one global batch.
 
-    `batch` holds `image` `[B, H, W, 3]` and `semantic` `[B, H, W]`. It is split
+    `batch` holds the task's `[B, ...]` train fields. It is split
     into `accumulation_steps` equal micro-batches run one after the other
     (`lax.scan`, gradients summed in the carry so one gradient tree is held at
     a time); loss, components and gradients are their means. These equal the
     full-batch values for per-pixel mean losses, not for losses whose sums run
-    over the batch (such as the batch-wide Dice). Each micro-batch is
+    over the batch (such as the batch-wide Dice or Mask R-CNN's sums over sampled
+    anchors and RoIs). Each micro-batch is
     normalized with its own BatchNorm statistics and updates the running
     averages in turn (`accumulation_steps` momentum updates per step).
     """
     base_rng = jax.random.fold_in(state.rng, state.step)
 
     def micro_step(batch_stats, index, micro_batch):
-        dropout_rng = base_rng if accumulation_steps == 1 else jax.random.fold_in(base_rng, index)
+        step_rng = base_rng if accumulation_steps == 1 else jax.random.fold_in(base_rng, index)
 
         def compute_loss(params):
-            logits, updates = state.apply_fn(
-                {"params": params, "batch_stats": batch_stats},
-                micro_batch["image"],
-                train=True,
-                mutable=["batch_stats"],
-                rngs={"dropout": dropout_rng},
-            )
-            loss, components = loss_fn(logits, micro_batch["semantic"])
-            return loss, (updates.get("batch_stats", batch_stats), components)
+            variables = {"params": params, "batch_stats": batch_stats}
+            loss, components, new_stats = loss_fn(variables, micro_batch, step_rng)
+            return loss, (new_stats, components)
 
         (loss, (new_stats, components)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
             state.params
@@ -222,8 +194,10 @@ def train_step(
 
     Args:
       state: the replicated train state.
-      batch: `image` float32 `[B, H, W, 3]` and `semantic` int32 `[B, H, W]`.
-      loss_fn: `(logits, labels) -> (loss, components)`.
+      batch: the task's train fields, e.g. `image` float32 `[B, H, W, 3]` and
+        `semantic` int32 `[B, H, W]`.
+      loss_fn: `(variables, batch, rng) -> (loss, components, new_batch_stats)`,
+        a `Task.loss`.
       schedule: the learning-rate schedule, for logging.
       accumulation_steps: micro-batches the batch is split into (B must be
         divisible by it); their gradients are averaged into one update (see
@@ -262,40 +236,26 @@ def train_step(
     return new_state, step_metrics
 
 
-def eval_step(
-    state: TrainState, batch: Mapping[str, jax.Array], num_classes: int, ignore_label: int
-) -> tuple[jax.Array, jax.Array]:
-    """Confusion matrix `[K, K]` of one batch (padding rows excluded) and predictions `[B, H, W]`.
-
-    Uses `eval_params(state)` (the EMA params when kept) and the running
-    BatchNorm statistics.
-    """
-    logits = state.apply_fn(
-        {"params": eval_params(state), "batch_stats": state.batch_stats},
-        batch["image"],
-        train=False,
-    )
-    predictions = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    confusion = seg_metrics.confusion_matrix(
-        predictions,
-        batch["semantic"],
-        num_classes,
-        ignore_label=ignore_label,
-        weights=batch["valid"],
-    )
-    return confusion, predictions
+def eval_step(state: TrainState, batch: Mapping[str, jax.Array], task: tasks.Task) -> Any:
+    """`task.eval_outputs` of a batch with `eval_params(state)` and the running batch statistics."""
+    variables = {"params": eval_params(state), "batch_stats": state.batch_stats}
+    return task.eval_outputs(variables, batch)
 
 
 class CompiledSteps:
-    """The jitted train and eval steps for one config on one mesh."""
+    """The jitted train and eval steps of `config`'s task on one mesh.
+
+    `train(state, batch)` takes the task's `train_fields`, `eval(state, batch)` its
+    `eval_fields`, both sharded over the mesh's `data` axis.
+    """
 
     def __init__(self, config: ml_collections.ConfigDict, mesh, schedule: optax.Schedule):
         replicated = sharding.replicated(mesh)
-        loss_fn = losses.make_loss_fn(config.loss.name, ignore_label=config.loss.ignore_label)
+        self.task = tasks.task_for(config)
         self.train = jax.jit(
             functools.partial(
                 train_step,
-                loss_fn=loss_fn,
+                loss_fn=self.task.loss,
                 schedule=schedule,
                 accumulation_steps=config.grad_accumulation_steps,
                 ema_decay=float(config.ema_decay),
@@ -305,31 +265,27 @@ class CompiledSteps:
             donate_argnums=0,
         )
         self.eval = jax.jit(
-            functools.partial(
-                eval_step,
-                num_classes=config.data.num_classes,
-                ignore_label=config.loss.ignore_label,
-            ),
-            out_shardings=(replicated, sharding.batch_sharded(mesh)),
+            functools.partial(eval_step, task=self.task),
+            out_shardings=self.task.eval_out_shardings(mesh),
         )
 
 
-def _semantic_fields(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {name: batch[name] for name in SEMANTIC_FIELDS}
+def _fields(batch: Mapping[str, np.ndarray], names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    return {name: batch[name] for name in names}
 
 
 def evaluate(
     steps: CompiledSteps, state: TrainState, source, config: ml_collections.ConfigDict, mesh
-) -> tuple[dict[str, float], dict[int, np.ndarray]]:
-    """Metrics over the whole split (confusion matrix summed over batches).
+) -> tuple[dict[str, float], dict[int, Any]]:
+    """The task's metrics over the whole split `source`, in ordered padded batches.
 
     Returns:
-      The metrics (`miou`, `pixel_accuracy`, `mean_dice`, `iou/<class>`), and
-      predictions `[H, W]` int32 of up to `config.num_prediction_images` of the
-      examples this process evaluated, keyed by their index in `source`.
+      The metrics (semantic: `miou`, `pixel_accuracy`, `mean_dice`, `iou/<class>`;
+      instance: the COCO `box_ap*` and `mask_ap*`), and predictions of up to
+      `config.num_prediction_images` of the examples this process evaluated, keyed by
+      their index in `source`.
     """
-    confusion = None
-    predictions: dict[int, np.ndarray] = {}
+    evaluation = steps.task.new_evaluation(source)
     for batch in pipeline.eval_batches(
         source,
         config.eval_batch_size,
@@ -337,26 +293,11 @@ def evaluate(
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     ):
-        batch_confusion, batch_predictions = steps.eval(
-            state, sharding.shard_batch(_semantic_fields(batch), mesh)
+        outputs = steps.eval(
+            state, sharding.shard_batch(_fields(batch, steps.task.eval_fields), mesh)
         )
-        confusion = batch_confusion if confusion is None else confusion + batch_confusion
-        if len(predictions) < config.num_prediction_images:
-            local = np.concatenate(
-                [np.asarray(shard.data) for shard in batch_predictions.addressable_shards]
-            )
-            for row in np.flatnonzero(batch["valid"]):
-                predictions[int(batch["index"][row])] = local[row]
-    summary = seg_metrics.segmentation_metrics(sharding.to_host(confusion))
-    result = {
-        "miou": float(summary["miou"]),
-        "pixel_accuracy": float(summary["pixel_accuracy"]),
-        "mean_dice": float(summary["mean_dice"]),
-    }
-    for name, iou in zip(config.data.class_names, summary["per_class_iou"]):
-        result[f"iou/{name}"] = float(iou)
-    kept = sorted(predictions)[: config.num_prediction_images]
-    return result, {index: predictions[index] for index in kept}
+        evaluation.add(outputs, batch)
+    return evaluation.result()
 
 
 def _write_json(path: str, payload: Mapping[str, Any]) -> None:
@@ -364,27 +305,10 @@ def _write_json(path: str, payload: Mapping[str, Any]) -> None:
         json.dump(payload, f, indent=2, sort_keys=True)
 
 
-def _write_pictures(workdir: str, config, val_source, predictions, history) -> None:
-    """Saves the validation prediction grid, the training curves and sample inputs as PNGs.
-
-    The samples (`workdir/samples/*.png`, raw validation images) are there to try
-    `python -m jaxseg.predict` on.
-    """
-    if predictions:
-        examples = [val_source[index] for index in predictions]
-        os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
-        for index, example in zip(predictions, examples):
-            Image.fromarray(example["image"]).save(
-                os.path.join(workdir, "samples", f"validation_{index:03d}.png")
-            )
-        visualize.save_prediction_grid(
-            os.path.join(workdir, "predictions.png"),
-            np.stack([ex["image"] for ex in examples]),
-            np.stack([ex["semantic"] for ex in examples]),
-            np.stack(list(predictions.values())),
-            class_names=list(config.data.class_names),
-        )
-    plotted = {name: points for name, points in history.items() if name in CURVES}
+def _write_pictures(workdir: str, task: tasks.Task, val_source, predictions, history) -> None:
+    """Saves the task's prediction pictures, sample inputs and the training curves as PNGs."""
+    task.write_pictures(workdir, val_source, predictions)
+    plotted = {name: points for name, points in history.items() if name in task.curves}
     visualize.save_training_curves(os.path.join(workdir, "training_curves.png"), plotted)
 
 
@@ -439,7 +363,7 @@ def initial_state(config, mesh, schedule: optax.Schedule) -> TrainState:
     """The freshly initialized train state of `config`, replicated over `mesh`."""
     init = functools.partial(
         create_train_state,
-        model=create_model(config),
+        task=tasks.task_for(config),
         tx=create_optimizer(config, schedule),
         image_shape=(config.data.image_size, config.data.image_size, 3),
         keep_ema=config.ema_decay > 0,
@@ -538,7 +462,7 @@ def run_training(
     }
     if is_writer:
         _write_json(os.path.join(workdir, "metrics.json"), result)
-        _write_pictures(workdir, config, val_source, run.predictions, writer.history)
+        _write_pictures(workdir, run.steps.task, val_source, run.predictions, writer.history)
     writer.close()
     checkpointer.close()
     return state, result
@@ -555,7 +479,7 @@ class _TrainingRun:
         self.writer = writer
         self.timer = _Timer(0.0)
         self.eval_metrics: Optional[dict] = None
-        self.predictions: dict[int, np.ndarray] = {}
+        self.predictions: dict[int, Any] = {}
 
     def last_train_loss(self) -> float:
         points = self.writer.history.get("train/loss")
@@ -566,12 +490,10 @@ class _TrainingRun:
         self.eval_metrics, self.predictions = evaluate(
             self.steps, state, val_source, self.config, self.mesh
         )
-        self.writer.write_scalars(step, {f"val/{k}": v for k, v in self.eval_metrics.items()})
-        tqdm.write(
-            f"step {step}: val mIoU {self.eval_metrics['miou']:.4f}, "
-            f"pixel acc {self.eval_metrics['pixel_accuracy']:.4f}, "
-            f"mean Dice {self.eval_metrics['mean_dice']:.4f}"
-        )
+        # Undefined metrics (NaN, e.g. AP of a size range with no object) are not logged.
+        defined = {f"val/{k}": v for k, v in self.eval_metrics.items() if np.isfinite(v)}
+        self.writer.write_scalars(step, defined)
+        tqdm.write(f"step {step}: {self.steps.task.summary(self.eval_metrics)}")
 
     def save(self, state: TrainState, step: int, *, force: bool) -> None:
         meta = {
@@ -624,7 +546,8 @@ class _TrainingRun:
         interval_start = time.perf_counter()
         previous_metrics: Optional[dict] = None
         for step in range(start_step + 1, config.num_train_steps + 1):
-            batch = sharding.shard_batch(_semantic_fields(next(batches)), self.mesh)
+            batch = _fields(next(batches), self.steps.task.train_fields)
+            batch = sharding.shard_batch(batch, self.mesh)
             state, step_metrics = self.steps.train(state, batch)
             pending.append(step_metrics)
             progress.update(1)

@@ -10,6 +10,8 @@ import pytest
 from jaxseg import losses, sharding, train
 from jaxseg.config_validation import ConfigError
 from jaxseg.data import pipeline
+from jaxseg.models.factory import create_model
+from jaxseg.tasks import SemanticSegmentation
 from tests.test_train import tiny_config
 
 SGD_CONSTANT = {
@@ -37,7 +39,7 @@ def _train_batches(config):
     for batch in pipeline.train_batches(
         source, config.batch_size, config.seed, max_instances=config.data.max_instances
     ):
-        yield {name: batch[name] for name in train.SEMANTIC_FIELDS}
+        yield {name: batch[name] for name in SemanticSegmentation.train_fields}
 
 
 def _host(tree):
@@ -184,7 +186,7 @@ def test_evaluation_uses_the_ema_params(data_dir):
     val = pipeline.load_split(config.data, "validation")
     batch = next(pipeline.eval_batches(val, 8, max_instances=config.data.max_instances))
     _, predictions = steps.eval(state, sharding.shard_batch(
-        {name: batch[name] for name in train.SEMANTIC_FIELDS}, mesh
+        {name: batch[name] for name in SemanticSegmentation.eval_fields}, mesh
     ))
     np.testing.assert_array_equal(np.asarray(predictions), 2)
     metrics, _ = train.evaluate(steps, state, val, config, mesh)
@@ -229,9 +231,9 @@ def _has_checkpoint(jaxpr) -> bool:
 
 def test_remat_gives_the_same_loss_and_gradients_and_is_used(data_dir):
     config = tiny_config(data_dir)
-    plain = train.create_model(config)
+    plain = create_model(config)
     config.model.remat = True
-    remat = train.create_model(config)
+    remat = create_model(config)
     images = jax.random.uniform(jax.random.PRNGKey(1), (2, 32, 32, 3))
     labels = jax.random.randint(jax.random.PRNGKey(2), (2, 32, 32), 0, 4)
     variables = plain.init(jax.random.PRNGKey(0), images, train=False)

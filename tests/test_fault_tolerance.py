@@ -14,6 +14,7 @@ import pytest
 from jaxseg import predict, sharding, train
 from jaxseg.checkpointing import TMP_MARKER, Checkpointer
 from jaxseg.data import pipeline
+from jaxseg.tasks import SemanticSegmentation
 from tests.test_train import restore_final_state, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,7 +37,7 @@ def test_nonfinite_step_is_skipped_and_counted(data_dir):
     mesh, state, steps = _one_device_steps(config)
     source = pipeline.load_split(config.data, "train")
     batch = next(pipeline.train_batches(source, 8, 0, max_instances=16))
-    batch = {name: batch[name] for name in train.SEMANTIC_FIELDS}
+    batch = {name: batch[name] for name in SemanticSegmentation.train_fields}
     before = jax.tree.map(np.asarray, (state.params, state.batch_stats, state.opt_state))
 
     poisoned = dict(batch, image=np.where(np.arange(8)[:, None, None, None] == 3, np.nan, 0.5))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxseg import predict, sharding, train
+from jaxseg import predict, sharding, tasks, train
 from jaxseg.data import pipeline
 from jaxseg.config_files import load_config_file
 
@@ -160,7 +160,7 @@ def test_one_device_and_eight_devices_agree(data_dir):
     schedule = train.create_learning_rate_schedule(config)
     init = functools.partial(
         train.create_train_state,
-        model=train.create_model(config),
+        task=tasks.task_for(config),
         tx=train.create_optimizer(config, schedule),
         image_shape=(32, 32, 3),
     )
@@ -174,7 +174,7 @@ def test_one_device_and_eight_devices_agree(data_dir):
         )
         losses = []
         for _ in range(2):
-            batch = {k: v for k, v in next(batches).items() if k in train.SEMANTIC_FIELDS}
+            batch = {k: v for k, v in next(batches).items() if k in tasks.SemanticSegmentation.train_fields}
             state, step_metrics = steps.train(state, sharding.shard_batch(batch, mesh))
             losses.append(float(step_metrics["loss"]))
         final.append(jax.tree.map(np.asarray, (losses, state.params, state.batch_stats)))
