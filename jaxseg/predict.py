@@ -1,8 +1,9 @@
-"""Colour overlays of a trained model's predictions.
+"""Pictures of a trained model's predictions, semantic or instance.
 
 `python -m jaxseg.predict --workdir=DIR --input=IMAGE_OR_FOLDER --output=OUT`
 restores the newest checkpoint in DIR (with DIR/config.json) and writes
-`OUT/<name>_overlay.png` for every image.
+`OUT/<name>_overlay.png` for every image: a colour overlay of the predicted label
+map (U-Net), or coloured instance masks with boxes, class names and scores (Mask R-CNN).
 """
 
 import os
@@ -20,9 +21,13 @@ from jaxseg import checkpointing
 from jaxseg import sharding
 from jaxseg import train
 from jaxseg import visualize
+from jaxseg import visualize_instances
 from jaxseg.config_files import load_workdir_config
+from jaxseg.models.mask_rcnn import MaskRCNN
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# Detections drawn on instance pictures need at least this score.
+DRAWN_SCORE_THRESHOLD = 0.5
 
 
 def load_trained_state(workdir: str) -> tuple[ml_collections.ConfigDict, train.TrainState]:
@@ -48,21 +53,80 @@ def predict_label_map(state: train.TrainState, image: np.ndarray, image_size: in
     The image is resized (bilinear) to the model's `image_size` square and the
     prediction resized back (nearest) to the image's own size.
     """
-    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"image must be uint8 [H, W, 3], got {image.dtype} {image.shape}.")
     height, width = image.shape[:2]
-    resized = Image.fromarray(image).resize((image_size, image_size), Image.BILINEAR)
-    batch = jnp.asarray(np.asarray(resized, np.float32)[None] / 255.0)
-    logits = _apply_eval(state, batch)
+    logits = _apply_eval(state, _model_input(image, image_size))
     label_map = np.asarray(jnp.argmax(logits[0], axis=-1), np.uint8)
     return np.asarray(Image.fromarray(label_map).resize((width, height), Image.NEAREST), np.int32)
 
 
+def predict_instances(
+    state: train.TrainState, image: np.ndarray, image_size: int, mask_threshold: float
+) -> dict[str, np.ndarray]:
+    """Mask R-CNN detections of an RGB uint8 image `[H, W, 3]` of any size, in its pixels.
+
+    The image is resized (bilinear) to the model's `image_size` square; boxes are
+    scaled back and mask probabilities resized back (bilinear) before binarizing at
+    `mask_threshold`.
+
+    Returns:
+      `boxes [D, 4]` float32 (x1, y1, x2, y2), `scores [D]` float32, `classes [D]`
+      int32, `masks [D, H, W]` bool (all False for invalid slots), `valid [D]` bool.
+    """
+    height, width = image.shape[:2]
+    detections = jax.tree.map(
+        lambda x: np.asarray(x[0]), _detect(state, _model_input(image, image_size))
+    )
+    scale = np.array([width, height, width, height], np.float32) / image_size
+    masks = np.zeros((len(detections["valid"]), height, width), bool)
+    for slot in np.flatnonzero(detections["valid"]):
+        probabilities = Image.fromarray(detections["masks"][slot].astype(np.float32))
+        resized = np.asarray(probabilities.resize((width, height), Image.BILINEAR))
+        masks[slot] = resized >= mask_threshold
+    return {**detections, "boxes": detections["boxes"] * scale, "masks": masks}
+
+
+def _model_input(image: np.ndarray, image_size: int) -> jax.Array:
+    """`[1, S, S, 3]` float32 in [0, 1] from an RGB uint8 image `[H, W, 3]`."""
+    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8 [H, W, 3], got {image.dtype} {image.shape}.")
+    resized = Image.fromarray(image).resize((image_size, image_size), Image.BILINEAR)
+    return jnp.asarray(np.asarray(resized, np.float32)[None] / 255.0)
+
+
+def _eval_variables(state: train.TrainState) -> dict:
+    return {"params": train.eval_params(state), "batch_stats": state.batch_stats}
+
+
 @jax.jit
 def _apply_eval(state: train.TrainState, images: jax.Array) -> jax.Array:
-    return state.apply_fn(
-        {"params": train.eval_params(state), "batch_stats": state.batch_stats}, images, train=False
-    )
+    return state.apply_fn(_eval_variables(state), images, train=False)
+
+
+@jax.jit
+def _detect(state: train.TrainState, images: jax.Array) -> dict:
+    return state.apply_fn(_eval_variables(state), images, method=MaskRCNN.detect)
+
+
+def prediction_picture(
+    config: ml_collections.ConfigDict, state: train.TrainState, image: np.ndarray
+) -> np.ndarray:
+    """The picture `[H, W, 3]` uint8 of the model's prediction on an RGB uint8 image."""
+    class_names = list(config.data.class_names)
+    if config.model.name == "mask_rcnn":
+        mask_threshold = config.model.get("mask_threshold", MaskRCNN.mask_threshold)
+        found = predict_instances(state, image, config.data.image_size, mask_threshold)
+        return visualize_instances.draw_instances(
+            image,
+            found["boxes"],
+            found["scores"],
+            found["classes"],
+            found["masks"],
+            found["valid"],
+            class_names,
+            score_threshold=DRAWN_SCORE_THRESHOLD,
+        )
+    label_map = predict_label_map(state, image, config.data.image_size)
+    return visualize.overlay(image, label_map, palette=visualize.class_palette(len(class_names)))
 
 
 def list_images(path: str) -> list[str]:
@@ -82,18 +146,15 @@ def list_images(path: str) -> list[str]:
 
 
 def write_overlays(workdir: str, input_path: str, output_dir: str) -> list[str]:
-    """Writes one overlay PNG per input image; returns their paths."""
+    """Writes one prediction picture (`prediction_picture`) per input image; returns their paths."""
     config, state = load_trained_state(workdir)
     os.makedirs(output_dir, exist_ok=True)
     written = []
     for path in list_images(input_path):
         image = np.asarray(Image.open(path).convert("RGB"))
-        label_map = predict_label_map(state, image, config.data.image_size)
         stem = os.path.splitext(os.path.basename(path))[0]
         out_path = os.path.join(output_dir, f"{stem}_overlay.png")
-        visualize.save_overlay_png(
-            out_path, image, label_map, palette=visualize.class_palette(config.data.num_classes)
-        )
+        Image.fromarray(prediction_picture(config, state, image)).save(out_path)
         written.append(out_path)
     return written
 
@@ -101,14 +162,14 @@ def write_overlays(workdir: str, input_path: str, output_dir: str) -> list[str]:
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "A training work directory (config.json + checkpoints).")
 flags.DEFINE_string("input", None, "An image file or a folder of images.")
-flags.DEFINE_string("output", None, "Folder for the overlay PNGs.")
+flags.DEFINE_string("output", None, "Folder for the prediction PNGs.")
 
 
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     written = write_overlays(FLAGS.workdir, FLAGS.input, FLAGS.output)
-    print(f"Wrote {len(written)} overlays to {FLAGS.output}.")
+    print(f"Wrote {len(written)} prediction pictures to {FLAGS.output}.")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,11 @@ def tiny_config(data_dir: str, **overrides):
     config.checkpoint_every_steps = 3
     config.optimizer.warmup_steps = 2
     config.num_prediction_images = 3
+    return apply_overrides(config, overrides)
+
+
+def apply_overrides(config, overrides):
+    """Sets `config.a.b = value` for every `a__b=value` of `overrides`; returns `config`."""
     for path, value in overrides.items():
         node = config
         *parents, leaf = path.split("__")

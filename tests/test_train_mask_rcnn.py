@@ -1,0 +1,168 @@
+"""Mask R-CNN through the training loop: outputs, COCO metrics, 1 vs 8 devices, predict."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxseg import predict, sharding, train
+from jaxseg.checkpointing import Checkpointer
+from jaxseg.config_files import load_config_file
+from jaxseg.data import pipeline
+from jaxseg.tasks import InstanceSegmentation
+from jaxseg.tasks.instance import COCO_METRICS
+from tests.test_train import apply_overrides
+
+pytestmark = pytest.mark.slow
+
+SIZE = 64
+
+
+def tiny_mask_rcnn_config(data_dir: str, **overrides):
+    """The shipped Mask R-CNN config shrunk to seconds: 64x64 images, a narrow model."""
+    config = load_config_file(
+        os.path.join(os.path.dirname(__file__), "..", "configs", "mask_rcnn_shapes.py")
+    )
+    config.data.data_dir = data_dir
+    config.data.image_size = SIZE
+    config.data.num_train = 16
+    config.data.num_validation = 6
+    config.data.num_test = 2
+    # Some images without any object, in training and validation.
+    config.data.empty_fraction = 0.25
+    config.batch_size = 8
+    config.eval_batch_size = 8
+    config.num_train_steps = 4
+    config.log_every_steps = 2
+    config.eval_every_steps = 4
+    config.checkpoint_every_steps = 2
+    config.optimizer.warmup_steps = 1
+    config.num_prediction_images = 2
+    model = config.model
+    model.backbone_width = 8
+    model.fpn_channels = 16
+    model.anchor_sizes = (8.0, 16.0, 32.0, 64.0, 128.0)
+    model.rpn_pre_nms_topk_train = model.rpn_pre_nms_topk_test = 100
+    model.rpn_post_nms_topk_train = model.rpn_post_nms_topk_test = 50
+    model.rpn_batch_size_per_image = 32
+    model.roi_batch_size_per_image = 32
+    model.mask_rois_per_image = 8
+    model.box_head_dim = 32
+    model.mask_head_channels = 8
+    model.detections_per_image = 20
+    return apply_overrides(config, overrides)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture(scope="module")
+def finished_run(data_dir, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("run"))
+    config = tiny_mask_rcnn_config(data_dir)
+    state, result = train.run_training(config, workdir)
+    return config, workdir, state, result
+
+
+def test_outputs_hold_coco_metrics_and_separate_losses(finished_run):
+    config, workdir, _, result = finished_run
+    with open(os.path.join(workdir, "metrics.json")) as f:
+        written = json.load(f)
+    assert written == pytest.approx(result, nan_ok=True)
+    for key in COCO_METRICS + ("step", "train_loss", "train_seconds", "train_images_per_sec"):
+        assert key in written, key
+    assert written["step"] == config.num_train_steps
+    assert written["nonfinite_steps"] == 0
+    for key in ("box_ap", "box_ap50", "box_ap75", "mask_ap", "mask_ap50", "mask_ap75"):
+        assert 0.0 <= written[key] <= 1.0, (key, written[key])
+    for name in ("predictions.png", "training_curves.png", "config.json"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    # The picture has one row per kept prediction: 20 + 2 * (2 * 64 + 4) pixels high.
+    with Image.open(os.path.join(workdir, "predictions.png")) as picture:
+        assert picture.size[1] == 20 + 2 * (2 * SIZE + 4)
+
+
+def test_every_loss_component_and_coco_metric_is_logged(finished_run):
+    config, workdir, state, _ = finished_run
+    checkpointer = Checkpointer(
+        os.path.join(workdir, "checkpoints"), max_to_keep=3, save_interval_steps=1
+    )
+    restored, meta = checkpointer.restore(state)
+    checkpointer.close()
+    assert int(restored.step) == config.num_train_steps
+    logged = set(meta["history"])
+    for component in ("rpn_objectness", "rpn_box", "box_classification", "box_regression", "mask"):
+        assert f"train/loss_{component}" in logged, component
+    assert {"val/box_ap", "val/mask_ap", "val/box_ap50", "val/mask_ap75"} <= logged
+
+
+def test_evaluate_counts_every_validation_object(finished_run, data_dir):
+    """The COCO ground truth is the whole split: one image per example, every object."""
+    config, _, _, _ = finished_run
+    source = pipeline.load_split(config.data, "validation")
+    task = InstanceSegmentation(config)
+    ground_truth = task.ground_truth(source)
+    assert [image["id"] for image in ground_truth["images"]] == list(range(len(source)))
+    expected = sum(len(source[index]["labels"]) for index in range(len(source)))
+    assert len(ground_truth["annotations"]) == expected
+    assert task.ground_truth(source) is ground_truth
+
+
+def test_predict_draws_instances_at_the_input_size(finished_run, tmp_path):
+    _, workdir, _, _ = finished_run
+    Image.fromarray(np.full((40, 90, 3), 120, np.uint8)).save(tmp_path / "wide.png")
+    written = predict.write_overlays(workdir, str(tmp_path / "wide.png"), str(tmp_path / "out"))
+    with Image.open(written[0]) as picture:
+        assert picture.size == (90, 40)
+    samples = os.path.join(workdir, "samples")
+    assert len(predict.write_overlays(workdir, samples, str(tmp_path / "samples"))) == 2
+
+
+def test_eight_devices_agree_with_one_and_steps_repeat_exactly(data_dir):
+    """Two SGD steps on the same global batches: 1-device and 8-device meshes agree to 1e-4."""
+    assert jax.device_count() == 8
+    config = tiny_mask_rcnn_config(
+        data_dir,
+        optimizer__name="sgd",
+        optimizer__schedule="constant",
+        optimizer__warmup_steps=0,
+        learning_rate=0.02,
+    )
+    source = pipeline.load_split(config.data, "train")
+    schedule = train.create_learning_rate_schedule(config)
+    final = []
+    for devices in (jax.devices()[:1], jax.devices()):
+        mesh = sharding.create_mesh(devices)
+        steps = train.CompiledSteps(config, mesh, schedule)
+        runs = []
+        for _ in range(2 if len(devices) == 1 else 1):
+            state = train.initial_state(config, mesh, schedule)
+            batches = pipeline.train_batches(
+                source, 8, 0, 0, flip=True, max_instances=config.data.max_instances
+            )
+            losses = []
+            for _ in range(2):
+                batch = {name: value for name, value in next(batches).items()}
+                batch = {name: batch[name] for name in InstanceSegmentation.train_fields}
+                state, step_metrics = steps.train(state, sharding.shard_batch(batch, mesh))
+                losses.append({name: float(value) for name, value in step_metrics.items()})
+            runs.append(jax.tree.map(np.asarray, (losses, state.params)))
+        if len(runs) == 2:
+            jax.tree.map(np.testing.assert_array_equal, *runs)
+        final.append(runs[0])
+    (one_losses, one_params), (eight_losses, eight_params) = final
+    assert all(np.isfinite(step["loss"]) for step in one_losses)
+    # The gradient norm is looser: float noise between the layouts can move a max-pool's
+    # gradient to another of two near-equal inputs, a change of about 1e-3 in the norm.
+    for one, eight in zip(one_losses, eight_losses):
+        np.testing.assert_allclose(one.pop("grad_norm"), eight.pop("grad_norm"), rtol=1e-3)
+    jax.tree.map(_assert_close, (one_losses, one_params), (eight_losses, eight_params))
+
+
+def _assert_close(one, eight):
+    np.testing.assert_allclose(one, eight, atol=1e-4, rtol=1e-4)
