@@ -15,7 +15,7 @@ def get_config() -> ml_collections.ConfigDict:
     config = unet_shapes.get_config()
     config.batch_size = 4
     config.eval_batch_size = 8
-    config.num_train_steps = 5000
+    config.num_train_steps = 4000
     config.learning_rate = 1e-3
     config.eval_every_steps = 1000
     config.checkpoint_every_steps = 500
