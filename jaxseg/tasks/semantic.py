@@ -1,8 +1,9 @@
-"""Semantic segmentation: a per-pixel classifier (U-Net) scored by a confusion matrix."""
+"""Semantic segmentation: a per-pixel classifier (U-Net) scored by pixel and boundary counts."""
 
 import os
 from typing import Mapping
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -17,9 +18,13 @@ from jaxseg.tasks.base import Evaluation, Task, save_samples
 class SemanticSegmentation(Task):
     """Logits `[N, H, W, K]` trained with `config.loss.name` against `semantic` labels.
 
-    Validation metrics: `miou`, `pixel_accuracy`, `mean_dice` and `iou/<class>`,
-    from one confusion matrix summed over the split.
+    Validation metrics: `miou`, `pixel_accuracy`, `mean_dice`, `iou/<class>` and
+    `dice/<class>` from one confusion matrix summed over the split; `boundary_iou` and
+    `boundary_iou/<class>` from boundary-band counts summed over the split, with bands
+    `config.boundary_width` pixels wide (default `DEFAULT_BOUNDARY_WIDTH`).
     """
+
+    DEFAULT_BOUNDARY_WIDTH = 2
 
     train_fields = ("image", "semantic")
     eval_fields = ("image", "semantic", "valid")
@@ -34,6 +39,7 @@ class SemanticSegmentation(Task):
     def __init__(self, config: ml_collections.ConfigDict):
         super().__init__(config)
         self._loss_fn = losses.make_loss_fn(config.loss.name, ignore_label=config.loss.ignore_label)
+        self._boundary_width = config.get("boundary_width", self.DEFAULT_BOUNDARY_WIDTH)
 
     def init_variables(self, rng, image_shape):
         return self.model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
@@ -46,17 +52,28 @@ class SemanticSegmentation(Task):
         return loss, components, updates.get("batch_stats", variables["batch_stats"])
 
     def eval_outputs(self, variables, batch):
-        """Confusion matrix `[K, K]` (padding rows excluded) and predictions `[B, H, W]`."""
+        """Pixel counts of the batch (padding rows excluded) and predictions `[B, H, W]` int32.
+
+        The counts are a dict of int32 arrays: `confusion` `[K, K]` and the Boundary IoU
+        `boundary_intersection` and `boundary_union` `[K]` (see `metrics.boundary_counts`).
+        """
         logits = self.model.apply(variables, batch["image"], train=False)
         predictions = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-        confusion = seg_metrics.confusion_matrix(
-            predictions,
-            batch["semantic"],
-            self.config.data.num_classes,
-            ignore_label=self.config.loss.ignore_label,
-            weights=batch["valid"],
+        counted = {
+            "labels": batch["semantic"],
+            "num_classes": self.config.data.num_classes,
+            "ignore_label": self.config.loss.ignore_label,
+            "weights": batch["valid"],
+        }
+        intersection, union = seg_metrics.boundary_counts(
+            predictions, width=self._boundary_width, **counted
         )
-        return confusion, predictions
+        counts = {
+            "confusion": seg_metrics.confusion_matrix(predictions, **counted),
+            "boundary_intersection": intersection,
+            "boundary_union": union,
+        }
+        return counts, predictions
 
     def eval_out_shardings(self, mesh):
         return sharding.replicated(mesh), sharding.batch_sharded(mesh)
@@ -86,16 +103,18 @@ class SemanticSegmentation(Task):
 
 
 class _ConfusionEvaluation(Evaluation):
-    """Sums confusion matrices; keeps the first label maps `[H, W]` int32 this process saw."""
+    """Sums the pixel counts; keeps the first label maps `[H, W]` int32 this process saw."""
 
     def __init__(self, config: ml_collections.ConfigDict):
         self._config = config
-        self._confusion = None
+        self._counts = None
         self._predictions: dict[int, np.ndarray] = {}
 
     def add(self, outputs, batch: Mapping[str, np.ndarray]) -> None:
-        confusion, predictions = outputs
-        self._confusion = confusion if self._confusion is None else self._confusion + confusion
+        counts, predictions = outputs
+        self._counts = (
+            counts if self._counts is None else jax.tree.map(jnp.add, self._counts, counts)
+        )
         if len(self._predictions) < self._config.num_prediction_images:
             local = np.concatenate(
                 [np.asarray(shard.data) for shard in predictions.addressable_shards]
@@ -104,13 +123,24 @@ class _ConfusionEvaluation(Evaluation):
                 self._predictions[int(batch["index"][row])] = local[row]
 
     def result(self):
-        summary = seg_metrics.segmentation_metrics(sharding.to_host(self._confusion))
+        counts = {name: sharding.to_host(value) for name, value in self._counts.items()}
+        summary = seg_metrics.segmentation_metrics(counts["confusion"])
+        boundary = seg_metrics.boundary_iou(
+            counts["boundary_intersection"], counts["boundary_union"]
+        )
         metrics = {
-            "miou": float(summary["miou"]),
-            "pixel_accuracy": float(summary["pixel_accuracy"]),
-            "mean_dice": float(summary["mean_dice"]),
+            "miou": summary["miou"],
+            "pixel_accuracy": summary["pixel_accuracy"],
+            "mean_dice": summary["mean_dice"],
+            "boundary_iou": boundary["boundary_iou"],
         }
-        for name, iou in zip(self._config.data.class_names, summary["per_class_iou"]):
-            metrics[f"iou/{name}"] = float(iou)
+        per_class = {
+            "iou": summary["per_class_iou"],
+            "dice": summary["per_class_dice"],
+            "boundary_iou": boundary["per_class_boundary_iou"],
+        }
+        for metric, values in per_class.items():
+            for name, value in zip(self._config.data.class_names, values):
+                metrics[f"{metric}/{name}"] = value
         kept = sorted(self._predictions)[: self._config.num_prediction_images]
         return metrics, {index: self._predictions[index] for index in kept}
