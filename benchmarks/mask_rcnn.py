@@ -23,6 +23,7 @@ background load, and the table gives the ratio JAX / torch of the medians.
 Usage: python benchmarks/mask_rcnn.py --config=configs/mask_rcnn_r50_fpn.py
            [--batch_size=N] [--steps=K] [--json] [--torch] [--config.model.dtype=bfloat16]
 """
+
 import json
 import pathlib
 import sys
@@ -37,12 +38,12 @@ from ml_collections import config_flags
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a clone
 
+from benchmarks.synthetic import synthetic_batch  # noqa: E402
 from benchmarks.unet_step import interleaved_step_times  # noqa: E402
 from jaxseg import sharding, train  # noqa: E402
 from jaxseg.models import factory  # noqa: E402
 from jaxseg.models.mask_rcnn import MaskRCNN  # noqa: E402
 
-OBJECTS_PER_IMAGE = 3
 TORCH_CPU_THREADS = 2
 
 
@@ -67,8 +68,9 @@ def _flag_values(argv: Sequence[str]) -> flags.FlagValues:
     flags.DEFINE_integer(
         "num_devices", None, "Mesh over the first N devices (default: all).", flag_values=values
     )
-    flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.",
-                      flag_values=values)
+    flags.DEFINE_bool(
+        "json", False, "Print one JSON object instead of the table.", flag_values=values
+    )
     flags.DEFINE_bool("torch", False, "Also time torchvision's Mask R-CNN.", flag_values=values)
     flags.mark_flag_as_required("config", flag_values=values)
     return values
@@ -77,43 +79,6 @@ def _flag_values(argv: Sequence[str]) -> flags.FlagValues:
 def _progress(message: str) -> None:
     """A progress line on standard error (standard output is kept for the results)."""
     print(message, file=sys.stderr, flush=True)
-
-
-def synthetic_batch(
-    batch_size: int, image_size: int, max_instances: int, num_classes: int, seed: int = 0
-) -> dict[str, np.ndarray]:
-    """A fixed random batch in the train step's layout.
-
-    `image [B, S, S, 3]` float32 in [0, 1]; `min(OBJECTS_PER_IMAGE, max_instances)`
-    ellipses per image with their tight `boxes [B, G, 4]` (x1, y1, x2, y2 pixels),
-    `labels [B, G]` int32 in 1..K-1, `masks [B, G, S, S]` uint8 and
-    `instance_valid [B, G]`; slots past the objects are zero and invalid.
-    """
-    rng = np.random.default_rng(seed)
-    shape = (batch_size, max_instances)
-    batch = {
-        "image": rng.random((batch_size, image_size, image_size, 3), dtype=np.float32),
-        "boxes": np.zeros(shape + (4,), np.float32),
-        "labels": np.zeros(shape, np.int32),
-        "masks": np.zeros(shape + (image_size, image_size), np.uint8),
-        "instance_valid": np.zeros(shape, bool),
-    }
-    rows, cols = np.mgrid[:image_size, :image_size] + 0.5
-    for image in range(batch_size):
-        for slot in range(min(OBJECTS_PER_IMAGE, max_instances)):
-            width, height = rng.uniform(0.1, 0.4, 2) * image_size
-            left = rng.uniform(0, image_size - width)
-            top = rng.uniform(0, image_size - height)
-            inside = (
-                ((cols - left - width / 2) / (width / 2)) ** 2
-                + ((rows - top - height / 2) / (height / 2)) ** 2
-            ) <= 1.0
-            ys, xs = np.nonzero(inside)
-            batch["boxes"][image, slot] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-            batch["labels"][image, slot] = rng.integers(1, num_classes)
-            batch["masks"][image, slot] = inside
-            batch["instance_valid"][image, slot] = True
-    return batch
 
 
 def _timed_compile(jitted, *args) -> tuple[float, Callable]:
