@@ -52,6 +52,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.dtype = "float32"
     # XLA:CPU-friendly custom-gradient layers; turn off on GPU/TPU.
     config.model.fast_cpu_ops = True
+    # Recompute the backbone's residual blocks in the backward pass (saves memory).
+    config.model.remat = False
 
     del config.loss
 

@@ -11,6 +11,7 @@ from jaxseg import losses, sharding, train
 from jaxseg.config_validation import ConfigError
 from jaxseg.data import pipeline
 from jaxseg.models.factory import create_model
+from jaxseg.models.resnet import build_resnet
 from jaxseg.tasks import SemanticSegmentation
 from tests.test_train import tiny_config
 
@@ -247,3 +248,24 @@ def test_remat_gives_the_same_loss_and_gradients_and_is_used(data_dir):
     # jax.checkpoint's primitive is `remat2` in this JAX (`checkpoint` in some versions).
     assert _has_checkpoint(remat_jaxpr.jaxpr)
     assert not _has_checkpoint(plain_jaxpr.jaxpr)
+
+
+def test_resnet_remat_gives_the_same_features_and_gradients_and_is_used():
+    """The Mask R-CNN backbone's `remat` (config.model.remat) changes memory, not numbers."""
+    images = jax.random.uniform(jax.random.PRNGKey(1), (2, 64, 64, 3))
+    plain = build_resnet("resnet18", num_filters=8, norm="group")
+    remat = build_resnet("resnet18", num_filters=8, norm="group", remat=True)
+    params = plain.init(jax.random.PRNGKey(0), images, train=False)["params"]
+    results = []
+    for model in (plain, remat):
+
+        def loss(p, model=model):
+            features = model.apply({"params": p}, images, train=True)
+            return sum(jnp.mean(jnp.square(value)) for value in features.values())
+
+        results.append((jax.jit(jax.value_and_grad(loss))(params), jax.make_jaxpr(jax.grad(loss))))
+    (plain_value, plain_jaxpr), (remat_value, remat_jaxpr) = results
+    close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6)
+    jax.tree.map(close, remat_value, plain_value)
+    assert _has_checkpoint(remat_jaxpr(params).jaxpr)
+    assert not _has_checkpoint(plain_jaxpr(params).jaxpr)

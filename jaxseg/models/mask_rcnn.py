@@ -76,6 +76,7 @@ class MaskRCNN(nn.Module):
       fpn_channels: channels of the pyramid, RPN and pooled features (256).
       fpn_norm: None or "group".
       fast_cpu_ops: XLA:CPU-fast backbone formulations (see `ResNet`); False on GPU/TPU.
+      remat: rematerialize the backbone's residual blocks (see `ResNet.remat`).
       anchor_sizes: anchor sizes per level P2..P6, same count on every level.
       aspect_ratios: anchor height / width ratios.
       rpn_fg_iou_threshold, rpn_bg_iou_threshold: anchor matching (0.7 / 0.3).
@@ -113,6 +114,7 @@ class MaskRCNN(nn.Module):
     fpn_channels: int = 256
     fpn_norm: str | None = None
     fast_cpu_ops: bool = False
+    remat: bool = False
     anchor_sizes: tuple = ((32.0,), (64.0,), (128.0,), (256.0,), (512.0,))
     aspect_ratios: tuple = (0.5, 1.0, 2.0)
     rpn_fg_iou_threshold: float = 0.7
@@ -145,7 +147,8 @@ class MaskRCNN(nn.Module):
     def setup(self):
         self._check_fields()
         self.resnet = build_resnet(self.backbone, norm=self.backbone_norm, num_filters=self.backbone_width,
-                                   freeze_at=self.freeze_at, fast_cpu_ops=self.fast_cpu_ops, dtype=self.dtype)
+                                   freeze_at=self.freeze_at, fast_cpu_ops=self.fast_cpu_ops, remat=self.remat,
+                                   dtype=self.dtype)
         self.fpn = FPN(self.fpn_channels, RPN_LEVELS[0], RPN_LEVELS[-1], self.fpn_norm, self.fast_cpu_ops,
                        self.dtype)
         self.rpn_head = RPNHead(anchors_per_cell(self.anchor_sizes, self.aspect_ratios), self.dtype)

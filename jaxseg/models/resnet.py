@@ -303,6 +303,9 @@ class ResNet(nn.Module):
         outputs: 1x1 convs as matmuls (`pointwise_conv`), other stride-1
         convs with `layers.row_blocked_conv`, the stem
         max-pool as slices (see `max_pool_3x3_stride2`). Keep False on GPU/TPU.
+      remat: rematerialize every residual block (`nn.remat`, i.e. `jax.checkpoint`):
+        only block inputs are kept for the backward pass, the rest is recomputed
+        (less memory, about one more forward pass of compute).
       dtype: computation dtype; parameters stay float32.
     """
 
@@ -312,6 +315,7 @@ class ResNet(nn.Module):
     norm: str = "frozen_batch"
     freeze_at: int = 0
     fast_cpu_ops: bool = False
+    remat: bool = False
     dtype: Any = jnp.float32
 
     @property
@@ -335,6 +339,9 @@ class ResNet(nn.Module):
         _check_input(x)
         options = dict(norm=self.norm, fast_cpu_ops=self.fast_cpu_ops, dtype=self.dtype)
         block_cls = Bottleneck if self.bottleneck else BasicBlock
+        if self.remat:
+            # `train` (argument 2, counting the module) is a Python bool: static under remat.
+            block_cls = nn.remat(block_cls, static_argnums=(2,))
 
         x = x.astype(self.dtype)
         x = ConvNorm(self.num_filters, 7, 2, relu=True, name="stem", **options)(x, train)
