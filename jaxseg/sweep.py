@@ -461,7 +461,7 @@ def write_results(
         ),
         "",
         f"Budget: {sweep.budget}.",
-        f"Total wall time: {_minutes(total)} ({len(results)} runs).",
+        f"Total wall time: {_minutes(total)} (runs: {len(results)}).",
         "",
         "![results](results.png)",
         "",

@@ -10,6 +10,7 @@ import pytest
 
 from jaxseg import sweep, train
 from jaxseg.config_validation import ConfigError
+from jaxseg.data import pipeline, shapes
 
 CLASSES = ("background", "circle", "rectangle", "triangle")
 # The shipped U-Net config shrunk to seconds per run (as tests/test_train.py's tiny_config).
@@ -203,7 +204,7 @@ def test_results_of_finished_runs_by_hand(tmp_path):
     assert "| ce | 2 | 0.600 ± 0.141 | 0.300 ± 0.141 | 0.600 ± 0.141 |" in markdown
     assert "| dice | 2 | 0.600 ± 0.000 | 0.200 ± 0.141 | 0.500 ± 0.141 |" in markdown
     assert "Budget: two minutes." in markdown
-    assert "Total wall time: 4.0 min (4 runs)." in markdown
+    assert "Total wall time: 4.0 min (runs: 4)." in markdown
     assert os.path.getsize(os.path.join(workdir, "results.png")) > 0
 
 
@@ -279,3 +280,26 @@ def test_tiny_sweep_end_to_end_and_rerun_skips(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().out.count("finished earlier, skipped") == 4
     assert {key: os.path.getmtime(value) for key, value in metrics_paths.items()} == modified
     assert read_csv(os.path.join(workdir, "results.csv")) == rows
+
+
+@pytest.mark.parametrize(
+    "name, num_runs, metric",
+    [
+        ("loss_imbalance", 12, "foreground_dice"),
+        ("skip_connections", 6, "boundary_iou"),
+        ("roi_extractor", 6, "mask_ap75"),
+    ],
+)
+def test_shipped_experiments_resolve(name, num_runs, metric):
+    spec = sweep.load_sweep(os.path.join(sweep.REPOSITORY_ROOT, "experiments", f"{name}.py"))
+    assert len(sweep.resolve_runs(spec)) == num_runs and metric in spec.metrics
+    assert spec.budget.startswith("about") and f"experiments/{name}.py" in spec.description
+
+
+def test_loss_imbalance_uses_the_small_rare_foreground_builder_config():
+    path = os.path.join(sweep.REPOSITORY_ROOT, "experiments", "loss_imbalance.py")
+    (run, *_) = sweep.resolve_runs(sweep.load_sweep(path))
+    generation = pipeline.shapes_config_from_data_config(run.config.data)
+    expected = shapes.shapes_config(**shapes.SMALL_RARE_FOREGROUND)
+    assert generation is expected
+    assert (generation.max_shapes, generation.max_object_size) == (2, 0.12)
