@@ -10,9 +10,9 @@ from typing import Any, Iterable
 
 import ml_collections
 
-from jaxseg.data import pipeline
+from jaxseg.data import coco_folder, folders, pipeline
 
-DATA_NAMES = ("shapes",)
+DATA_NAMES = pipeline.DATASETS
 NORMS = ("batch", "group", "none")
 UPSAMPLINGS = ("transpose", "bilinear")
 DTYPES = ("float32", "bfloat16")
@@ -297,8 +297,7 @@ def _validate_model(config) -> None:
     validators[_require_choice(config, "model.name", MODEL_NAMES)](config)
 
 
-def _validate_data(config) -> None:
-    _require_choice(config, "data.name", DATA_NAMES)
+def _validate_class_names(config) -> None:
     num_classes = _require_int(config, "data.num_classes", 2)
     names = _get(config, "data.class_names")
     if len(names) != num_classes:
@@ -306,14 +305,71 @@ def _validate_data(config) -> None:
             f"config.data.class_names has {len(names)} names but "
             f"config.data.num_classes={num_classes}."
         )
+
+
+def _as_config_error(prefix: str, function, *args):
+    """`function(*args)`; a ValueError becomes a ConfigError starting with `prefix`."""
+    try:
+        return function(*args)
+    except ValueError as error:
+        raise ConfigError(f"{prefix}{error}") from error
+
+
+def _validate_shapes_data(config) -> None:
+    _validate_class_names(config)
     _require_int(config, "data.num_train", 1)
     _require_int(config, "data.num_validation", 1)
     _require_int(config, "data.num_test", 1)
+    _as_config_error("config.data: ", pipeline.shapes_config_from_data_config, config.data)
+
+
+def _is_template(config, paths: tuple) -> bool:
+    """Whether the folder `paths` are all unset: a config to be completed on the command line.
+
+    Such a config passes validation; `pipeline.load_split` then names the missing field.
+    """
+    return all(_get(config, f"data.{path}") is None for path in paths)
+
+
+def _check_ignore_label(config) -> None:
+    ignore_label = config.data.get("ignore_label", folders.DEFAULT_IGNORE_LABEL)
+    if "loss" in config and ignore_label != config.loss.get("ignore_label"):
+        raise ConfigError(
+            f"config.data.ignore_label={ignore_label!r} must equal "
+            f"config.loss.ignore_label={config.loss.get('ignore_label')!r}: the padding of "
+            "the images holds the data's ignore label."
+        )
+
+
+def _validate_coco_folder_data(config) -> None:
+    _check_ignore_label(config)
+    if _is_template(config, ("annotations", "images")):
+        return
+    data = config.data
+    folder = _as_config_error("config.data.", pipeline.coco_folder_config_from_data_config, data)
+    names = _as_config_error(
+        "config.data.annotations: ", coco_folder.read_class_names, folder.annotations
+    )
+    _as_config_error("config.data.", pipeline.check_class_names, data, names, folder.annotations)
+
+
+def _validate_semantic_folder_data(config) -> None:
+    _validate_class_names(config)
+    _check_ignore_label(config)
+    if not _is_template(config, ("images", "labels")):
+        _as_config_error(
+            "config.data.", pipeline.semantic_folder_config_from_data_config, config.data
+        )
+
+
+def _validate_data(config) -> None:
+    validators = {
+        "shapes": _validate_shapes_data,
+        "coco_folder": _validate_coco_folder_data,
+        "semantic_folder": _validate_semantic_folder_data,
+    }
+    validators[_require_choice(config, "data.name", DATA_NAMES)](config)
     _require_int(config, "data.max_instances", 1)
-    try:
-        pipeline.shapes_config_from_data_config(config.data)
-    except ValueError as error:
-        raise ConfigError(f"config.data: {error}") from error
 
 
 def _validate_loss(config) -> None:

@@ -1,24 +1,50 @@
 """Input pipeline: decoded random-access splits and fixed-shape numpy batches.
 
-`load_split` opens (generating if missing) one split of the shapes TFDS dataset and returns
-a `DecodedSource`; `train_batches` and `eval_batches` turn a source into infinite
+`load_split` opens (building if missing) one split of a TFDS dataset and returns a
+`DecodedSource`; `train_batches` and `eval_batches` turn a source into infinite
 (shuffled, flipped) and finite (ordered, padded) streams of fixed-shape numpy batches, each
 process getting its own contiguous share of every global batch.
 
-`data_config` fields (an `ml_collections.ConfigDict`; defaults in `default_data_config`):
-  name                "shapes" (the only dataset so far).
+Datasets (`data_config.name`):
+  "shapes"            generated circles, rectangles and triangles (`jaxseg.data.shapes`);
+                      splits train, validation, test.
+  "coco_folder"       a local COCO-format instances JSON and images folder
+                      (`jaxseg.data.coco_folder`); splits train, validation.
+  "semantic_folder"   a local folder of images and one of PNG label maps
+                      (`jaxseg.data.semantic_folder`); splits train, validation.
+The folder datasets store every image resized (aspect ratio kept) and padded to
+image_size x image_size; their semantic maps hold the ignore label in the padding.
+
+`data_config` fields (an `ml_collections.ConfigDict`; shapes defaults in
+`default_data_config`):
+  name                one of `DATASETS`.
   data_dir            TFDS data directory; None = TFDS default (~/tensorflow_datasets).
   image_size          image side S in pixels (square images).
-  num_train, num_validation, num_test   examples per split.
   max_instances       instance slots per example in batches (read by the caller, which
                       passes it to `train_batches` / `eval_batches`).
+  cache_decoded       optional, default True: keep decoded examples in memory after their
+                      first read. Costs 5·S·S bytes per example plus its boxes (82 KB at
+                      128×128, about 165 MB for 2,000 training images); the folder datasets
+                      keep their masks RLE-compressed.
+shapes only:
+  num_train, num_validation, num_test   examples per split.
   min_shapes, max_shapes, min_object_size, max_object_size, empty_fraction,
   min_visible_pixels, generation_seed   optional, see `jaxseg.data.shapes.ShapesConfig`
                       (`generation_seed` is its `seed`); missing ones take the defaults.
-  cache_decoded       optional, default True: keep decoded examples in memory after their
-                      first read. Costs 5·S·S bytes per example plus its boxes (82 KB at
-                      128×128, about 165 MB for 2,000 training images).
+coco_folder and semantic_folder:
+  num_classes, class_names   K and the K class names, class_names[0] the background. For
+                      coco_folder they must be the JSON's categories by increasing id after
+                      the background (`check_class_names`).
+  validation_fraction optional, default 0.1: the share of the images in the validation split.
+  ignore_label        optional, default 255: the semantic label of padding pixels.
+coco_folder only:
+  annotations, images the instances JSON and the folder its `file_name`s are relative to.
+semantic_folder only:
+  images, labels      the images folder and the label maps folder.
+  image_suffix, label_suffix   optional, default "": file-name endings removed before
+                      matching (see `jaxseg.data.semantic_folder`).
 """
+
 from __future__ import annotations
 
 import math
@@ -28,8 +54,9 @@ from collections.abc import Iterator
 import ml_collections
 import numpy as np
 
-from jaxseg.data import shapes
+from jaxseg.data import coco_folder, folders, semantic_folder, shapes
 
+DATASETS = ("shapes", "coco_folder", "semantic_folder")
 _PERMUTATION_STREAM = 0
 _FLIP_STREAM = 1
 
@@ -48,17 +75,19 @@ _GENERATION_FIELDS = {
 def default_data_config() -> ml_collections.ConfigDict:
     """The default `config.data` for the shapes dataset (see the module docstring)."""
     defaults = shapes.shapes_config()
-    return ml_collections.ConfigDict({
-        "name": "shapes",
-        "data_dir": None,
-        "image_size": defaults.image_size,
-        "num_train": defaults.num_train,
-        "num_validation": defaults.num_validation,
-        "num_test": defaults.num_test,
-        "max_instances": 16,
-        **{field: getattr(defaults, attr) for field, attr in _GENERATION_FIELDS.items()},
-        "cache_decoded": True,
-    })
+    return ml_collections.ConfigDict(
+        {
+            "name": "shapes",
+            "data_dir": None,
+            "image_size": defaults.image_size,
+            "num_train": defaults.num_train,
+            "num_validation": defaults.num_validation,
+            "num_test": defaults.num_test,
+            "max_instances": 16,
+            **{field: getattr(defaults, attr) for field, attr in _GENERATION_FIELDS.items()},
+            "cache_decoded": True,
+        }
+    )
 
 
 def shapes_config_from_data_config(data_config) -> shapes.ShapesConfig:
@@ -77,16 +106,75 @@ def shapes_config_from_data_config(data_config) -> shapes.ShapesConfig:
     return shapes.shapes_config(**params)
 
 
+def coco_folder_config_from_data_config(data_config) -> coco_folder.CocoFolderConfig:
+    """The validated `CocoFolderConfig` that `data_config` describes (ValueError if invalid).
+
+    Error messages start with the name of the offending `data_config` field.
+    """
+    return coco_folder.coco_folder_config(
+        annotations=data_config.annotations,
+        images=data_config.images,
+        image_size=data_config.image_size,
+        validation_fraction=data_config.get(
+            "validation_fraction", folders.DEFAULT_VALIDATION_FRACTION
+        ),
+        ignore_label=data_config.get("ignore_label", folders.DEFAULT_IGNORE_LABEL),
+    )
+
+
+def semantic_folder_config_from_data_config(data_config) -> semantic_folder.SemanticFolderConfig:
+    """The validated `SemanticFolderConfig` that `data_config` describes (ValueError if invalid).
+
+    Error messages start with the name of the offending `data_config` field.
+    """
+    return semantic_folder.semantic_folder_config(
+        images=data_config.images,
+        labels=data_config.labels,
+        image_size=data_config.image_size,
+        num_classes=data_config.num_classes,
+        validation_fraction=data_config.get(
+            "validation_fraction", folders.DEFAULT_VALIDATION_FRACTION
+        ),
+        ignore_label=data_config.get("ignore_label", folders.DEFAULT_IGNORE_LABEL),
+        image_suffix=data_config.get("image_suffix", ""),
+        label_suffix=data_config.get("label_suffix", ""),
+    )
+
+
+def check_class_names(data_config, class_names, source: str) -> None:
+    """ValueError unless `data_config` names the classes of a dataset as `class_names` does.
+
+    Args:
+      data_config: with num_classes and class_names; its class_names[0] (the background)
+        may be any name.
+      class_names: the dataset's K names, the background first.
+      source: where `class_names` come from, for the message.
+    """
+    expected = tuple(class_names)
+    given = data_config.class_names
+    if (
+        data_config.num_classes != len(expected)
+        or given is None
+        or tuple(given)[1:] != expected[1:]
+    ):
+        raise ValueError(
+            f"class_names={given!r} and num_classes={data_config.num_classes!r} do not match "
+            f"the {len(expected)} classes of {source}: set --config.data.num_classes="
+            f'{len(expected)} "--config.data.class_names={expected!r}"'
+        )
+
+
 class DecodedSource:
     """Random access to the decoded examples of one split.
 
-    `source[i]` is a dict: image uint8 [S, S, 3], semantic int32 [S, S] (0..3),
-    masks uint8 [n, S, S] (0/1, visible part of each instance), boxes float32 [n, 4]
-    (x1, y1, x2, y2, exclusive ends), labels int32 [n] (1..3); n may be 0.
+    `source[i]` is a dict: image uint8 [S, S, 3], semantic int32 [S, S] (class ids, and the
+    ignore label in the folder datasets' padding), masks uint8 [n, S, S] (0/1, visible part
+    of each instance), boxes float32 [n, 4] (x1, y1, x2, y2, exclusive ends), labels int32
+    [n] (1..K-1); n may be 0.
     """
 
     def __init__(self, records, *, cache: bool = True):
-        """`records`: a TFDS data source of the shapes features (random access, `len`)."""
+        """`records`: a TFDS data source of the shapes or folder features (random access)."""
         self._records = records
         self._cache = [None] * len(records) if cache else None
 
@@ -97,10 +185,15 @@ class DecodedSource:
         if self._cache is not None and self._cache[index] is not None:
             return self._cache[index]
         record = self._records[index]
+        # Shapes store an id map [S, S]; the folder datasets RLE bytes [n] (may overlap).
+        if "instance_ids" in record:
+            instances = record["instance_ids"][..., 0]
+        else:
+            instances = np.asarray(record["mask_rles"], dtype=np.object_)
         compact = (
             record["image"],
             record["semantic"][..., 0],
-            record["instance_ids"][..., 0],
+            instances,
             np.asarray(record["boxes"], np.float32).reshape(-1, 4),
             np.asarray(record["labels"], np.int32).reshape(-1),
         )
@@ -111,9 +204,12 @@ class DecodedSource:
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         if not shapes.is_integer(index) or not 0 <= index < len(self):
             raise IndexError(f"index {index!r} out of range for a source of {len(self)}")
-        image, semantic, instance_ids, boxes, labels = self._compact(int(index))
-        instance_numbers = np.arange(1, len(labels) + 1, dtype=np.uint8)
-        masks = (instance_ids[None] == instance_numbers[:, None, None]).astype(np.uint8)
+        image, semantic, instances, boxes, labels = self._compact(int(index))
+        if instances.ndim == 2:
+            numbers = np.arange(1, len(labels) + 1, dtype=np.uint8)
+            masks = (instances[None] == numbers[:, None, None]).astype(np.uint8)
+        else:
+            masks = folders.decode_masks(instances, *semantic.shape)
         return {
             "image": image,
             "semantic": semantic.astype(np.int32),
@@ -123,23 +219,55 @@ class DecodedSource:
         }
 
 
+def _shapes_builder(data_config, build: bool):
+    config = shapes_config_from_data_config(data_config)
+    return shapes.prepare_shapes(config, data_config.data_dir, build=build)
+
+
+def _coco_folder_builder(data_config, build: bool):
+    config = coco_folder_config_from_data_config(data_config)
+    builder = folders.prepare(coco_folder.CocoFolder, config, data_config.data_dir, build=build)
+    check_class_names(data_config, builder.info.metadata["class_names"], config.annotations)
+    return builder
+
+
+def _semantic_folder_builder(data_config, build: bool):
+    config = semantic_folder_config_from_data_config(data_config)
+    return folders.prepare(
+        semantic_folder.SemanticFolder, config, data_config.data_dir, build=build
+    )
+
+
+_BUILDERS = {
+    "shapes": (_shapes_builder, shapes.SPLITS),
+    "coco_folder": (_coco_folder_builder, folders.SPLITS),
+    "semantic_folder": (_semantic_folder_builder, folders.SPLITS),
+}
+
+
 def load_split(data_config, split: str, *, build: bool = True) -> DecodedSource:
-    """Opens one split of the dataset `data_config` describes, generating it if missing.
+    """Opens one split of the dataset `data_config` describes, building it if missing.
 
     Args:
       data_config: see the module docstring.
-      split: "train", "validation" or "test".
-      build: generate the data if missing. With several processes sharing a data
+      split: "train", "validation" or (shapes only) "test".
+      build: build the data if missing. With several processes sharing a data
         directory pass `build=(process_index == 0)`; the others wait for it.
 
     Returns:
       A `DecodedSource` (`len(source)`, `source[i]` -> dict of numpy arrays).
+
+    Raises:
+      ValueError: an unknown dataset or split, an invalid `data_config`, unusable data.
     """
-    if split not in shapes.SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {shapes.SPLITS}")
-    config = shapes_config_from_data_config(data_config)
-    builder = shapes.prepare_shapes(config, data_config.data_dir, build=build)
-    records = builder.as_data_source(split=split)
+    if data_config.name not in _BUILDERS:
+        raise ValueError(
+            f"data.name: unknown dataset {data_config.name!r}; expected one of {DATASETS}"
+        )
+    make_builder, splits = _BUILDERS[data_config.name]
+    if split not in splits:
+        raise ValueError(f"unknown split {split!r} of {data_config.name}; expected one of {splits}")
+    records = make_builder(data_config, build).as_data_source(split=split)
     return DecodedSource(records, cache=bool(data_config.get("cache_decoded", True)))
 
 
@@ -151,9 +279,7 @@ def _local_batch_size(batch_size: int, process_index: int, process_count: int) -
     if not shapes.is_integer(process_count) or process_count < 1:
         raise ValueError(f"process_count must be a positive int, got {process_count!r}")
     if not shapes.is_integer(process_index) or not 0 <= process_index < process_count:
-        raise ValueError(
-            f"process_index must be in [0, {process_count}), got {process_index!r}"
-        )
+        raise ValueError(f"process_index must be in [0, {process_count}), got {process_index!r}")
     if not shapes.is_integer(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if batch_size % process_count:
@@ -294,7 +420,13 @@ def train_batches(
     if not shapes.is_integer(start_step) or start_step < 0:
         raise ValueError(f"start_step must be a non-negative int, got {start_step!r}")
     return _train_stream(
-        source, batch_size, local_size, int(seed), int(start_step), flip, max_instances,
+        source,
+        batch_size,
+        local_size,
+        int(seed),
+        int(start_step),
+        flip,
+        max_instances,
         int(process_index),
     )
 

@@ -1,0 +1,45 @@
+"""U-Net on a local folder of images and a folder of PNG label maps (VOC/Cityscapes layout).
+
+Each image has a single-channel PNG of class ids 0..K-1 (or the ignore label 255) with the
+same relative path and name; optional suffixes are removed before matching, e.g. for
+Cityscapes --config.data.image_suffix=_leftImg8bit
+--config.data.label_suffix=_gtFine_labelTrainIds (see jaxseg/data/semantic_folder.py).
+Images are resized (aspect ratio kept) and padded to 256x256 once, into
+config.data.data_dir, the padding labelled with the ignore label; 10% of the images,
+chosen by file-name hash, form the validation split.
+Run: python -m jaxseg.main --config=configs/unet_folder.py --workdir=DIR \\
+    --config.data.images=IMAGES_DIR --config.data.labels=LABELS_DIR
+The classes default to background and foreground; set --config.data.num_classes=K and
+"--config.data.class_names=('background', ...)" for other label maps.
+"""
+
+import ml_collections
+
+from configs import unet_shapes
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """The shapes U-Net experiment on an images folder and a label maps folder at 256x256."""
+    config = unet_shapes.get_config()
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "semantic_folder"
+    config.data.data_dir = ml_collections.FieldReference(None, field_type=str)
+    # Required: the images folder and the label maps folder.
+    config.data.images = ml_collections.FieldReference(None, field_type=str)
+    config.data.labels = ml_collections.FieldReference(None, field_type=str)
+    config.data.image_suffix = ""
+    config.data.label_suffix = ""
+    config.data.num_classes = 2
+    config.data.class_names = ("background", "foreground")
+    config.data.image_size = 256
+    config.data.validation_fraction = 0.1
+    config.data.ignore_label = 255
+    config.data.max_instances = 1
+    config.data.flip = True
+    # Real datasets can be large: decode the stored PNGs at every read instead of caching.
+    config.data.cache_decoded = False
+
+    # One value for both: label-map pixels and padding with it count in no loss or metric.
+    config.loss.ignore_label = config.data.get_ref("ignore_label")
+    return config

@@ -1,0 +1,391 @@
+"""COCO-format folder: a TFDS builder for any local dataset in COCO's instances format.
+
+The source is an instances JSON ("images", "annotations", "categories", as COCO, CVAT,
+Label Studio and others write it) and a folder of images whose `file_name`s it lists.
+
+- Categories: ids sorted in increasing order become the contiguous labels 1..K-1; their
+  names are kept: `class_names = ("background", name of the smallest id, ...)`, stored in
+  the dataset's metadata (`builder.info.metadata["class_names"]`).
+- Segmentations: polygons (a list of [x0, y0, x1, y1, ...] lists, rasterized by pycocotools
+  and merged), uncompressed RLE (counts a list) and compressed RLE (counts a string).
+  Polygons with fewer than 3 points are dropped. Boxes are the tight boxes of the stored
+  (resized) masks; the JSON's `bbox` is not read.
+- Crowd annotations (`iscrowd` = 1) are not instances: they are left out of masks, boxes
+  and labels, as COCO leaves them out of training targets. Their pixels are painted with
+  their class in the semantic map. (COCO's evaluation ignores detections on crowd regions;
+  this dataset keeps no crowd regions, so such detections count as false positives.)
+- Geometry and splits: see `jaxseg.data.folders` (resize with aspect ratio kept, padding,
+  the validation split a fraction of the images chosen by file-name hash). Images without
+  annotations are kept.
+
+Errors and skips: a JSON that cannot be parsed or lacks the COCO structure (the three lists,
+image ids and file names, category ids and names) raises ValueError naming the file. These
+are skipped, with one warning per kind naming the first few: images whose file is missing or
+unreadable, or whose size differs from the JSON's height/width; annotations referring to an
+unknown image or category, without a usable segmentation (empty, only degenerate polygons,
+malformed, an RLE of another size) or whose mask has no pixel once resized.
+
+The config name encodes the image size, split fraction and ignore label, and hashes the
+absolute paths and the JSON's size and modification time: rewriting the JSON builds a new
+dataset, changing image files in place does not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from jaxseg.data import folders, shapes
+
+BACKGROUND = "background"
+_MALFORMED = "annotations with malformed segmentations"
+
+
+@dataclasses.dataclass(eq=False, kw_only=True)
+class CocoFolderConfig(tfds.core.BuilderConfig):
+    """One COCO-format source at one size; build it with `coco_folder_config`."""
+
+    annotations: str = ""
+    images: str = ""
+    image_size: int = 512
+    validation_fraction: float = folders.DEFAULT_VALIDATION_FRACTION
+    ignore_label: int = folders.DEFAULT_IGNORE_LABEL
+
+
+def coco_folder_config(
+    *,
+    annotations,
+    images,
+    image_size: int,
+    validation_fraction: float = folders.DEFAULT_VALIDATION_FRACTION,
+    ignore_label: int = folders.DEFAULT_IGNORE_LABEL,
+) -> CocoFolderConfig:
+    """A validated `CocoFolderConfig` (absolute paths) named after its parameters.
+
+    Raises:
+      ValueError: a missing path or an invalid parameter, named at the start of the message.
+    """
+    annotations = folders.check_path("annotations", annotations, directory=False)
+    images = folders.check_path("images", images, directory=True)
+    folders.check_common_params(image_size, validation_fraction, ignore_label, num_classes=1)
+    digest = folders.fingerprint(folders.file_stamp(annotations), images)
+    return CocoFolderConfig(
+        name=f"s{image_size}_v{validation_fraction:g}_i{ignore_label}_{digest}",
+        description=f"COCO-format {annotations} with images in {images}",
+        annotations=annotations,
+        images=images,
+        image_size=image_size,
+        validation_fraction=validation_fraction,
+        ignore_label=ignore_label,
+    )
+
+
+# --------------------------------------------------------------------------- the JSON
+
+
+@dataclasses.dataclass(frozen=True)
+class CocoJson:
+    """The parts of a COCO instances JSON this builder reads.
+
+    images: the image dicts, in file order (each has an int "id" and a str "file_name").
+    annotations: the raw annotation entries, in file order (checked while building).
+    labels: category id -> contiguous label 1..K-1.
+    class_names: K names, "background" first, then the category names by id.
+    """
+
+    images: list
+    annotations: list
+    labels: dict
+    class_names: tuple
+
+
+def _json_list(data: dict, key: str, path: str) -> list:
+    if key not in data:
+        raise ValueError(f"{path}: no {key!r} list; not a COCO instances JSON")
+    if not isinstance(data[key], list):
+        raise ValueError(f"{path}: {key!r} must be a list, got {type(data[key]).__name__}")
+    return data[key]
+
+
+def _check_entries(entries: list, fields: dict, key: str, path: str) -> None:
+    """ValueError unless every entry is a dict with `fields` (name -> type) and unique ids."""
+    seen = set()
+    for position, entry in enumerate(entries):
+        for field, kind in fields.items():
+            value = entry.get(field) if isinstance(entry, dict) else None
+            valid = shapes.is_integer(value) if kind is int else isinstance(value, kind)
+            if not valid:
+                raise ValueError(
+                    f"{path}: {key}[{position}] needs a {kind.__name__} {field!r}, got {entry!r}"
+                )
+        if entry["id"] in seen:
+            raise ValueError(f"{path}: {key} id {entry['id']} is used twice")
+        seen.add(entry["id"])
+
+
+def read_coco_json(path: str) -> CocoJson:
+    """Parses and checks the structure of a COCO instances JSON.
+
+    Raises:
+      ValueError: the file is not JSON or not COCO-shaped (message names the file).
+    """
+    try:
+        with open(path, encoding="utf-8") as file:
+            data = json.load(file)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    images = _json_list(data, "images", path)
+    annotations = _json_list(data, "annotations", path)
+    categories = _json_list(data, "categories", path)
+    _check_entries(images, {"id": int, "file_name": str}, "images", path)
+    _check_entries(categories, {"id": int, "name": str}, "categories", path)
+    if not categories:
+        raise ValueError(f"{path}: 'categories' is empty")
+    if len(categories) >= folders.MAX_LABEL:
+        raise ValueError(
+            f"{path}: {len(categories)} categories; at most {folders.MAX_LABEL - 1} fit"
+        )
+    categories = sorted(categories, key=lambda category: category["id"])
+    names = [category["name"] for category in categories]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"{path}: category names used twice: {duplicates}")
+    return CocoJson(
+        images=images,
+        annotations=annotations,
+        labels={category["id"]: label for label, category in enumerate(categories, 1)},
+        class_names=(BACKGROUND, *names),
+    )
+
+
+def read_class_names(path: str) -> tuple[str, ...]:
+    """("background", category names by increasing id) of a COCO instances JSON."""
+    return read_coco_json(path).class_names
+
+
+# --------------------------------------------------------------------------- segmentations
+
+
+class Unusable(ValueError):
+    """An image or annotation the builder skips; the message says why (in the plural)."""
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def _compressed_counts(counts: bytes) -> list[int]:
+    """The run lengths of a COCO compressed-RLE string.
+
+    Each count is written in 5-bit groups, least significant first, as characters
+    48 + group, bit 0x20 set on all but the last group; the last group's bit 0x10 is the
+    sign. From the third count on, the value is stored as the difference to the count two
+    before it.
+    """
+    values, value, shift = [], 0, 0
+    for character in counts:
+        group = character - 48
+        if not 0 <= group < 64:
+            raise Unusable(_MALFORMED)
+        value |= (group & 0x1F) << shift
+        shift += 5
+        if group & 0x20:
+            continue
+        if group & 0x10:
+            value -= 1 << shift
+        if len(values) > 2:
+            value += values[-2]
+        values.append(value)
+        value, shift = 0, 0
+    if shift:
+        raise Unusable(_MALFORMED)
+    return values
+
+
+def _polygon_rle(polygons, height: int, width: int) -> dict:
+    if not all(
+        isinstance(polygon, list) and len(polygon) % 2 == 0 and all(map(_is_number, polygon))
+        for polygon in polygons
+    ):
+        raise Unusable(_MALFORMED)
+    kept = [polygon for polygon in polygons if len(polygon) >= 6]
+    if not kept:
+        raise Unusable("annotations with empty or degenerate polygons")
+    return mask_utils.merge(mask_utils.frPyObjects(kept, height, width))
+
+
+def _rle(segmentation: dict, height: int, width: int) -> dict:
+    size, counts = segmentation["size"], segmentation["counts"]
+    if list(size) != [height, width]:
+        raise Unusable("annotations with an RLE of another size than the image")
+    if isinstance(counts, list) and all(shapes.is_integer(c) and c >= 0 for c in counts):
+        runs = counts
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    elif isinstance(counts, str) and counts.isascii():
+        rle = {"size": [height, width], "counts": counts.encode("ascii")}
+        runs = _compressed_counts(rle["counts"])
+    else:
+        raise Unusable(_MALFORMED)
+    if any(run < 0 for run in runs) or sum(runs) != height * width:
+        raise Unusable(_MALFORMED)
+    return rle
+
+
+def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
+    """uint8 [height, width] 0/1 mask of a COCO polygon or RLE segmentation.
+
+    Raises:
+      Unusable: the segmentation is missing, malformed, empty or of another size.
+    """
+    if isinstance(segmentation, list):
+        rle = _polygon_rle(segmentation, height, width)
+    elif isinstance(segmentation, dict) and {"size", "counts"} <= segmentation.keys():
+        rle = _rle(segmentation, height, width)
+    else:
+        raise Unusable("annotations without a usable segmentation")
+    return mask_utils.decode(rle)
+
+
+# --------------------------------------------------------------------------- examples
+
+
+def _annotations_by_image(coco: CocoJson, report: folders.SkipReport) -> dict[int, list]:
+    """The usable-looking annotations of each image id, in file order."""
+    by_image = {image["id"]: [] for image in coco.images}
+    for position, annotation in enumerate(coco.annotations):
+        if not isinstance(annotation, dict):
+            report.add("malformed annotations", f"annotations[{position}]")
+            continue
+        name = f"annotation {annotation.get('id', f'at position {position}')}"
+        if annotation.get("image_id") not in by_image:
+            report.add(
+                "annotations of unknown images", f"{name}: image_id {annotation.get('image_id')!r}"
+            )
+        elif annotation.get("category_id") not in coco.labels:
+            report.add(
+                "annotations of unknown categories",
+                f"{name}: category_id {annotation.get('category_id')!r}",
+            )
+        else:
+            by_image[annotation["image_id"]].append(annotation)
+    return by_image
+
+
+def _read_image(path: str, entry: dict) -> np.ndarray:
+    """uint8 [h, w, 3] pixels of the image file `path` described by JSON `entry`."""
+    try:
+        with Image.open(path) as file:
+            pixels = np.asarray(file.convert("RGB"))
+    except (OSError, ValueError) as error:
+        raise Unusable(f"unreadable images ({type(error).__name__})") from error
+    listed = (entry.get("height"), entry.get("width"))
+    if listed != (None, None) and listed != pixels.shape[:2]:
+        raise Unusable("images whose size differs from the JSON's height and width")
+    return pixels
+
+
+def make_example(entry: dict, annotations: list, config: CocoFolderConfig, labels: dict, report):
+    """The stored example of image `entry`, or None if the image cannot be used.
+
+    Args:
+      entry: the image's JSON dict (id, file_name, optional height and width).
+      annotations: its annotations (known image and category), in file order.
+      config: the dataset config (images folder, image size, ignore label).
+      labels: category id -> label 1..K-1.
+      report: a `folders.SkipReport` told about every skipped image and annotation.
+    """
+    path = os.path.join(config.images, entry["file_name"])
+    try:
+        pixels = _read_image(path, entry)
+    except Unusable as skip:
+        report.add(str(skip), path)
+        return None
+    height, width = pixels.shape[:2]
+    size = config.image_size
+    semantic = folders.fit_nearest(np.zeros((height, width), np.uint8), size, config.ignore_label)
+    masks, instance_labels = [], []
+    for annotation in annotations:
+        name = f"annotation {annotation.get('id')} of {entry['file_name']}"
+        try:
+            mask = decode_segmentation(annotation.get("segmentation"), height, width)
+        except Unusable as skip:
+            report.add(str(skip), name)
+            continue
+        mask = folders.fit_nearest(mask, size, 0)
+        if not mask.any():
+            report.add(f"annotations whose mask has no pixel at image_size {size}", name)
+            continue
+        label = labels[annotation["category_id"]]
+        semantic[mask.astype(bool)] = label
+        if not annotation.get("iscrowd", 0):
+            masks.append(mask)
+            instance_labels.append(label)
+    stacked = np.stack(masks, axis=-1) if masks else np.zeros((size, size, 0), np.uint8)
+    return folders.encode_example(
+        folders.fit_image(pixels, size),
+        semantic,
+        stacked,
+        instance_labels,
+        entry["id"],
+        entry["file_name"],
+    )
+
+
+class CocoFolder(tfds.core.GeneratorBasedBuilder):
+    """A local COCO-format dataset (see the module docstring)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "First release."}
+    # As in shapes.py: naming the file avoids TFDS's import of `importlib_resources`.
+    code_path = epath.Path(__file__)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=__doc__,
+            features=folders.features(self.builder_config.image_size),
+            metadata=tfds.core.MetadataDict(),
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # nothing to download
+        config = self.builder_config
+        coco = read_coco_json(config.annotations)
+        self.info.metadata["class_names"] = list(coco.class_names)
+        report = folders.SkipReport(config.annotations)
+        by_image = _annotations_by_image(coco, report)
+        entries = []
+        for entry in coco.images:
+            if os.path.isfile(os.path.join(config.images, entry["file_name"])):
+                entries.append(entry)
+            else:
+                report.add(
+                    "images whose file is missing", os.path.join(config.images, entry["file_name"])
+                )
+        report.warn()
+        splits = folders.split_items(
+            entries, [entry["file_name"] for entry in entries], config.validation_fraction
+        )
+        return {
+            split: self._generate_examples(items, by_image, coco.labels)
+            for split, items in splits.items()
+        }
+
+    def _generate_examples(self, entries: list, by_image: dict, labels: dict):
+        report = folders.SkipReport(self.builder_config.annotations)
+        for entry in entries:
+            example = make_example(
+                entry, by_image[entry["id"]], self.builder_config, labels, report
+            )
+            if example is not None:
+                yield entry["id"], example
+        report.warn()

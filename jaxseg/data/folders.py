@@ -1,0 +1,276 @@
+"""What the folder datasets (`coco_folder`, `semantic_folder`) share.
+
+Geometry: every example is stored at one static size S x S. The image is resized with its
+aspect ratio kept so that its longer side is S (bilinear, antialiased when shrinking), then
+padded at the bottom and right with zeros. Label maps and instance masks go through the same
+geometry with nearest-neighbour sampling (output pixel i samples input pixel
+floor((i + 0.5) · h / h')); the semantic map's padding holds the ignore label, so padding
+pixels never count in losses or metrics.
+
+Splits: a folder holds one set of images; `validation_mask` puts a fixed fraction of them in
+the validation split, chosen by the SHA-256 of each image's file name (no seed, independent
+of the order in which the files are listed).
+
+Stored features (TFDS `array_record` format, read without TensorFlow through
+`builder.as_data_source()`):
+  image      uint8 [S, S, 3]  PNG.
+  semantic   uint8 [S, S, 1]  PNG; class ids, the ignore label in the padding.
+  mask_rles  bytes [n]        COCO compressed-RLE counts of each instance's S x S mask
+                              (`pycocotools.mask.decode({"size": [S, S], "counts": c})`).
+  boxes      float32 [n, 4]   (x1, y1, x2, y2): the tight box of each mask, exclusive ends.
+  labels     int32 [n]        class ids in 1..K-1.
+  image_id   int64            the image's id in the source.
+  file_name  text             the image's path relative to the images folder.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+import time
+import warnings
+
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from jaxseg.data import shapes
+
+MIN_IMAGE_SIZE = 16
+MAX_IMAGE_SIZE = 4096
+MAX_LABEL = 255  # semantic maps are stored as uint8 PNGs
+DEFAULT_IGNORE_LABEL = 255
+DEFAULT_VALIDATION_FRACTION = 0.1
+SPLITS = ("train", "validation")
+_REPORTED_ITEMS = 5
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def check_common_params(image_size, validation_fraction, ignore_label, num_classes) -> None:
+    """Raises ValueError, the message starting with the parameter's name, if one is invalid."""
+    if not shapes.is_integer(image_size) or not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
+        raise ValueError(
+            f"image_size={image_size!r} must be an int in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}]"
+        )
+    if isinstance(validation_fraction, bool) or not isinstance(validation_fraction, (int, float)):
+        raise ValueError(f"validation_fraction={validation_fraction!r} must be a number")
+    if not 0.0 < validation_fraction < 1.0:
+        raise ValueError(
+            f"validation_fraction={validation_fraction!r} must lie in (0, 1): both the "
+            "train and the validation split need images"
+        )
+    if not shapes.is_integer(ignore_label) or not num_classes <= ignore_label <= MAX_LABEL:
+        raise ValueError(
+            f"ignore_label={ignore_label!r} must be an int in [{num_classes}, {MAX_LABEL}]: "
+            f"above the class ids 0..{num_classes - 1}, and stored in 8 bits"
+        )
+
+
+def check_path(field: str, path, *, directory: bool) -> str:
+    """The absolute form of `path`; ValueError naming `field` if unset or not found."""
+    kind = "directory" if directory else "file"
+    if path is None or path == "":
+        raise ValueError(f"{field} is not set: give the path of a {kind}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"{field}={path!r} must be a path")
+    exists = os.path.isdir(path) if directory else os.path.isfile(path)
+    if not exists:
+        raise ValueError(f"{field}={os.fspath(path)!r}: no such {kind}")
+    return os.path.abspath(path)
+
+
+def fingerprint(*parts: str) -> str:
+    """A short hex digest of `parts` (paths, file stamps, options), for config names."""
+    digest = hashlib.sha256("\0".join(parts).encode("utf-8"))
+    return digest.hexdigest()[:16]
+
+
+def file_stamp(path: str) -> str:
+    """`path`, its size and modification time: changes when the file is rewritten."""
+    status = os.stat(path)
+    return f"{path}:{status.st_size}:{status.st_mtime_ns}"
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """(h', w') with the longer side = size and the aspect ratio kept (rounded, >= 1)."""
+    longer = max(height, width)
+    return (
+        max(1, (2 * height * size + longer) // (2 * longer)),
+        max(1, (2 * width * size + longer) // (2 * longer)),
+    )
+
+
+def fit_image(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [h, w, 3] -> uint8 [S, S, 3]: bilinear resize (aspect kept), zero padding."""
+    height, width = resized_shape(image.shape[0], image.shape[1], size)
+    resized = Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR)
+    fitted = np.zeros((size, size, 3), np.uint8)
+    fitted[:height, :width] = np.asarray(resized)
+    return fitted
+
+
+def fit_nearest(array: np.ndarray, size: int, fill: int) -> np.ndarray:
+    """[h, w, ...] -> [S, S, ...] same dtype: nearest-neighbour resize, `fill` padding."""
+    height, width = array.shape[:2]
+    new_height, new_width = resized_shape(height, width, size)
+    rows = (2 * np.arange(new_height) + 1) * height // (2 * new_height)
+    columns = (2 * np.arange(new_width) + 1) * width // (2 * new_width)
+    fitted = np.full((size, size, *array.shape[2:]), fill, array.dtype)
+    fitted[:new_height, :new_width] = array[rows[:, None], columns[None, :]]
+    return fitted
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def validation_mask(names: list[str], fraction: float) -> np.ndarray:
+    """bool [N]: which of N >= 2 images form the validation split.
+
+    The images are ordered by the SHA-256 of their names (ties by position); the first
+    round(fraction · N), at least 1 and at most N - 1, are the validation split.
+    """
+    if len(names) < 2:
+        raise ValueError(
+            f"need at least 2 usable images for a train and a validation split, got {len(names)}"
+        )
+    count = min(max(round(fraction * len(names)), 1), len(names) - 1)
+    order = sorted(
+        range(len(names)),
+        key=lambda i: (hashlib.sha256(names[i].encode("utf-8")).hexdigest(), i),
+    )
+    mask = np.zeros(len(names), bool)
+    mask[order[:count]] = True
+    return mask
+
+
+def split_items(items: list, names: list[str], fraction: float) -> dict[str, list]:
+    """{"train": [...], "validation": [...]}: `items` split by `validation_mask(names, ...)`."""
+    in_validation = validation_mask(names, fraction)
+    return {
+        split: [item for item, chosen in zip(items, in_validation) if chosen == wanted]
+        for split, wanted in zip(SPLITS, (False, True))
+    }
+
+
+# --------------------------------------------------------------------------- features
+
+
+def features(size: int) -> tfds.features.FeaturesDict:
+    """The stored features of a folder dataset at image side `size` (module docstring)."""
+    return tfds.features.FeaturesDict(
+        {
+            "image": tfds.features.Image(shape=(size, size, 3), encoding_format="png"),
+            "semantic": tfds.features.Image(shape=(size, size, 1), encoding_format="png"),
+            "mask_rles": tfds.features.Tensor(shape=(None,), dtype=np.object_),
+            "boxes": tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
+            "labels": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+            "image_id": tfds.features.Scalar(dtype=np.int64),
+            "file_name": tfds.features.Text(),
+        }
+    )
+
+
+def encode_example(image, semantic, masks, labels, image_id: int, file_name: str) -> dict:
+    """The stored form of one example.
+
+    Args:
+      image: uint8 [S, S, 3].
+      semantic: uint8 [S, S].
+      masks: uint8 [S, S, n] 0/1 instance masks, each with at least one pixel.
+      labels: int [n] class ids 1..K-1.
+      image_id: the image's id in the source.
+      file_name: the image's path relative to the images folder.
+    """
+    count = masks.shape[2]
+    rles = mask_utils.encode(np.asfortranarray(masks, np.uint8)) if count else []
+    boxes = [shapes.tight_boxes(masks[..., k], 1) for k in range(count)]
+    png_bytes = shapes._png_bytes  # pylint: disable=protected-access
+    return {
+        "image": png_bytes(image, compress_level=1),
+        "semantic": png_bytes(semantic, compress_level=1),
+        "mask_rles": np.array([rle["counts"] for rle in rles], dtype=np.object_),
+        "boxes": np.concatenate(boxes) if count else np.zeros((0, 4), np.float32),
+        "labels": np.asarray(labels, np.int32).reshape(count),
+        "image_id": int(image_id),
+        "file_name": file_name,
+    }
+
+
+def decode_masks(rles: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 [n, H, W] masks from the stored `mask_rles` (bytes [n]) of an H x W example."""
+    if len(rles) == 0:
+        return np.zeros((0, height, width), np.uint8)
+    decoded = mask_utils.decode([{"size": [height, width], "counts": c} for c in rles])
+    return np.ascontiguousarray(decoded.transpose(2, 0, 1))
+
+
+# --------------------------------------------------------------------------- building
+
+
+class SkipReport:
+    """Collects what a build skips and warns once per reason, naming the first few items."""
+
+    def __init__(self, source: str):
+        self._source = source
+        self._items: dict[str, list[str]] = collections.defaultdict(list)
+
+    def add(self, reason: str, item: str) -> None:
+        self._items[reason].append(item)
+
+    def warn(self) -> None:
+        for reason, items in self._items.items():
+            shown = "; ".join(items[:_REPORTED_ITEMS])
+            more = (
+                f" and {len(items) - _REPORTED_ITEMS} more" if len(items) > _REPORTED_ITEMS else ""
+            )
+            warnings.warn(
+                f"{self._source}: skipped {len(items)} {reason}: {shown}{more}", stacklevel=2
+            )
+        self._items.clear()
+
+
+def prepare(
+    builder_class,
+    config,
+    data_dir: str | None = None,
+    *,
+    build: bool = True,
+    wait_timeout_s: float = 3600.0,
+    poll_interval_s: float = 1.0,
+):
+    """A `builder_class` builder for `config` whose data exists under `data_dir`.
+
+    With several processes sharing `data_dir`, pass `build=(process_index == 0)`: process 0
+    builds the data if missing; the others wait until TFDS has moved the finished dataset
+    into place (it writes to a temporary directory and renames it), then open it.
+
+    Args:
+      builder_class: a `tfds.core.GeneratorBasedBuilder` subclass.
+      config: its builder config.
+      data_dir: TFDS data directory; None = TFDS default.
+      build: build the data if missing; if False, wait for another process to do so.
+      wait_timeout_s: how long a non-building process waits before a TimeoutError.
+      poll_interval_s: seconds between checks while waiting.
+    """
+    builder = builder_class(config=config, data_dir=data_dir, file_format="array_record")
+    if builder.is_prepared():
+        return builder
+    if build:
+        builder.download_and_prepare()
+        return builder
+    deadline = time.monotonic() + wait_timeout_s
+    while not builder.is_prepared():
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"dataset {builder.name}/{config.name} did not appear under {builder.data_dir} "
+                f"within {wait_timeout_s} s; is process 0 building it?"
+            )
+        time.sleep(poll_interval_s)
+    return builder_class(config=config, data_dir=data_dir, file_format="array_record")

@@ -1,0 +1,236 @@
+"""Semantic folder: a TFDS builder for a folder of images and a folder of PNG label maps.
+
+The layout of VOC (`JPEGImages/` + `SegmentationClass/`) and Cityscapes (`leftImg8bit/` +
+`gtFine/`): each image has a single-channel PNG label map of the same size whose pixel values
+are class ids 0..K-1 or the ignore label (VOC's 255 object borders, Cityscapes' 255 in its
+train-id maps). PNG palette maps (mode P) are read as their palette indices.
+
+Images and label maps are found recursively and matched by their path relative to their
+folder with extension and optional suffixes removed: with
+`image_suffix="_leftImg8bit"` and `label_suffix="_gtFine_labelTrainIds"`,
+`aachen/aachen_000000_000019_leftImg8bit.png` pairs with
+`aachen/aachen_000000_000019_gtFine_labelTrainIds.png`; files not ending with a given suffix
+are not read. Image files: .jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp.
+
+Class names are not stored: they come from the experiment config. Instance fields are empty
+(no masks, boxes or labels). Geometry, splits and stored features: `jaxseg.data.folders`;
+the padding of each label map holds the ignore label.
+
+Errors (ValueError naming the files): an image without a label map or a label map without
+an image, an unreadable file, a label map that is not single-channel, whose size differs
+from its image's, or holding a value that is neither a class id nor the ignore label.
+
+The config name encodes the image size, class count, split fraction and ignore label, and
+hashes the absolute folder paths, the suffixes and every label map's size and modification
+time: rewriting a label map builds a new dataset, changing images in place does not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+from PIL import Image
+
+from jaxseg.data import folders, shapes
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+LABEL_EXTENSIONS = (".png",)
+_LABEL_MODES = ("1", "L", "P", "I", "I;16")
+_LISTED = 5
+
+
+@dataclasses.dataclass(eq=False, kw_only=True)
+class SemanticFolderConfig(tfds.core.BuilderConfig):
+    """One images folder + label maps folder at one size; build with `semantic_folder_config`."""
+
+    images: str = ""
+    labels: str = ""
+    image_size: int = 512
+    num_classes: int = 2
+    validation_fraction: float = folders.DEFAULT_VALIDATION_FRACTION
+    ignore_label: int = folders.DEFAULT_IGNORE_LABEL
+    image_suffix: str = ""
+    label_suffix: str = ""
+
+
+def _find_files(directory: str, extensions: tuple, suffix: str) -> dict[str, str]:
+    """{key: path relative to `directory`} of the files with `extensions` ending in `suffix`.
+
+    The key is the relative path without extension and suffix.
+    """
+    found = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            stem, extension = os.path.splitext(name)
+            if extension.lower() not in extensions or not stem.endswith(suffix):
+                continue
+            relative = os.path.relpath(os.path.join(root, name), directory)
+            key = os.path.join(os.path.dirname(relative), stem[: len(stem) - len(suffix)])
+            if key in found:
+                raise ValueError(f"{directory}: {found[key]} and {relative} both match {key!r}")
+            found[key] = relative
+    return found
+
+
+def _listing(keys) -> str:
+    keys = sorted(keys)
+    more = f" and {len(keys) - _LISTED} more" if len(keys) > _LISTED else ""
+    return ", ".join(keys[:_LISTED]) + more
+
+
+def pair_files(images: str, labels: str, image_suffix: str = "", label_suffix: str = ""):
+    """(image path, label map path) pairs, relative to their folders, sorted by key.
+
+    Raises:
+      ValueError: no image, or an image without a label map or the reverse (listing them).
+    """
+    image_files = _find_files(images, IMAGE_EXTENSIONS, image_suffix)
+    label_files = _find_files(labels, LABEL_EXTENSIONS, label_suffix)
+    if not image_files:
+        raise ValueError(
+            f"images={images!r}: no image file ({', '.join(IMAGE_EXTENSIONS)}) "
+            f"ending in {image_suffix!r}"
+        )
+    unlabelled = image_files.keys() - label_files.keys()
+    if unlabelled:
+        raise ValueError(
+            f"labels={labels!r}: no label map (.png ending in {label_suffix!r}) for "
+            f"{len(unlabelled)} image(s) of {images}: {_listing(unlabelled)}"
+        )
+    orphans = label_files.keys() - image_files.keys()
+    if orphans:
+        raise ValueError(
+            f"images={images!r}: no image (ending in {image_suffix!r}) for "
+            f"{len(orphans)} label map(s) of {labels}: {_listing(orphans)}"
+        )
+    return [(image_files[key], label_files[key]) for key in sorted(image_files)]
+
+
+def semantic_folder_config(
+    *,
+    images,
+    labels,
+    image_size: int,
+    num_classes: int,
+    validation_fraction: float = folders.DEFAULT_VALIDATION_FRACTION,
+    ignore_label: int = folders.DEFAULT_IGNORE_LABEL,
+    image_suffix: str = "",
+    label_suffix: str = "",
+) -> SemanticFolderConfig:
+    """A validated `SemanticFolderConfig` (absolute paths) named after its parameters.
+
+    Raises:
+      ValueError: a missing path, unpaired files or an invalid parameter, named at the
+        start of the message.
+    """
+    images = folders.check_path("images", images, directory=True)
+    labels = folders.check_path("labels", labels, directory=True)
+    if not shapes.is_integer(num_classes) or not 2 <= num_classes < folders.MAX_LABEL:
+        raise ValueError(f"num_classes={num_classes!r} must be an int in [2, {folders.MAX_LABEL})")
+    folders.check_common_params(image_size, validation_fraction, ignore_label, num_classes)
+    for field, suffix in (("image_suffix", image_suffix), ("label_suffix", label_suffix)):
+        if not isinstance(suffix, str):
+            raise ValueError(f"{field}={suffix!r} must be a string")
+    pairs = pair_files(images, labels, image_suffix, label_suffix)
+    stamps = [folders.file_stamp(os.path.join(labels, label)) for _, label in pairs]
+    digest = folders.fingerprint(images, labels, image_suffix, label_suffix, *stamps)
+    return SemanticFolderConfig(
+        name=f"s{image_size}_k{num_classes}_v{validation_fraction:g}_i{ignore_label}_{digest}",
+        description=f"Images in {images} with label maps in {labels}",
+        images=images,
+        labels=labels,
+        image_size=image_size,
+        num_classes=num_classes,
+        validation_fraction=validation_fraction,
+        ignore_label=ignore_label,
+        image_suffix=image_suffix,
+        label_suffix=label_suffix,
+    )
+
+
+def _open(path: str, convert: str | None) -> tuple[np.ndarray, str]:
+    """Pixels (converted to mode `convert` unless None) and original mode of an image file."""
+    try:
+        with Image.open(path) as file:
+            mode = file.mode
+            return np.asarray(file.convert(convert) if convert else file), mode
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: cannot read the image ({error})") from error
+
+
+def read_label_map(path: str, num_classes: int, ignore_label: int) -> np.ndarray:
+    """uint8 [h, w] class ids of the PNG label map at `path`.
+
+    Raises:
+      ValueError: not a single-channel image, or a value that is neither a class id in
+        0..num_classes-1 nor `ignore_label` (the message lists them).
+    """
+    values, mode = _open(path, convert=None)
+    if mode not in _LABEL_MODES:
+        raise ValueError(
+            f"{path}: a label map must be a single-channel image of class ids (PNG mode L "
+            f"or P), got mode {mode}"
+        )
+    values = values.astype(np.int64)
+    invalid = np.unique(values[((values >= num_classes) & (values != ignore_label)) | (values < 0)])
+    if invalid.size:
+        raise ValueError(
+            f"{path}: values {invalid[:10].tolist()} are neither class ids 0..{num_classes - 1} "
+            f"nor the ignore label {ignore_label}"
+        )
+    return values.astype(np.uint8)
+
+
+def make_example(image_id: int, image_file: str, label_file: str, config) -> dict:
+    """The stored example of one (image, label map) pair, paths relative to their folders."""
+    image_path = os.path.join(config.images, image_file)
+    label_path = os.path.join(config.labels, label_file)
+    image, _ = _open(image_path, convert="RGB")
+    label_map = read_label_map(label_path, config.num_classes, config.ignore_label)
+    if label_map.shape != image.shape[:2]:
+        raise ValueError(
+            f"{label_path} is {label_map.shape[0]}x{label_map.shape[1]} (HxW) but its image "
+            f"{image_path} is {image.shape[0]}x{image.shape[1]}"
+        )
+    size = config.image_size
+    return folders.encode_example(
+        folders.fit_image(image, size),
+        folders.fit_nearest(label_map, size, config.ignore_label),
+        np.zeros((size, size, 0), np.uint8),
+        [],
+        image_id,
+        image_file,
+    )
+
+
+class SemanticFolder(tfds.core.GeneratorBasedBuilder):
+    """Images and PNG label maps from two local folders (see the module docstring)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "First release."}
+    # As in shapes.py: naming the file avoids TFDS's import of `importlib_resources`.
+    code_path = epath.Path(__file__)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=__doc__,
+            features=folders.features(self.builder_config.image_size),
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # nothing to download
+        config = self.builder_config
+        pairs = pair_files(config.images, config.labels, config.image_suffix, config.label_suffix)
+        splits = folders.split_items(
+            list(enumerate(pairs)), [image for image, _ in pairs], config.validation_fraction
+        )
+        return {split: self._generate_examples(items) for split, items in splits.items()}
+
+    def _generate_examples(self, numbered_pairs: list):
+        for image_id, (image_file, label_file) in numbered_pairs:
+            yield image_id, make_example(image_id, image_file, label_file, self.builder_config)
