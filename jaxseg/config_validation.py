@@ -345,12 +345,13 @@ def _validate_coco_folder_data(config) -> None:
     _check_ignore_label(config)
     if _is_template(config, ("annotations", "images")):
         return
-    data = config.data
-    folder = _as_config_error("config.data.", pipeline.coco_folder_config_from_data_config, data)
-    names = _as_config_error(
-        "config.data.annotations: ", coco_folder.read_class_names, folder.annotations
+    folder = _as_config_error(
+        "config.data.", pipeline.coco_folder_config_from_data_config, config.data
     )
-    _as_config_error("config.data.", pipeline.check_class_names, data, names, folder.annotations)
+    path, ignore_label = folder.annotations, folder.ignore_label
+    names = _as_config_error("config.data.annotations: ", coco_folder.read_class_names, path)
+    _as_config_error("config.data.", pipeline.check_class_names, config.data, names, path)
+    _as_config_error("config.data.", coco_folder.check_ignore_label, ignore_label, names, path)
 
 
 def _validate_semantic_folder_data(config) -> None:

@@ -312,6 +312,13 @@ def test_malformed_rle_is_skipped_not_decoded():
         coco_folder.decode_segmentation({"size": [4, 5], "counts": [20]}, 4, 4)
 
 
+def test_ignore_label_must_not_be_a_class_id(tmp_path):
+    annotations, images, _ = write_coco_folder(str(tmp_path))
+    data_config = folder_data_config(annotations, images, tmp_path / "tfds", ignore_label=2)
+    with pytest.raises(ValueError, match=r"^ignore_label=2 is a class id: .* has 3 classes"):
+        pipeline.load_split(data_config, "train")
+
+
 @pytest.mark.slow
 def test_mask_rcnn_trains_and_evaluates_on_the_folder(tmp_path):
     """configs/mask_rcnn_folder.py's data section with the tiny test model, for 2 steps."""

@@ -272,3 +272,95 @@ def test_mask_rcnn_command_line_error_is_one_line_naming_the_field(override, exp
     assert len(lines) == 1, result.stderr
     assert expected in lines[0]
     assert not os.path.exists("/nonexistent/never-created")
+
+
+@pytest.fixture
+def coco_folder_config(tmp_path):
+    """configs/mask_rcnn_folder.py completed with a COCO folder written under tmp_path."""
+    from tests.test_coco_folder import CLASS_NAMES, write_coco_folder
+
+    annotations, images, _ = write_coco_folder(str(tmp_path / "coco"))
+    config = load_config_file("mask_rcnn_folder.py")
+    config.data.annotations, config.data.images = annotations, images
+    config.data.num_classes, config.data.class_names = len(CLASS_NAMES), CLASS_NAMES
+    return config
+
+
+@pytest.fixture
+def semantic_folder_config(tmp_path):
+    """configs/unet_folder.py completed with image and label folders under tmp_path."""
+    from tests.test_semantic_folder import CLASS_NAMES, write_semantic_folder
+
+    images, labels, _ = write_semantic_folder(str(tmp_path / "semantic"))
+    config = load_config_file("unet_folder.py")
+    config.data.images, config.data.labels = images, labels
+    config.data.num_classes, config.data.class_names = len(CLASS_NAMES), CLASS_NAMES
+    return config
+
+
+def test_completed_folder_configs_are_valid(coco_folder_config, semantic_folder_config):
+    validate_config(coco_folder_config)
+    validate_config(semantic_folder_config)
+
+
+def test_coco_folder_class_names_must_be_the_json_categories(coco_folder_config):
+    coco_folder_config.data.class_names = ("background", "dog", "cat")
+    message = assert_invalid(coco_folder_config, "config.data.class_names")
+    assert "--config.data.class_names=('background', 'cat', 'dog')" in message
+    coco_folder_config.data.class_names = None
+    assert_invalid(coco_folder_config, "config.data.class_names")
+
+
+@pytest.mark.parametrize(
+    "path, value, field",
+    [
+        ("data.annotations", "/nonexistent/instances.json", "config.data.annotations='/nonex"),
+        ("data.images", None, "config.data.images is not set"),
+        ("data.validation_fraction", 1.0, "config.data.validation_fraction=1.0 must lie in"),
+        ("data.ignore_label", 2, "config.data.ignore_label=2 is a class id"),
+        ("data.ignore_label", 256, "config.data.ignore_label=256 must be an int in [1, 255]"),
+    ],
+)
+def test_invalid_coco_folder_value_names_the_field(coco_folder_config, path, value, field):
+    override(coco_folder_config, path, value)
+    assert_invalid(coco_folder_config, field)
+
+
+def test_malformed_coco_json_is_a_config_error(coco_folder_config):
+    with open(coco_folder_config.data.annotations, "w") as file:
+        file.write("{")
+    message = assert_invalid(coco_folder_config, "config.data.annotations: ")
+    assert "instances.json: not valid JSON" in message
+
+
+@pytest.mark.parametrize(
+    "path, value, field",
+    [
+        ("data.labels", "/nonexistent/labels", "config.data.labels='/nonexistent/labels'"),
+        ("data.num_classes", 300, "config.data.class_names has 3 names"),
+        ("data.label_suffix", "_gtFine", "config.data.labels="),
+    ],
+)
+def test_invalid_semantic_folder_value_names_the_field(semantic_folder_config, path, value, field):
+    override(semantic_folder_config, path, value)
+    assert_invalid(semantic_folder_config, field)
+
+
+def test_unet_folder_ignore_label_is_shared_with_the_loss(semantic_folder_config):
+    semantic_folder_config.data.ignore_label = 200
+    assert semantic_folder_config.loss.ignore_label == 200
+    validate_config(semantic_folder_config)
+    semantic_folder_config.loss = ml_collections.ConfigDict({"name": "ce", "ignore_label": 255})
+    assert_invalid(semantic_folder_config, "config.data.ignore_label=200 must equal")
+
+
+def test_folder_config_command_line_error_is_one_line_naming_the_field():
+    result = run_main(
+        "--config.data.annotations=/nonexistent/instances.json",
+        "--config.data.images=/nonexistent/images",
+        config="mask_rcnn_folder.py",
+    )
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "config.data.annotations='/nonexistent/instances.json': no such file" in lines[0]

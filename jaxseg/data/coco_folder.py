@@ -172,6 +172,15 @@ def read_class_names(path: str) -> tuple[str, ...]:
     return read_coco_json(path).class_names
 
 
+def check_ignore_label(ignore_label: int, class_names, path: str) -> None:
+    """ValueError if `ignore_label` is one of the class ids 0..K-1 of the JSON at `path`."""
+    if ignore_label < len(class_names):
+        raise ValueError(
+            f"ignore_label={ignore_label!r} is a class id: {path} has {len(class_names)} "
+            f"classes (ids 0..{len(class_names) - 1})"
+        )
+
+
 # --------------------------------------------------------------------------- segmentations
 
 
@@ -360,6 +369,7 @@ class CocoFolder(tfds.core.GeneratorBasedBuilder):
         del dl_manager  # nothing to download
         config = self.builder_config
         coco = read_coco_json(config.annotations)
+        check_ignore_label(config.ignore_label, coco.class_names, config.annotations)
         self.info.metadata["class_names"] = list(coco.class_names)
         report = folders.SkipReport(config.annotations)
         by_image = _annotations_by_image(coco, report)
