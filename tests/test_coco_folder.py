@@ -319,6 +319,16 @@ def test_ignore_label_must_not_be_a_class_id(tmp_path):
         pipeline.load_split(data_config, "train")
 
 
+def test_rewritten_json_gets_a_new_dataset_name(tmp_path):
+    annotations, images, _ = write_coco_folder(str(tmp_path))
+    first = coco_folder.coco_folder_config(annotations=annotations, images=images, image_size=32)
+    assert first.name.startswith("s32_v0.1_i255_")
+    status = os.stat(annotations)
+    os.utime(annotations, ns=(status.st_atime_ns, status.st_mtime_ns + 1))
+    second = coco_folder.coco_folder_config(annotations=annotations, images=images, image_size=32)
+    assert second.name != first.name
+
+
 @pytest.mark.slow
 def test_mask_rcnn_trains_and_evaluates_on_the_folder(tmp_path):
     """configs/mask_rcnn_folder.py's data section with the tiny test model, for 2 steps."""

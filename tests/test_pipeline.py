@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxseg.data import pipeline
+from jaxseg.data import folders, pipeline
 
 SIZE = 32
 MAX_INSTANCES = 6  # = max_shapes, so no example is truncated
@@ -326,3 +326,47 @@ def test_index_field_names_the_source_examples(validation_source):
     train = next(pipeline.train_batches(source, 4, 0, flip=False, max_instances=MAX_INSTANCES))
     for row, index in enumerate(train["index"]):
         np.testing.assert_array_equal(train["semantic"][row], source[int(index)]["semantic"])
+
+
+def test_unknown_dataset_and_split_name_the_choices(data_config, tmp_path):
+    unknown = ml_collections.ConfigDict({**data_config.to_dict(), "name": "voc"})
+    with pytest.raises(ValueError, match="unknown dataset 'voc'.*'semantic_folder'"):
+        pipeline.load_split(unknown, "train")
+    folder = ml_collections.ConfigDict({"name": "semantic_folder", "data_dir": str(tmp_path)})
+    with pytest.raises(ValueError, match=r"split 'test' of semantic_folder; .*\('train', 'valid"):
+        pipeline.load_split(folder, "test")
+
+
+@pytest.mark.parametrize(
+    "shape, resized",
+    [
+        ((16, 32), (16, 32)),
+        ((64, 32), (32, 16)),
+        ((10, 20), (16, 32)),  # 10 · 1.6 = 16
+        ((20, 13), (32, 21)),  # 13 · 1.6 = 20.8
+        ((30, 15), (32, 16)),  # 15 · 32 / 30 = 16
+        ((5, 400), (1, 32)),  # 0.4 rounds up to the minimum of 1
+    ],
+)
+def test_folder_resize_keeps_the_aspect_ratio(shape, resized):
+    assert folders.resized_shape(*shape, 32) == resized
+
+
+def test_folder_nearest_fit_samples_pixel_centres_and_pads():
+    values = np.arange(12, dtype=np.uint8).reshape(3, 4)  # 3 x 4 -> 6 x 8, then padded to 8
+    expected = np.full((8, 8), 99, np.uint8)
+    expected[:6] = np.repeat(np.repeat(values, 2, axis=0), 2, axis=1)
+    np.testing.assert_array_equal(folders.fit_nearest(values, 8, fill=99), expected)
+    # Shrinking 4 -> 3 samples floor((i + 0.5) · 4 / 3) = 0, 2, 3.
+    shrunk = folders.fit_nearest(np.arange(4, dtype=np.uint8)[None].repeat(4, 0), 3, fill=9)
+    np.testing.assert_array_equal(shrunk[0], [0, 2, 3])
+
+
+@pytest.mark.parametrize("count, fraction, expected", [(2, 0.01, 1), (10, 0.25, 2), (4, 0.99, 3)])
+def test_folder_validation_split_size(count, fraction, expected):
+    names = [f"image_{k}.png" for k in range(count)]
+    mask = folders.validation_mask(names, fraction)
+    assert mask.sum() == expected
+    np.testing.assert_array_equal(folders.validation_mask(names[::-1], fraction), mask[::-1])
+    with pytest.raises(ValueError, match="at least 2 usable images"):
+        folders.validation_mask(names[:1], fraction)
