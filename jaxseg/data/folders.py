@@ -51,7 +51,11 @@ _REPORTED_ITEMS = 5
 
 
 def check_common_params(image_size, validation_fraction, ignore_label, num_classes) -> None:
-    """Raises ValueError, the message starting with the parameter's name, if one is invalid."""
+    """Raises ValueError, the message starting with the parameter's name, if one is invalid.
+
+    `num_classes`: the known class count K (1 where only the background is known yet); the
+    ignore label must lie in [K, 255].
+    """
     if not shapes.is_integer(image_size) or not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
         raise ValueError(
             f"image_size={image_size!r} must be an int in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}]"
@@ -65,8 +69,8 @@ def check_common_params(image_size, validation_fraction, ignore_label, num_class
         )
     if not shapes.is_integer(ignore_label) or not num_classes <= ignore_label <= MAX_LABEL:
         raise ValueError(
-            f"ignore_label={ignore_label!r} must be an int in [{num_classes}, {MAX_LABEL}]: "
-            f"above the class ids 0..{num_classes - 1}, and stored in 8 bits"
+            f"ignore_label={ignore_label!r} must be an int in [{num_classes}, {MAX_LABEL}] "
+            "(above the class ids, within 8 bits)"
         )
 
 

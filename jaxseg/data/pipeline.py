@@ -168,8 +168,9 @@ class DecodedSource:
     """Random access to the decoded examples of one split.
 
     `source[i]` is a dict: image uint8 [S, S, 3], semantic int32 [S, S] (class ids, and the
-    ignore label in the folder datasets' padding), masks uint8 [n, S, S] (0/1, visible part
-    of each instance), boxes float32 [n, 4] (x1, y1, x2, y2, exclusive ends), labels int32
+    ignore label in the folder datasets' padding), masks uint8 [n, S, S] (0/1; shapes: the
+    visible part of each instance; folder datasets: each annotation's mask, which may
+    overlap others), boxes float32 [n, 4] (x1, y1, x2, y2, exclusive ends), labels int32
     [n] (1..K-1); n may be 0.
     """
 

@@ -5,6 +5,10 @@ The layout of VOC (`JPEGImages/` + `SegmentationClass/`) and Cityscapes (`leftIm
 are class ids 0..K-1 or the ignore label (VOC's 255 object borders, Cityscapes' 255 in its
 train-id maps). PNG palette maps (mode P) are read as their palette indices.
 
+Every image needs a label map: for VOC, whose JPEGImages/ also holds images without
+one, give a folder with the segmentation subset only (e.g. links to the images that
+SegmentationClass/ has maps for).
+
 Images and label maps are found recursively and matched by their path relative to their
 folder with extension and optional suffixes removed: with
 `image_suffix="_leftImg8bit"` and `label_suffix="_gtFine_labelTrainIds"`,
