@@ -323,14 +323,6 @@ def _validate_shapes_data(config) -> None:
     _as_config_error("config.data: ", pipeline.shapes_config_from_data_config, config.data)
 
 
-def _is_template(config, paths: tuple) -> bool:
-    """Whether the folder `paths` are all unset: a config to be completed on the command line.
-
-    Such a config passes validation; `pipeline.load_split` then names the missing field.
-    """
-    return all(_get(config, f"data.{path}") is None for path in paths)
-
-
 def _check_ignore_label(config) -> None:
     ignore_label = config.data.get("ignore_label", folders.DEFAULT_IGNORE_LABEL)
     if "loss" in config and ignore_label != config.loss.get("ignore_label"):
@@ -343,8 +335,6 @@ def _check_ignore_label(config) -> None:
 
 def _validate_coco_folder_data(config) -> None:
     _check_ignore_label(config)
-    if _is_template(config, ("annotations", "images")):
-        return
     folder = _as_config_error(
         "config.data.", pipeline.coco_folder_config_from_data_config, config.data
     )
@@ -357,10 +347,7 @@ def _validate_coco_folder_data(config) -> None:
 def _validate_semantic_folder_data(config) -> None:
     _validate_class_names(config)
     _check_ignore_label(config)
-    if not _is_template(config, ("images", "labels")):
-        _as_config_error(
-            "config.data.", pipeline.semantic_folder_config_from_data_config, config.data
-        )
+    _as_config_error("config.data.", pipeline.semantic_folder_config_from_data_config, config.data)
 
 
 def _validate_data(config) -> None:
