@@ -19,7 +19,7 @@ from pycocotools import mask as mask_utils
 
 from jaxseg import train
 from jaxseg.config_files import load_config_file
-from jaxseg.data import coco_folder, folders, pipeline
+from jaxseg.data import coco_folder, folders, pipeline, storage
 from tests.test_train_mask_rcnn import tiny_mask_rcnn_config
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -135,7 +135,7 @@ def built(tmp_path_factory):
     data_config = folder_data_config(annotations, images, root / "tfds")
     with pytest.warns(UserWarning) as caught:
         sources = {split: pipeline.load_split(data_config, split) for split in folders.SPLITS}
-    builder = folders.prepare(
+    builder = storage.prepare(
         coco_folder.CocoFolder,
         pipeline.coco_folder_config_from_data_config(data_config),
         data_config.data_dir,

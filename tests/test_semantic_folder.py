@@ -16,7 +16,7 @@ from PIL import Image
 
 from jaxseg import train
 from jaxseg.config_files import load_config_file
-from jaxseg.data import folders, pipeline, semantic_folder
+from jaxseg.data import folders, pipeline, semantic_folder, storage
 from tests.test_train import tiny_config
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -94,7 +94,7 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("semantic")
     images, labels, pixels_x = write_semantic_folder(str(root))
     data_config = folder_data_config(images, labels, root / "tfds")
-    builder = folders.prepare(
+    builder = storage.prepare(
         semantic_folder.SemanticFolder,
         pipeline.semantic_folder_config_from_data_config(data_config),
         data_config.data_dir,

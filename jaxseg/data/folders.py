@@ -28,7 +28,6 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
-import time
 import warnings
 
 import numpy as np
@@ -36,7 +35,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from jaxseg.data import shapes
+from jaxseg.data import shapes, storage
 
 MIN_IMAGE_SIZE = 16
 MAX_IMAGE_SIZE = 4096
@@ -195,10 +194,9 @@ def encode_example(image, semantic, masks, labels, image_id: int, file_name: str
     count = masks.shape[2]
     rles = mask_utils.encode(np.asfortranarray(masks, np.uint8)) if count else []
     boxes = [shapes.tight_boxes(masks[..., k], 1) for k in range(count)]
-    png_bytes = shapes._png_bytes  # pylint: disable=protected-access
     return {
-        "image": png_bytes(image, compress_level=1),
-        "semantic": png_bytes(semantic, compress_level=1),
+        "image": storage.png_bytes(image, compress_level=1),
+        "semantic": storage.png_bytes(semantic, compress_level=1),
         "mask_rles": np.array([rle["counts"] for rle in rles], dtype=np.object_),
         "boxes": np.concatenate(boxes) if count else np.zeros((0, 4), np.float32),
         "labels": np.asarray(labels, np.int32).reshape(count),
@@ -238,43 +236,3 @@ class SkipReport:
                 f"{self._source}: skipped {len(items)} {reason}: {shown}{more}", stacklevel=2
             )
         self._items.clear()
-
-
-def prepare(
-    builder_class,
-    config,
-    data_dir: str | None = None,
-    *,
-    build: bool = True,
-    wait_timeout_s: float = 3600.0,
-    poll_interval_s: float = 1.0,
-):
-    """A `builder_class` builder for `config` whose data exists under `data_dir`.
-
-    With several processes sharing `data_dir`, pass `build=(process_index == 0)`: process 0
-    builds the data if missing; the others wait until TFDS has moved the finished dataset
-    into place (it writes to a temporary directory and renames it), then open it.
-
-    Args:
-      builder_class: a `tfds.core.GeneratorBasedBuilder` subclass.
-      config: its builder config.
-      data_dir: TFDS data directory; None = TFDS default.
-      build: build the data if missing; if False, wait for another process to do so.
-      wait_timeout_s: how long a non-building process waits before a TimeoutError.
-      poll_interval_s: seconds between checks while waiting.
-    """
-    builder = builder_class(config=config, data_dir=data_dir, file_format="array_record")
-    if builder.is_prepared():
-        return builder
-    if build:
-        builder.download_and_prepare()
-        return builder
-    deadline = time.monotonic() + wait_timeout_s
-    while not builder.is_prepared():
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"dataset {builder.name}/{config.name} did not appear under {builder.data_dir} "
-                f"within {wait_timeout_s} s; is process 0 building it?"
-            )
-        time.sleep(poll_interval_s)
-    return builder_class(config=config, data_dir=data_dir, file_format="array_record")

@@ -54,7 +54,7 @@ from collections.abc import Iterator
 import ml_collections
 import numpy as np
 
-from jaxseg.data import coco_folder, folders, semantic_folder, shapes
+from jaxseg.data import coco_folder, folders, semantic_folder, shapes, storage
 
 DATASETS = ("shapes", "coco_folder", "semantic_folder")
 _PERMUTATION_STREAM = 0
@@ -227,14 +227,14 @@ def _shapes_builder(data_config, build: bool):
 
 def _coco_folder_builder(data_config, build: bool):
     config = coco_folder_config_from_data_config(data_config)
-    builder = folders.prepare(coco_folder.CocoFolder, config, data_config.data_dir, build=build)
+    builder = storage.prepare(coco_folder.CocoFolder, config, data_config.data_dir, build=build)
     check_class_names(data_config, builder.info.metadata["class_names"], config.annotations)
     return builder
 
 
 def _semantic_folder_builder(data_config, build: bool):
     config = semantic_folder_config_from_data_config(data_config)
-    return folders.prepare(
+    return storage.prepare(
         semantic_folder.SemanticFolder, config, data_config.data_dir, build=build
     )
 

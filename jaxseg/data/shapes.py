@@ -29,13 +29,12 @@ n may be 0 (an image with no object).
 from __future__ import annotations
 
 import dataclasses
-import io
-import time
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
-from PIL import Image
+
+from jaxseg.data import storage
 
 CLASS_NAMES = ("background", "circle", "rectangle", "triangle")
 NUM_CLASSES = len(CLASS_NAMES)
@@ -392,12 +391,6 @@ def generate_example(config: ShapesConfig, split: str, index: int) -> dict[str, 
 # --------------------------------------------------------------------------- TFDS builder
 
 
-def _png_bytes(array: np.ndarray, compress_level: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG", compress_level=compress_level)
-    return buffer.getvalue()
-
-
 def _encode_example(example: dict[str, np.ndarray]) -> dict:
     """PNG-encodes the image-like fields of a `generate_example` dict for TFDS.
 
@@ -405,9 +398,9 @@ def _encode_example(example: dict[str, np.ndarray]) -> dict:
     time of level 0), so it is stored uncompressed; the maps compress 30-fold at level 1.
     """
     return {
-        "image": _png_bytes(example["image"], compress_level=0),
-        "semantic": _png_bytes(example["semantic"], compress_level=1),
-        "instance_ids": _png_bytes(example["instance_ids"], compress_level=1),
+        "image": storage.png_bytes(example["image"], compress_level=0),
+        "semantic": storage.png_bytes(example["semantic"], compress_level=1),
+        "instance_ids": storage.png_bytes(example["instance_ids"], compress_level=1),
         "boxes": example["boxes"],
         "labels": example["labels"],
     }
@@ -473,18 +466,11 @@ def prepare_shapes(
       wait_timeout_s: how long a non-building process waits before a TimeoutError.
       poll_interval_s: seconds between checks while waiting.
     """
-    builder = Shapes(config=config, data_dir=data_dir, file_format="array_record")
-    if builder.is_prepared():
-        return builder
-    if build:
-        builder.download_and_prepare()
-        return builder
-    deadline = time.monotonic() + wait_timeout_s
-    while not builder.is_prepared():
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"shapes dataset {config.name} did not appear under {builder.data_dir} "
-                f"within {wait_timeout_s} s; is process 0 building it?"
-            )
-        time.sleep(poll_interval_s)
-    return Shapes(config=config, data_dir=data_dir, file_format="array_record")
+    return storage.prepare(
+        Shapes,
+        config,
+        data_dir,
+        build=build,
+        wait_timeout_s=wait_timeout_s,
+        poll_interval_s=poll_interval_s,
+    )
