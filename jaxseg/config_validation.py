@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 import ml_collections
 
-from jaxseg.data import coco_folder, folders, pipeline
+from jaxseg.data import catalog, coco_folder, folders, pipeline
 
 DATA_NAMES = pipeline.DATASETS
 NORMS = ("batch", "group", "none")
@@ -350,11 +350,23 @@ def _validate_semantic_folder_data(config) -> None:
     _as_config_error("config.data.", pipeline.semantic_folder_config_from_data_config, config.data)
 
 
+def _validate_catalog_data(config) -> None:
+    _check_ignore_label(config)
+    dataset = _as_config_error(
+        "config.data.", pipeline.catalog_config_from_data_config, config.data
+    )
+    names = catalog.class_names(dataset.tfds_name)
+    _as_config_error(
+        "config.data.", pipeline.check_class_names, config.data, names, dataset.tfds_name
+    )
+
+
 def _validate_data(config) -> None:
     validators = {
         "shapes": _validate_shapes_data,
         "coco_folder": _validate_coco_folder_data,
         "semantic_folder": _validate_semantic_folder_data,
+        "tfds": _validate_catalog_data,
     }
     validators[_require_choice(config, "data.name", DATA_NAMES)](config)
     _require_int(config, "data.max_instances", 1)

@@ -12,8 +12,11 @@ Datasets (`data_config.name`):
                       (`jaxseg.data.coco_folder`); splits train, validation.
   "semantic_folder"   a local folder of images and one of PNG label maps
                       (`jaxseg.data.semantic_folder`); splits train, validation.
-The folder datasets store every image resized (aspect ratio kept) and padded to
-image_size x image_size; their semantic maps hold the ignore label in the padding.
+  "tfds"              a TFDS catalog dataset (Oxford-IIIT Pet, COCO), converted on access
+                      (`jaxseg.data.catalog`); splits train, validation.
+The folder datasets store, and the catalog datasets give, every image resized (aspect ratio
+kept) and padded to image_size x image_size; their semantic maps hold the ignore label in the
+padding.
 
 `data_config` fields (an `ml_collections.ConfigDict`; shapes defaults in
 `default_data_config`):
@@ -43,6 +46,14 @@ semantic_folder only:
   images, labels      the images folder and the label maps folder.
   image_suffix, label_suffix   optional, default "": file-name endings removed before
                       matching (see `jaxseg.data.semantic_folder`).
+tfds:
+  tfds_name           a key of `jaxseg.data.catalog.CATALOG`, e.g. "oxford_iiit_pet".
+  num_classes, class_names   must be the catalog's (`catalog.class_names`).
+  train_split, validation_split   optional TFDS split expressions read as our train and
+                      validation splits; default the dataset's (pets: train, test).
+  ignore_label        optional, default 255: the semantic label of padding pixels.
+  download            optional, default False: download and prepare missing data (process
+                      0 only); otherwise missing data is an error saying how to prepare it.
 """
 
 from __future__ import annotations
@@ -54,9 +65,9 @@ from collections.abc import Iterator
 import ml_collections
 import numpy as np
 
-from jaxseg.data import coco_folder, folders, semantic_folder, shapes, storage
+from jaxseg.data import catalog, coco_folder, folders, semantic_folder, shapes, storage
 
-DATASETS = ("shapes", "coco_folder", "semantic_folder")
+DATASETS = ("shapes", "coco_folder", "semantic_folder", "tfds")
 _PERMUTATION_STREAM = 0
 _FLIP_STREAM = 1
 
@@ -141,6 +152,21 @@ def semantic_folder_config_from_data_config(data_config) -> semantic_folder.Sema
     )
 
 
+def catalog_config_from_data_config(data_config) -> catalog.CatalogConfig:
+    """The validated `CatalogConfig` that `data_config` describes (ValueError if invalid).
+
+    Error messages start with the name of the offending `data_config` field.
+    """
+    return catalog.catalog_config(
+        tfds_name=data_config.get("tfds_name"),
+        image_size=data_config.image_size,
+        train_split=data_config.get("train_split"),
+        validation_split=data_config.get("validation_split"),
+        ignore_label=data_config.get("ignore_label", folders.DEFAULT_IGNORE_LABEL),
+        download=data_config.get("download", False),
+    )
+
+
 def check_class_names(data_config, class_names, source: str) -> None:
     """ValueError unless `data_config` names the classes of a dataset as `class_names` does.
 
@@ -175,7 +201,8 @@ class DecodedSource:
     """
 
     def __init__(self, records, *, cache: bool = True):
-        """`records`: a TFDS data source of the shapes or folder features (random access)."""
+        """`records`: random access to records with the shapes or folder features (a TFDS
+        data source, or a `catalog.ConvertedSource` giving the folder features)."""
         self._records = records
         self._cache = [None] * len(records) if cache else None
 
@@ -239,10 +266,17 @@ def _semantic_folder_builder(data_config, build: bool):
     )
 
 
+def _catalog_builder(data_config, build: bool):
+    config = catalog_config_from_data_config(data_config)
+    check_class_names(data_config, catalog.class_names(config.tfds_name), config.tfds_name)
+    return catalog.prepare_catalog(config, data_config.data_dir, build=build)
+
+
 _BUILDERS = {
     "shapes": (_shapes_builder, shapes.SPLITS),
     "coco_folder": (_coco_folder_builder, folders.SPLITS),
     "semantic_folder": (_semantic_folder_builder, folders.SPLITS),
+    "tfds": (_catalog_builder, folders.SPLITS),
 }
 
 
@@ -253,7 +287,8 @@ def load_split(data_config, split: str, *, build: bool = True) -> DecodedSource:
       data_config: see the module docstring.
       split: "train", "validation" or (shapes only) "test".
       build: build the data if missing. With several processes sharing a data
-        directory pass `build=(process_index == 0)`; the others wait for it.
+        directory pass `build=(process_index == 0)`; the others wait for it ("tfds":
+        only this process may download, see `catalog.prepare_catalog`).
 
     Returns:
       A `DecodedSource` (`len(source)`, `source[i]` -> dict of numpy arrays).

@@ -1,0 +1,486 @@
+"""TFDS catalog datasets (`config.data.name = "tfds"`), converted to this project's examples.
+
+Datasets (`tfds_name`) and how each example is converted on access:
+  oxford_iiit_pet     semantic. TFDS's `segmentation_mask` is the trimap: 1 = pet, 2 =
+                      background, 3 = border (the uncertain band around the pet's outline).
+                      Classes: 0 background (trimap 2), 1 pet (trimap 1), 2 border (trimap 3).
+                      No instances. Splits with annotations: train (3,680), test (3,669).
+  coco/2017_panoptic  instances with real masks: the panoptic segments of the 80 thing
+                      classes (TFDS labels 0..79 of its 133; the 53 stuff classes are
+                      dropped), their pixels decoded from `panoptic_image` (segment id =
+                      R + 256 G + 65536 B), boxes the tight boxes of the resized masks.
+                      Panoptic masks do not overlap (COCO resolved the instance annotations'
+                      overlaps), so they differ slightly from the instances JSON's masks.
+  coco/2017, coco/2014 instances WITHOUT masks: TFDS keeps only boxes of these configs, so each
+                      instance's mask is its box (the pixels whose centres lie in it). Box AP
+                      is meaningful; mask AP then only scores boxes.
+For COCO, label = TFDS label + 1 (1..80, 0 is the background); crowd objects (`is_crowd`) are
+dropped, as COCO leaves them out of training targets; objects that cover no pixel centre at
+the stored size are dropped. TFDS's bbox is normalized (ymin, xmin, ymax, xmax).
+
+Geometry (`jaxseg.data.folders`): images are resized with the aspect ratio kept so that the
+longer side is `image_size`, then padded at the bottom and right; label maps and masks are
+resized by nearest neighbour. The semantic map holds the ignore label in the padding (COCO:
+0 in the image, each kept instance painted with its label).
+
+Preparing and reading: datasets are read by random access from TFDS's `array_record` format
+(`builder.as_data_source`), which needs no TensorFlow. Preparing them does: TFDS's COCO and
+Pet builders use TensorFlow while generating. A missing dataset is downloaded and prepared
+only with `download=True` (process 0 only); otherwise the error says how to prepare it:
+    tfds build oxford_iiit_pet --data_dir=DIR --file_format=array_record
+Without TensorFlow, datasets whose builder code imports it (COCO) are opened from their
+prepared files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow_datasets as tfds
+from pycocotools import mask as mask_utils
+from tensorflow_datasets.core import read_only_builder
+
+from jaxseg.data import folders, shapes
+
+PET_CLASS_NAMES = ("background", "pet", "border")
+# The 80 COCO thing categories by increasing category id, as TFDS's ClassLabel orders them.
+COCO_CLASS_NAMES = (
+    "background",
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "airplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "backpack",
+    "umbrella",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports ball",
+    "kite",
+    "baseball bat",
+    "baseball glove",
+    "skateboard",
+    "surfboard",
+    "tennis racket",
+    "bottle",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "couch",
+    "potted plant",
+    "bed",
+    "dining table",
+    "toilet",
+    "tv",
+    "laptop",
+    "mouse",
+    "remote",
+    "keyboard",
+    "cell phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy bear",
+    "hair drier",
+    "toothbrush",
+)
+# Trimap value -> class id (values other than 1, 2, 3 are rejected before the lookup).
+_TRIMAP_CLASSES = np.zeros(256, np.uint8)
+_TRIMAP_CLASSES[[1, 2, 3]] = (1, 0, 2)
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _checked_image(example: dict) -> np.ndarray:
+    image = np.asarray(example["image"])
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 [H, W, 3] image, got {image.dtype} {image.shape}")
+    return image
+
+
+def _record(image, semantic, masks, boxes, labels) -> dict:
+    """The example in the form `pipeline.DecodedSource` reads (the folder datasets' features).
+
+    Args:
+      image: uint8 [S, S, 3].
+      semantic: uint8 [S, S].
+      masks: uint8 [S, S, n] 0/1.
+      boxes: float [n, 4] (x1, y1, x2, y2).
+      labels: int [n] class ids 1..K-1.
+    """
+    rles = mask_utils.encode(np.asfortranarray(masks, np.uint8)) if masks.shape[2] else []
+    return {
+        "image": image,
+        "semantic": semantic[..., None],
+        "mask_rles": np.array([rle["counts"] for rle in rles], dtype=np.object_),
+        "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
+        "labels": np.asarray(labels, np.int32).reshape(-1),
+    }
+
+
+def convert_pet(example: dict, image_size: int, ignore_label: int) -> dict:
+    """An `oxford_iiit_pet` example (image uint8 [h, w, 3], segmentation_mask uint8 [h, w, 1]
+    trimap) as a record: semantic classes 0 background, 1 pet, 2 border; no instances."""
+    image = _checked_image(example)
+    trimap = np.asarray(example["segmentation_mask"])[..., 0]
+    if trimap.shape != image.shape[:2]:
+        raise ValueError(
+            f"oxford_iiit_pet: segmentation_mask {trimap.shape} and image {image.shape[:2]} "
+            "differ in size"
+        )
+    values = np.unique(trimap)
+    if not np.isin(values, (1, 2, 3)).all():
+        raise ValueError(
+            f"oxford_iiit_pet: trimap values {values.tolist()}; expected 1 (pet), "
+            "2 (background), 3 (border)"
+        )
+    semantic = folders.fit_nearest(_TRIMAP_CLASSES[trimap], image_size, ignore_label)
+    return _record(
+        folders.fit_image(image, image_size),
+        semantic,
+        np.zeros((image_size, image_size, 0), np.uint8),
+        np.zeros((0, 4)),
+        [],
+    )
+
+
+def _objects(example: dict, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(bbox float [n, 4], label int64 [n], is_crowd bool [n]) of a COCO objects sequence."""
+    objects = example[key]
+    bbox = np.asarray(objects["bbox"], np.float64).reshape(-1, 4)
+    labels = np.asarray(objects["label"], np.int64).reshape(-1)
+    crowd = np.asarray(objects["is_crowd"], bool).reshape(-1)
+    if not len(bbox) == len(labels) == len(crowd):
+        raise ValueError(
+            f"{key}: bbox, label and is_crowd have different lengths "
+            f"({len(bbox)}, {len(labels)}, {len(crowd)})"
+        )
+    return bbox, labels, crowd
+
+
+def _instances_record(image, masks, boxes, labels, image_size: int, ignore_label: int) -> dict:
+    """Record of an image uint8 [h, w, 3] and its instances at the stored size.
+
+    masks uint8 [S, S, n], boxes [n, 4], labels [n] (1..80); the semantic map is 0 in the
+    image, `ignore_label` in the padding, each mask painted with its label in order.
+    """
+    height, width = image.shape[:2]
+    semantic = folders.fit_nearest(np.zeros((height, width), np.uint8), image_size, ignore_label)
+    for k, label in enumerate(labels):
+        semantic[masks[..., k].astype(bool)] = label
+    return _record(folders.fit_image(image, image_size), semantic, masks, boxes, labels)
+
+
+def convert_coco_boxes(example: dict, image_size: int, ignore_label: int) -> dict:
+    """A `coco/2017` or `coco/2014` example (image, objects: bbox, label, is_crowd) as a
+    record with box-shaped masks: pixel (row r, column c) lies in box (x1, y1, x2, y2) when
+    y1 <= r + 0.5 < y2 and x1 <= c + 0.5 < x2."""
+    image = _checked_image(example)
+    bbox, tfds_labels, crowd = _objects(example, "objects")
+    height, width = folders.resized_shape(image.shape[0], image.shape[1], image_size)
+    scale = np.array([width, height, width, height], np.float64)
+    boxes = bbox[:, [1, 0, 3, 2]] * scale
+    # First and one-past-last pixel whose centre lies in the box, per axis (x, y).
+    first = np.clip(np.ceil(boxes[:, :2] - 0.5), 0, scale[:2]).astype(np.int64)
+    end = np.clip(np.ceil(boxes[:, 2:] - 0.5), 0, scale[:2]).astype(np.int64)
+    kept = np.flatnonzero(~crowd & (end > first).all(axis=1))
+    masks = np.zeros((image_size, image_size, len(kept)), np.uint8)
+    for k, index in enumerate(kept):
+        (x1, y1), (x2, y2) = first[index], end[index]
+        masks[y1:y2, x1:x2, k] = 1
+    return _instances_record(
+        image, masks, boxes[kept], tfds_labels[kept] + 1, image_size, ignore_label
+    )
+
+
+def convert_coco_panoptic(example: dict, image_size: int, ignore_label: int) -> dict:
+    """A `coco/2017_panoptic` example (image, panoptic_image uint8 [h, w, 3], panoptic_objects:
+    id, bbox, label, is_crowd) as a record of its non-crowd thing segments."""
+    image = _checked_image(example)
+    panoptic = np.asarray(example["panoptic_image"])
+    if panoptic.shape != image.shape:
+        raise ValueError(
+            f"coco panoptic: panoptic_image {panoptic.shape} and image {image.shape} differ"
+        )
+    _, tfds_labels, crowd = _objects(example, "panoptic_objects")
+    segment_ids = np.asarray(example["panoptic_objects"]["id"], np.int64).reshape(-1)
+    if len(segment_ids) != len(tfds_labels):
+        raise ValueError("panoptic_objects: id and label have different lengths")
+    pixel_ids = panoptic.astype(np.int64) @ np.array([1, 256, 65536], np.int64)
+    pixel_ids = folders.fit_nearest(pixel_ids, image_size, 0)
+    things = ~crowd & (tfds_labels < len(COCO_CLASS_NAMES) - 1)
+    masks = (pixel_ids[..., None] == segment_ids[things]).astype(np.uint8)
+    present = masks.any(axis=(0, 1))
+    masks, labels = masks[..., present], tfds_labels[things][present] + 1
+    # Segments do not overlap: number them 1..n in one map for their tight boxes.
+    numbered = np.zeros((image_size, image_size), np.int64)
+    for k in range(len(labels)):
+        numbered[masks[..., k] == 1] = k + 1
+    boxes = shapes.tight_boxes(numbered, len(labels))
+    return _instances_record(image, masks, boxes, labels, image_size, ignore_label)
+
+
+# --------------------------------------------------------------------------- the catalog
+
+
+@dataclasses.dataclass(frozen=True)
+class CatalogEntry:
+    """What the pipeline needs to know of one TFDS dataset.
+
+    class_names: the K classes of the converted examples, the background first.
+    convert: (TFDS example, image_size, ignore_label) -> record.
+    splits: the TFDS splits with annotations; the first two are the default train and
+      validation splits.
+    objects: the sequence feature whose first K - 1 ClassLabel names must be
+      class_names[1:], or None.
+    """
+
+    class_names: tuple[str, ...]
+    convert: Callable[[dict, int, int], dict]
+    splits: tuple[str, ...]
+    objects: str | None
+
+
+CATALOG = {
+    "oxford_iiit_pet": CatalogEntry(PET_CLASS_NAMES, convert_pet, ("train", "test"), None),
+    "coco/2017_panoptic": CatalogEntry(
+        COCO_CLASS_NAMES, convert_coco_panoptic, ("train", "validation"), "panoptic_objects"
+    ),
+    "coco/2017": CatalogEntry(
+        COCO_CLASS_NAMES, convert_coco_boxes, ("train", "validation"), "objects"
+    ),
+    "coco/2014": CatalogEntry(
+        COCO_CLASS_NAMES, convert_coco_boxes, ("train", "validation"), "objects"
+    ),
+}
+
+
+def class_names(tfds_name: str) -> tuple[str, ...]:
+    """The K class names (background first) of the converted examples of `tfds_name`."""
+    return CATALOG[tfds_name].class_names
+
+
+@dataclasses.dataclass(frozen=True)
+class CatalogConfig:
+    """One catalog dataset at one size; build it with `catalog_config`."""
+
+    tfds_name: str
+    train_split: str
+    validation_split: str
+    image_size: int
+    ignore_label: int
+    download: bool
+
+
+def _check_split(field: str, split, tfds_name: str) -> None:
+    """ValueError unless `split` is a TFDS split expression over annotated splits."""
+    known = CATALOG[tfds_name].splits
+    if not isinstance(split, str) or not split.strip():
+        raise ValueError(f"{field}={split!r} must be a TFDS split name such as {known[0]!r}")
+    names = [part.split("[")[0].strip() for part in split.split("+")]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(
+            f"{field}={split!r}: {unknown[0]!r} is not an annotated split of {tfds_name}; "
+            f"expected one of {known} (slices such as '{known[0]}[:90%]' are fine)"
+        )
+
+
+def catalog_config(
+    *,
+    tfds_name,
+    image_size,
+    train_split=None,
+    validation_split=None,
+    ignore_label=folders.DEFAULT_IGNORE_LABEL,
+    download=False,
+) -> CatalogConfig:
+    """A validated `CatalogConfig`; splits left None take the dataset's defaults.
+
+    Raises:
+      ValueError: an invalid parameter, named at the start of the message.
+    """
+    if tfds_name is None or tfds_name == "":
+        raise ValueError(f"tfds_name is not set: give one of {tuple(CATALOG)}")
+    if not isinstance(tfds_name, str) or tfds_name not in CATALOG:
+        raise ValueError(f"tfds_name={tfds_name!r} is not one of {tuple(CATALOG)}")
+    entry = CATALOG[tfds_name]
+    train_split = entry.splits[0] if train_split is None else train_split
+    validation_split = entry.splits[1] if validation_split is None else validation_split
+    _check_split("train_split", train_split, tfds_name)
+    _check_split("validation_split", validation_split, tfds_name)
+    folders.check_common_params(
+        image_size, folders.DEFAULT_VALIDATION_FRACTION, ignore_label, len(entry.class_names)
+    )
+    if not isinstance(download, bool):
+        raise ValueError(f"download={download!r} must be True or False")
+    return CatalogConfig(
+        tfds_name, train_split, validation_split, image_size, ignore_label, download
+    )
+
+
+class ConvertedSource:
+    """Random access to the records of a TFDS data source, each converted when read."""
+
+    def __init__(self, source, convert: Callable[[dict], dict]):
+        self._source = source
+        self._convert = convert
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index: int) -> dict:
+        return self._convert(self._source[index])
+
+
+class CatalogDataset:
+    """A prepared catalog dataset; `as_data_source(split)` opens "train" or "validation"."""
+
+    def __init__(self, config: CatalogConfig, builder):
+        self.config = config
+        self.builder = builder
+
+    def as_data_source(self, split: str) -> ConvertedSource:
+        """The converted records of `split` (records as `_record` describes)."""
+        tfds_split = {"train": self.config.train_split, "validation": self.config.validation_split}
+        convert = functools.partial(
+            CATALOG[self.config.tfds_name].convert,
+            image_size=self.config.image_size,
+            ignore_label=self.config.ignore_label,
+        )
+        return ConvertedSource(self.builder.as_data_source(split=tfds_split[split]), convert)
+
+
+def _build_command(tfds_name: str, data_dir) -> str:
+    location = f" --data_dir={data_dir}" if data_dir else ""
+    return f"`tfds build {tfds_name}{location} --file_format=array_record`"
+
+
+def _open_builder(tfds_name: str, data_dir):
+    """The TFDS builder of `tfds_name`: from its code, or from its prepared files where the
+    code needs TensorFlow and TensorFlow is missing."""
+    try:
+        return tfds.builder(tfds_name, data_dir=data_dir, file_format="array_record")
+    except ModuleNotFoundError as error:
+        try:
+            return read_only_builder.builder_from_files(
+                tfds_name, data_dir=data_dir, file_format="array_record"
+            )
+        except tfds.core.DatasetNotFoundError:
+            raise ValueError(
+                f"tfds_name={tfds_name!r} is not prepared under {data_dir or 'the TFDS default'}"
+                f" and its TFDS builder needs TensorFlow ({error}). Prepare it on a machine "
+                f"with TensorFlow (pip install tensorflow-cpu): {_build_command(tfds_name, data_dir)}"
+                "; reading it needs no TensorFlow."
+            ) from error
+
+
+def _download(builder, config: CatalogConfig, data_dir, build: bool) -> None:
+    name, command = config.tfds_name, _build_command(config.tfds_name, data_dir)
+    if not config.download:
+        raise ValueError(
+            f"tfds_name={name!r} is not prepared in {builder.data_dir}: set "
+            f"--config.data.download=True to download and prepare it, or run {command} "
+            "(both need TensorFlow: pip install tensorflow-cpu)."
+        )
+    if not build:
+        raise ValueError(
+            f"tfds_name={name!r} is not prepared in {builder.data_dir}, and only process 0 "
+            f"downloads: prepare it before a multi-process run, e.g. {command}."
+        )
+    try:
+        builder.download_and_prepare(file_format="array_record")
+    except ModuleNotFoundError as error:
+        raise ValueError(
+            f"preparing tfds_name={name!r} needs TensorFlow, which its TFDS builder uses "
+            f"({error}): pip install tensorflow-cpu, then run again."
+        ) from error
+
+
+def _check_label_names(builder, config: CatalogConfig) -> None:
+    """ValueError if the prepared data names its labels other than the catalog does."""
+    entry = CATALOG[config.tfds_name]
+    if entry.objects is None:
+        return
+    names = list(builder.info.features[entry.objects]["label"].names)
+    if names == [str(i) for i in range(len(names))]:
+        return  # Names are set while preparing; a builder from code alone has none.
+    expected = list(entry.class_names[1:])
+    if names[: len(expected)] != expected:
+        raise ValueError(
+            f"tfds_name={config.tfds_name!r}: the prepared data's labels {names[:5]}... are not "
+            f"the {len(expected)} classes {expected[:5]}... in this order"
+        )
+
+
+def prepare_catalog(config: CatalogConfig, data_dir=None, *, build: bool = True):
+    """The `CatalogDataset` of `config`, downloading and preparing it only if allowed.
+
+    Args:
+      config: from `catalog_config`.
+      data_dir: TFDS data directory; None = TFDS default.
+      build: whether this process may download (pass `process_index == 0`).
+
+    Raises:
+      ValueError: data missing (saying how to prepare it), prepared in another file format,
+        or labelled differently from the catalog.
+    """
+    builder = _open_builder(config.tfds_name, data_dir)
+    if not builder.is_prepared():
+        _download(builder, config, data_dir, build)
+    if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
+        raise ValueError(
+            f"tfds_name={config.tfds_name!r} is prepared in {builder.data_dir} in the "
+            f"{builder.info.file_format} format; random access needs array_record: convert "
+            f"it with `tfds convert_format --out_file_format=array_record` or run "
+            f"{_build_command(config.tfds_name, data_dir)}."
+        )
+    _check_label_names(builder, config)
+    return CatalogDataset(config, builder)
