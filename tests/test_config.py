@@ -371,3 +371,64 @@ def test_folder_config_command_line_error_is_one_line_naming_the_field():
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert "config.data.annotations='/nonexistent/instances.json': no such file" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "name, path, value, field",
+    [
+        ("unet_pets.py", "data.tfds_name", None, "config.data.tfds_name is not set"),
+        ("mask_rcnn_coco.py", "data.tfds_name", "coco", "config.data.tfds_name='coco' is not one"),
+        ("unet_pets.py", "data.train_split", 7, "config.data.train_split=7 must be a TFDS split"),
+        (
+            "unet_pets.py",
+            "data.validation_split",
+            "validation",
+            "config.data.validation_split='validation': 'validation' is not an annotated split "
+            "of oxford_iiit_pet; expected one of ('train', 'test')",
+        ),
+        # COCO's test split has no annotations.
+        ("mask_rcnn_coco.py", "data.validation_split", "test", "config.data.validation_split="),
+        ("unet_pets.py", "data.download", "yes", "config.data.download='yes' must be True or"),
+        (
+            "unet_pets.py",
+            "data.ignore_label",
+            2,
+            "config.data.ignore_label=2 must be an int in [3,",
+        ),
+        ("mask_rcnn_coco.py", "data.image_size", 8, "config.data.image_size=8 must be an int in"),
+        ("mask_rcnn_coco.py", "data.num_classes", 80, "config.data.class_names="),
+    ],
+)
+def test_invalid_catalog_value_names_the_field(name, path, value, field):
+    config = load_config_file(name)
+    override(config, path, value)
+    assert_invalid(config, field)
+
+
+def test_catalog_class_names_must_be_the_catalogs():
+    config = load_config_file("unet_pets.py")
+    config.data.class_names = ("background", "cat", "dog")
+    message = assert_invalid(config, "config.data.class_names=")
+    assert "\"--config.data.class_names=('background', 'pet', 'border')\"" in message
+
+
+def test_catalog_splits_take_slices_and_default_to_the_datasets():
+    from jaxseg.data import pipeline
+
+    config = load_config_file("unet_pets.py")
+    config.data.train_split = "train[:90%]"
+    config.data.validation_split = "train[90%:]+test"
+    validate_config(config)
+    del config.data.train_split
+    del config.data.validation_split
+    validate_config(config)
+    dataset = pipeline.catalog_config_from_data_config(config.data)
+    assert (dataset.train_split, dataset.validation_split) == ("train", "test")
+
+
+def test_catalog_config_command_line_error_is_one_line_naming_the_field():
+    result = run_main("--config.data.tfds_name=coco/2099", config="mask_rcnn_coco.py")
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "config.data.tfds_name='coco/2099' is not one of" in lines[0]
