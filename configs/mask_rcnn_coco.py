@@ -22,6 +22,8 @@ horizontal flips, from ImageNet-pretrained weights with frozen BatchNorm. Here:
 - the training loop's schedules are warmup + cosine or constant: cosine decay to 0 over the
   90k steps replaces the step decays (the closest available);
 - SGD is Nesterov (detectron2's is not);
+- training adds scale jitter (factors 0.8 to 1.25, cropped or padded back to 1024) and
+  colour jitter (strength 0.2), which the 1x schedule does not use;
 - there are NO PRETRAINED WEIGHTS (loading them is not implemented): frozen BatchNorm with
   fresh statistics is only a learnable affine map, and nothing is frozen (the literature
   freezes the stem and res2, freeze_at=2). From scratch this will stay well below the
@@ -62,6 +64,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.ignore_label = 255
     config.data.max_instances = 100
     config.data.flip = True
+    # Training-only augmentations (jaxseg/data/augment.py).
+    config.data.scale_jitter = (0.8, 1.25)
+    config.data.color_jitter = 0.2
     # 118k images: decode at every read instead of caching.
     config.data.cache_decoded = False
 

@@ -37,6 +37,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.ignore_label = 255
     config.data.max_instances = 1
     config.data.flip = True
+    # Training-only augmentations (jaxseg/data/augment.py).
+    config.data.scale_jitter = (0.8, 1.25)
+    config.data.color_jitter = 0.2
     # Real datasets can be large: decode the stored PNGs at every read instead of caching.
     config.data.cache_decoded = False
 

@@ -43,6 +43,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.ignore_label = 255
     config.data.max_instances = 1
     config.data.flip = True
+    # Training-only augmentations (jaxseg/data/augment.py).
+    config.data.scale_jitter = (0.8, 1.25)
+    config.data.color_jitter = 0.2
     # Decoded examples take 82 KB each at 128x128: about 600 MB for both splits.
     config.data.cache_decoded = True
 

@@ -52,6 +52,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.num_test = 200
     config.data.max_instances = 16
     config.data.flip = True
+    # Training-only augmentations (jaxseg/data/augment.py): the scale jitter range
+    # (min_scale, max_scale), None = off, and the colour jitter strength, 0 = off.
+    config.data.scale_jitter = ml_collections.FieldReference(None, field_type=tuple)
+    config.data.color_jitter = 0.0
     config.data.cache_decoded = True
     # How the procedural dataset is generated (see jaxseg/data/shapes.py).
     config.data.generation_seed = 0

@@ -361,6 +361,21 @@ def _validate_catalog_data(config) -> None:
     )
 
 
+def _validate_augmentation(config) -> None:
+    augmentation = _as_config_error(
+        "config.data.", pipeline.augmentation_from_data_config, config.data
+    )
+    loss_ignore_label = config.loss.get("ignore_label") if "loss" in config else None
+    padding_label = augmentation.ignore_label
+    if augmentation.scale_jitter is not None and loss_ignore_label not in (None, padding_label):
+        raise ConfigError(
+            f"config.data.scale_jitter={config.data.scale_jitter!r} pads semantic maps with "
+            f"the data's ignore label {padding_label} (config.data.ignore_label, default "
+            f"{folders.DEFAULT_IGNORE_LABEL}), which must equal "
+            f"config.loss.ignore_label={loss_ignore_label!r}."
+        )
+
+
 def _validate_data(config) -> None:
     validators = {
         "shapes": _validate_shapes_data,
@@ -370,6 +385,7 @@ def _validate_data(config) -> None:
     }
     validators[_require_choice(config, "data.name", DATA_NAMES)](config)
     _require_int(config, "data.max_instances", 1)
+    _validate_augmentation(config)
 
 
 def _validate_loss(config) -> None:

@@ -432,3 +432,51 @@ def test_catalog_config_command_line_error_is_one_line_naming_the_field():
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert "config.data.tfds_name='coco/2099' is not one of" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        ("data.scale_jitter", (1.25, 0.8), "config.data.scale_jitter=(1.25, 0.8) must be None or"),
+        ("data.scale_jitter", (0.5,), "config.data.scale_jitter=(0.5,)"),
+        ("data.scale_jitter", (-1.0, 2.0), "config.data.scale_jitter=(-1.0, 2.0)"),
+        ("data.color_jitter", 1.5, "config.data.color_jitter=1.5 must be a number in [0, 1]"),
+        ("data.color_jitter", -0.2, "config.data.color_jitter=-0.2"),
+        ("data.color_jitter", "strong", "config.data.color_jitter='strong'"),
+    ],
+)
+def test_invalid_augmentation_names_the_field(path, value, message):
+    config = load_config_file("unet_shapes.py")
+    override(config, path, value)
+    assert assert_invalid(config, f"config.{path}").startswith(message)
+
+
+def test_scale_jitter_padding_must_be_ignored_by_the_loss():
+    config = load_config_file("unet_shapes.py")
+    config.loss.ignore_label = 200
+    validate_config(config)  # no padding without scale jitter
+    config.data.scale_jitter = (0.8, 1.25)
+    message = assert_invalid(config, "config.data.scale_jitter")
+    assert "ignore label 255" in message and "config.loss.ignore_label=200" in message
+    config.data.ignore_label = 200
+    validate_config(config)
+
+
+def test_augmentation_fields_are_optional_and_off_in_synthetic_configs():
+    for name in ("unet_shapes.py", "mask_rcnn_shapes.py", "mask_rcnn_r50_fpn.py"):
+        data = load_config_file(name).data
+        assert data.scale_jitter is None and data.color_jitter == 0.0
+    config = load_config_file("unet_shapes.py")
+    del config.data["scale_jitter"], config.data["color_jitter"]
+    validate_config(config)
+    for name in ("mask_rcnn_folder.py", "unet_folder.py", "unet_pets.py", "mask_rcnn_coco.py"):
+        data = load_config_file(name).data
+        assert data.scale_jitter == (0.8, 1.25) and data.color_jitter == 0.2
+
+
+def test_augmentation_command_line_error_is_one_line_naming_the_field():
+    result = run_main("--config.data.scale_jitter=(1.5, 0.5)")
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "config.data.scale_jitter=(1.5, 0.5) must be None or" in lines[0]

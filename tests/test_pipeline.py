@@ -1,12 +1,15 @@
 """Tests of the input pipeline (jaxseg.data.pipeline) on a tiny generated dataset."""
 import hashlib
+import itertools
 import math
+import threading
+import time
 
 import ml_collections
 import numpy as np
 import pytest
 
-from jaxseg.data import folders, pipeline
+from jaxseg.data import augment, folders, pipeline
 
 SIZE = 32
 MAX_INSTANCES = 6  # = max_shapes, so no example is truncated
@@ -370,3 +373,47 @@ def test_folder_validation_split_size(count, fraction, expected):
     np.testing.assert_array_equal(folders.validation_mask(names[::-1], fraction), mask[::-1])
     with pytest.raises(ValueError, match="at least 2 usable images"):
         folders.validation_mask(names[:1], fraction)
+
+
+# --------------------------------------------------------------------------- prefetching
+
+
+def _prefetch_threads():
+    return [t for t in threading.enumerate() if t.name == "prefetch" and t.is_alive()]
+
+
+def test_prefetch_yields_the_same_batches_in_order(train_source):
+    kwargs = dict(max_instances=MAX_INSTANCES, augmentation=augment.augmentation((0.7, 1.3), 0.3))
+    plain = _take(pipeline.train_batches(train_source, 6, 4, start_step=2, **kwargs), 7)
+    fetched = pipeline.prefetch(pipeline.train_batches(train_source, 6, 4, start_step=2, **kwargs))
+    _assert_batches_equal(plain, _take(fetched, 7))
+    assert list(pipeline.prefetch(range(10), size=3)) == list(range(10))
+
+
+def test_prefetch_raises_the_producer_error_in_the_consumer():
+    def failing():
+        yield from range(3)
+        raise ZeroDivisionError("producer failed at item 3")
+
+    fetched = pipeline.prefetch(failing())
+    assert _take(fetched, 3) == [0, 1, 2]
+    with pytest.raises(ZeroDivisionError, match="producer failed at item 3"):
+        next(fetched)
+
+
+def test_prefetch_thread_stops_when_the_consumer_closes():
+    before = len(_prefetch_threads())
+    fetched = pipeline.prefetch(itertools.count(), size=2)
+    assert _take(fetched, 3) == [0, 1, 2]
+    assert len(_prefetch_threads()) == before + 1
+    fetched.close()
+    deadline = time.monotonic() + 5.0
+    while len(_prefetch_threads()) > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(_prefetch_threads()) == before
+
+
+@pytest.mark.parametrize("size", [0, 1.5, True])
+def test_prefetch_rejects_bad_sizes(size):
+    with pytest.raises(ValueError, match="size must be a positive int"):
+        pipeline.prefetch(range(3), size=size)

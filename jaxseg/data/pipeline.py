@@ -2,8 +2,9 @@
 
 `load_split` opens (building if missing) one split of a TFDS dataset and returns a
 `DecodedSource`; `train_batches` and `eval_batches` turn a source into infinite
-(shuffled, flipped) and finite (ordered, padded) streams of fixed-shape numpy batches, each
-process getting its own contiguous share of every global batch.
+(shuffled, augmented) and finite (ordered, padded) streams of fixed-shape numpy batches, each
+process getting its own contiguous share of every global batch. `prefetch` assembles the
+next batches of a stream in a background thread while the caller computes.
 
 Datasets (`data_config.name`):
   "shapes"            generated circles, rectangles and triangles (`jaxseg.data.shapes`);
@@ -29,6 +30,12 @@ padding.
                       first read. Costs 5·S·S bytes per example plus its boxes (82 KB at
                       128×128, about 165 MB for 2,000 training images); the folder datasets
                       keep their masks RLE-compressed.
+  flip                mirror training examples left-right with probability 1/2 (read by the
+                      caller, which passes it to `train_batches`).
+  scale_jitter        optional, default None (off): (min_scale, max_scale), training only;
+                      see `jaxseg.data.augment` (padding takes `ignore_label`, default 255).
+  color_jitter        optional, default 0.0 (off): colour jitter strength in [0, 1],
+                      training only; see `jaxseg.data.augment`.
 shapes only:
   num_train, num_validation, num_test   examples per split.
   min_shapes, max_shapes, min_object_size, max_object_size, empty_fraction,
@@ -59,17 +66,20 @@ tfds:
 from __future__ import annotations
 
 import math
+import queue
+import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import ml_collections
 import numpy as np
 
-from jaxseg.data import catalog, coco_folder, folders, semantic_folder, shapes, storage
+from jaxseg.data import augment, catalog, coco_folder, folders, semantic_folder, shapes, storage
 
 DATASETS = ("shapes", "coco_folder", "semantic_folder", "tfds")
 _PERMUTATION_STREAM = 0
 _FLIP_STREAM = 1
+_AUGMENT_STREAM = 2
 
 # Optional `data_config` fields and the `ShapesConfig` fields they set.
 _GENERATION_FIELDS = {
@@ -164,6 +174,18 @@ def catalog_config_from_data_config(data_config) -> catalog.CatalogConfig:
         validation_split=data_config.get("validation_split"),
         ignore_label=data_config.get("ignore_label", folders.DEFAULT_IGNORE_LABEL),
         download=data_config.get("download", False),
+    )
+
+
+def augmentation_from_data_config(data_config) -> augment.Augmentation:
+    """The validated training `Augmentation` that `data_config` describes (ValueError if invalid).
+
+    Error messages start with the name of the offending `data_config` field.
+    """
+    return augment.augmentation(
+        scale_jitter=data_config.get("scale_jitter"),
+        color_jitter=data_config.get("color_jitter", 0.0),
+        ignore_label=data_config.get("ignore_label", folders.DEFAULT_IGNORE_LABEL),
     )
 
 
@@ -354,7 +376,7 @@ def _flip_horizontally(example: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
-def _assemble_batch(source, indices, flips, valid, max_instances) -> tuple[dict, bool]:
+def _assemble_batch(source, indices, flips, valid, max_instances, transform=None):
     """One fixed-shape batch; also whether an example had to drop instances.
 
     Args:
@@ -363,11 +385,12 @@ def _assemble_batch(source, indices, flips, valid, max_instances) -> tuple[dict,
       flips: bool [B] which examples to mirror.
       valid: bool [B] False for padding rows, which stay all zeros.
       max_instances: M, instance slots per example.
+      transform: None, or `(row, example) -> example` applied after the flip (augmentation).
     """
     first = source[int(indices[np.argmax(valid)])] if valid.any() else source[0]
     height, width = first["semantic"].shape
     size = len(indices)
-    images = np.zeros((size, height, width, 3), np.uint8)
+    images = np.zeros((size, height, width, 3), np.float32)
     batch = {
         "semantic": np.zeros((size, height, width), np.int32),
         "masks": np.zeros((size, max_instances, height, width), np.uint8),
@@ -382,6 +405,8 @@ def _assemble_batch(source, indices, flips, valid, max_instances) -> tuple[dict,
         example = source[int(indices[row])]
         if flips[row]:
             example = _flip_horizontally(example)
+        if transform is not None:
+            example = transform(row, example)
         keep = np.arange(len(example["labels"]))
         if len(keep) > max_instances:
             keep = _largest_instances(example["masks"], max_instances)
@@ -393,7 +418,8 @@ def _assemble_batch(source, indices, flips, valid, max_instances) -> tuple[dict,
         batch["boxes"][row, :count] = example["boxes"][keep]
         batch["labels"][row, :count] = example["labels"][keep]
         batch["instance_valid"][row, :count] = True
-    batch["image"] = np.multiply(images, np.float32(1.0 / 255.0), dtype=np.float32)
+    images *= np.float32(1.0 / 255.0)
+    batch["image"] = images
     return batch, truncated
 
 
@@ -429,6 +455,7 @@ def train_batches(
     start_step: int = 0,
     *,
     flip: bool = True,
+    augmentation: augment.Augmentation | None = None,
     max_instances: int,
     process_index: int = 0,
     process_count: int = 1,
@@ -439,9 +466,10 @@ def train_batches(
     drawn from (seed, epoch). Global batch s holds stream positions
     [s·batch_size, (s+1)·batch_size) (it may straddle two epochs); process p gets the
     contiguous slice [p·B, (p+1)·B) of it, B = batch_size / process_count. Example j of
-    global batch s is mirrored left-right with probability 1/2, drawn from (seed, s, j).
-    Batch s is thus a pure function of (seed, s): starting at `start_step` = k yields
-    exactly what an uninterrupted stream yields after k batches.
+    global batch s is mirrored left-right with probability 1/2, drawn from (seed, s, j),
+    then augmented as `augmentation` says (`jaxseg.data.augment`; None = not at all) with
+    draws from (seed, s, j). Batch s is thus a pure function of (seed, s): starting at
+    `start_step` = k yields exactly what an uninterrupted stream yields after k batches.
 
     Yields dicts: image float32 [B, S, S, 3] in [0, 1], semantic int32 [B, S, S],
     masks uint8 [B, M, S, S], boxes float32 [B, M, 4], labels int32 [B, M] (0 = empty
@@ -455,6 +483,8 @@ def train_batches(
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     if not shapes.is_integer(start_step) or start_step < 0:
         raise ValueError(f"start_step must be a non-negative int, got {start_step!r}")
+    if augmentation is not None and not isinstance(augmentation, augment.Augmentation):
+        raise ValueError(f"augmentation must be None or an Augmentation, got {augmentation!r}")
     return _train_stream(
         source,
         batch_size,
@@ -462,19 +492,36 @@ def train_batches(
         int(seed),
         int(start_step),
         flip,
+        augmentation if augmentation is not None and augmentation.enabled else None,
         max_instances,
         int(process_index),
     )
 
 
-def _train_stream(source, batch_size, local_size, seed, step, flip, max_instances, process):
+def _augmenter(augmentation, seed: int, step: int, rows: np.ndarray) -> Callable | None:
+    """The `transform` of `_assemble_batch` for batch `step`: local row r is global row
+    rows[r], augmented with draws from (seed, step, rows[r])."""
+    if augmentation is None:
+        return None
+
+    def transform(row: int, example: dict) -> dict:
+        rng = np.random.default_rng([seed, _AUGMENT_STREAM, step, int(rows[row])])
+        return augment.augment(example, rng, augmentation)
+
+    return transform
+
+
+def _train_stream(
+    source, batch_size, local_size, seed, step, flip, augmentation, max_instances, process
+):
     num_examples = len(source)
     permutation = _EpochPermutations(seed, num_examples)
     local_slice = slice(process * local_size, (process + 1) * local_size)
+    global_rows = np.arange(batch_size, dtype=np.int64)[local_slice]
     all_valid = np.ones(local_size, bool)
     warned = False
     while True:
-        positions = step * batch_size + np.arange(batch_size, dtype=np.int64)[local_slice]
+        positions = step * batch_size + global_rows
         epochs = positions // num_examples
         indices = np.empty(local_size, np.int64)
         for epoch in np.unique(epochs):
@@ -485,7 +532,10 @@ def _train_stream(source, batch_size, local_size, seed, step, flip, max_instance
             flips = (flip_rng.random(batch_size) < 0.5)[local_slice]
         else:
             flips = np.zeros(local_size, bool)
-        batch, truncated = _assemble_batch(source, indices, flips, all_valid, max_instances)
+        transform = _augmenter(augmentation, seed, step, global_rows)
+        batch, truncated = _assemble_batch(
+            source, indices, flips, all_valid, max_instances, transform
+        )
         if truncated and not warned:
             _warn_truncated(max_instances)
             warned = True
@@ -527,3 +577,57 @@ def _eval_stream(source, batch_size, local_size, max_instances, process):
             _warn_truncated(max_instances)
             warned = True
         yield batch
+
+
+# --------------------------------------------------------------------------- prefetching
+
+
+def prefetch(iterable: Iterable, size: int = 2) -> Iterator:
+    """The items of `iterable`, in order, produced up to `size` ahead in a background thread.
+
+    The thread (a daemon) starts at the first `next`; it stops once the returned iterator is
+    closed or garbage-collected (after finishing the item it is producing). An exception of
+    the producer is raised by the `next` that would have returned the item.
+    """
+    if not shapes.is_integer(size) or size < 1:
+        raise ValueError(f"size must be a positive int, got {size!r}")
+    return _prefetched(iter(iterable), int(size))
+
+
+def _put(items: queue.Queue, entry, stop: threading.Event) -> bool:
+    """Puts `entry` into `items` unless `stop` is set first; whether it did."""
+    while not stop.is_set():
+        try:
+            items.put(entry, timeout=0.1)
+            return True
+        except queue.Full:
+            pass
+    return False
+
+
+def _prefetched(iterator: Iterator, size: int) -> Iterator:
+    items: queue.Queue = queue.Queue(maxsize=size)
+    stop = threading.Event()
+
+    def produce() -> None:
+        # Entries: (True, item), then (False, None) at the end or (False, error).
+        try:
+            for item in iterator:
+                if not _put(items, (True, item), stop):
+                    return
+        except BaseException as error:  # noqa: BLE001 (re-raised by the consumer)
+            _put(items, (False, error), stop)
+            return
+        _put(items, (False, None), stop)
+
+    threading.Thread(target=produce, name="prefetch", daemon=True).start()
+    try:
+        while True:
+            is_item, value = items.get()
+            if not is_item:
+                if value is not None:
+                    raise value
+                return
+            yield value
+    finally:
+        stop.set()

@@ -1,0 +1,209 @@
+"""Per-example training augmentations of decoded examples: colour jitter and scale jitter.
+
+The functions take and return decoded examples as `pipeline.DecodedSource` gives them: image
+[H, W, 3] (uint8, or float32 in [0, 255] once augmented), semantic int32 [H, W], masks uint8
+[n, H, W] (0/1), boxes float32 [n, 4] (x1, y1, x2, y2, exclusive ends), labels int32 [n].
+The random draws come from a numpy Generator the caller derives from (seed, step, row), so a
+training batch stays a pure function of (seed, step).
+
+Colour jitter with strength s draws brightness, contrast and saturation factors uniformly
+in [1 - s, 1 + s] and applies them in that order to the image, in float32, clipping to
+[0, 255] after each (as torchvision's ColorJitter does, in a fixed order):
+  brightness b:  x <- b·x
+  contrast c:    x <- c·x + (1 - c)·mean(gray(x))   (one mean over the whole image)
+  saturation t:  x <- t·x + (1 - t)·gray(x)         (per pixel)
+with gray(x) = 0.299 R + 0.587 G + 0.114 B.
+
+Scale jitter with range (lo, hi) draws a factor f uniformly in [lo, hi] and resizes the
+content to round(H·f) x round(W·f) (aspect ratio kept). A side longer than the static size
+is cropped at an offset drawn uniformly from the valid ones; a shorter one is padded at the
+bottom or right (image 0, semantic the ignore label, masks 0), as the folder datasets pad.
+Output pixel i of an axis shows scaled pixel k = i + offset, which is source coordinate
+(k + 0.5)·H / round(H·f) - 0.5: the image samples it bilinearly (edges clamped, no
+antialiasing, so factors well below 1/2 alias), semantic maps and masks take the nearest
+source pixel floor((k + 0.5)·H / round(H·f)). Boxes become the tight boxes of the new masks,
+and instances left without pixels are dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from jaxseg.data import shapes
+
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """Which augmentations a training stream applies; build it with `augmentation`.
+
+    scale_jitter: (min_scale, max_scale), or None for none.
+    color_jitter: strength s in [0, 1]; 0 for none.
+    ignore_label: the semantic label of the padding scale jitter adds.
+    """
+
+    scale_jitter: tuple[float, float] | None = None
+    color_jitter: float = 0.0
+    ignore_label: int = 255
+
+    @property
+    def enabled(self) -> bool:
+        return self.scale_jitter is not None or self.color_jitter > 0
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def augmentation(scale_jitter=None, color_jitter=0.0, ignore_label=255) -> Augmentation:
+    """A validated `Augmentation`; ValueError starting with the name of an invalid argument."""
+    if scale_jitter is not None:
+        if (
+            not isinstance(scale_jitter, (tuple, list))
+            or len(scale_jitter) != 2
+            or not all(_is_number(v) and math.isfinite(v) for v in scale_jitter)
+            or not 0 < scale_jitter[0] <= scale_jitter[1]
+        ):
+            raise ValueError(
+                f"scale_jitter={scale_jitter!r} must be None or (min_scale, max_scale) with "
+                "0 < min_scale <= max_scale"
+            )
+        scale_jitter = (float(scale_jitter[0]), float(scale_jitter[1]))
+    if not _is_number(color_jitter) or not 0 <= color_jitter <= 1:
+        raise ValueError(f"color_jitter={color_jitter!r} must be a number in [0, 1] (0 = off)")
+    if not shapes.is_integer(ignore_label) or ignore_label < 0:
+        raise ValueError(f"ignore_label={ignore_label!r} must be a non-negative int")
+    return Augmentation(scale_jitter, float(color_jitter), int(ignore_label))
+
+
+def color_jitter(image: np.ndarray, brightness, contrast, saturation) -> np.ndarray:
+    """[H, W, 3] uint8 or float32 in [0, 255] -> float32 [H, W, 3] in [0, 255] (see above)."""
+    weights = np.asarray(GRAY_WEIGHTS, np.float32)
+    jittered = np.multiply(image, np.float32(brightness), dtype=np.float32)
+    np.clip(jittered, 0, 255, out=jittered)
+    mean = np.float32(np.mean(jittered @ weights))
+    jittered = np.float32(contrast) * jittered + np.float32(1 - contrast) * mean
+    np.clip(jittered, 0, 255, out=jittered)
+    gray = (jittered @ weights)[..., None]
+    jittered = np.float32(saturation) * jittered + np.float32(1 - saturation) * gray
+    return np.clip(jittered, 0, 255, out=jittered)
+
+
+def scaled_size(size: int, factor: float) -> int:
+    """round(size·factor), at least 1: the side of the scaled content."""
+    return max(1, math.floor(size * factor + 0.5))
+
+
+@dataclasses.dataclass(frozen=True)
+class _AxisSampling:
+    """Where the `count` leading output pixels of one axis sample the source (int64 / float32
+    [count] each); the output pixels after them are padding."""
+
+    count: int
+    nearest: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    weight: np.ndarray
+
+
+def _axis_sampling(size: int, scaled: int, offset: int) -> _AxisSampling:
+    """Sampling of an axis of `size` pixels scaled to `scaled`, shown from `offset` on."""
+    positions = offset + np.arange(min(size, scaled - offset), dtype=np.int64)
+    coordinates = np.clip((positions + 0.5) * (size / scaled) - 0.5, 0, size - 1)
+    low = np.floor(coordinates).astype(np.int64)
+    return _AxisSampling(
+        count=len(positions),
+        nearest=(2 * positions + 1) * size // (2 * scaled),
+        low=low,
+        high=np.minimum(low + 1, size - 1),
+        weight=(coordinates - low).astype(np.float32),
+    )
+
+
+def _bilinear(image: np.ndarray, rows: _AxisSampling, columns: _AxisSampling) -> np.ndarray:
+    """float32 [rows.count, columns.count, 3]: `image` [H, W, 3] sampled bilinearly."""
+    top = image[rows.low].astype(np.float32)
+    bottom = image[rows.high].astype(np.float32)
+    mixed = top + (bottom - top) * rows.weight[:, None, None]
+    left, right = mixed[:, columns.low], mixed[:, columns.high]
+    return left + (right - left) * columns.weight[None, :, None]
+
+
+def tight_boxes(masks: np.ndarray) -> np.ndarray:
+    """float32 [n, 4] (x1, y1, x2, y2), exclusive ends, of non-empty masks [n, H, W]."""
+    height, width = masks.shape[1:]
+    rows = masks.any(axis=2)
+    columns = masks.any(axis=1)
+    return np.stack(
+        [
+            columns.argmax(axis=1),
+            rows.argmax(axis=1),
+            width - columns[:, ::-1].argmax(axis=1),
+            height - rows[:, ::-1].argmax(axis=1),
+        ],
+        axis=1,
+    ).astype(np.float32)
+
+
+def scale_example(
+    example: dict[str, np.ndarray], factor: float, offset: tuple[int, int], ignore_label: int
+) -> dict[str, np.ndarray]:
+    """Scales `example`'s content by `factor` and crops or pads it back to its size.
+
+    Args:
+      example: a decoded example (module docstring), H x W.
+      factor: the scale f > 0.
+      offset: (row, column) of the scaled content shown at the top left; each in
+        [0, round(side·f) - side] where the scaled side is longer, else 0.
+      ignore_label: the semantic label of the padding.
+
+    Returns:
+      The example at H x W with the image float32 in [0, 255], the boxes the tight boxes of
+      the new masks, and only the instances with pixels left.
+    """
+    height, width = example["semantic"].shape
+    rows = _axis_sampling(height, scaled_size(height, factor), offset[0])
+    columns = _axis_sampling(width, scaled_size(width, factor), offset[1])
+    shown = (slice(0, rows.count), slice(0, columns.count))
+    near_rows, near_columns = rows.nearest[:, None], columns.nearest[None, :]
+    image = np.zeros((height, width, 3), np.float32)
+    image[shown] = _bilinear(example["image"], rows, columns)
+    semantic = np.full((height, width), ignore_label, np.int32)
+    semantic[shown] = example["semantic"][near_rows, near_columns]
+    masks = np.zeros_like(example["masks"])
+    masks[(slice(None), *shown)] = example["masks"][:, near_rows, near_columns]
+    kept = masks.any(axis=(1, 2))
+    return {
+        "image": image,
+        "semantic": semantic,
+        "masks": masks[kept],
+        "boxes": tight_boxes(masks[kept]),
+        "labels": example["labels"][kept],
+    }
+
+
+def _crop_offset(rng: np.random.Generator, size: int, scaled: int) -> int:
+    return int(rng.integers(0, scaled - size + 1)) if scaled > size else 0
+
+
+def augment(
+    example: dict[str, np.ndarray], rng: np.random.Generator, config: Augmentation
+) -> dict[str, np.ndarray]:
+    """`config`'s colour jitter, then scale jitter, of a decoded example (`rng` draws all)."""
+    if config.color_jitter > 0:
+        strength = config.color_jitter
+        factors = rng.uniform(1 - strength, 1 + strength, size=3)
+        example = {**example, "image": color_jitter(example["image"], *factors)}
+    if config.scale_jitter is not None:
+        factor = rng.uniform(*config.scale_jitter)
+        height, width = example["semantic"].shape
+        offset = (
+            _crop_offset(rng, height, scaled_size(height, factor)),
+            _crop_offset(rng, width, scaled_size(width, factor)),
+        )
+        example = scale_example(example, factor, offset, config.ignore_label)
+    return example
