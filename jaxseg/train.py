@@ -329,16 +329,19 @@ class _Timer:
 
 
 def _batches_from(config, source, start_step: int) -> Iterator[dict]:
-    return pipeline.train_batches(
+    """The training batches from `start_step` on, assembled ahead in a background thread."""
+    batches = pipeline.train_batches(
         source,
         config.batch_size,
         config.seed,
         start_step,
         flip=config.data.flip,
+        augmentation=pipeline.augmentation_from_data_config(config.data),
         max_instances=config.data.max_instances,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
+    return pipeline.prefetch(batches)
 
 
 def _mean_metrics(pending: list[dict]) -> dict[str, float]:
