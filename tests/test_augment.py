@@ -129,7 +129,7 @@ def test_random_scale_keeps_exact_boxes_and_drops_only_empty_instances():
         scaled = augment.augment(example, rng, config)
         assert scaled["image"].shape == (SIZE, SIZE, 3)
         assert scaled["semantic"].shape == (SIZE, SIZE) and scaled["semantic"].dtype == np.int32
-        for mask, box in zip(scaled["masks"], scaled["boxes"]):
+        for mask, box in zip(scaled["masks"], scaled["boxes"], strict=True):
             assert mask.any()
             np.testing.assert_array_equal(box, _tight_box(mask))
         dropped += 5 - len(scaled["labels"])
@@ -242,7 +242,7 @@ def test_augmented_batches_are_a_function_of_seed_and_step(source):
         _batches(source, 6, seed=7, augmentation=AUGMENTED, process_index=p, process_count=2)
         for p in range(2)
     ]
-    for whole, first, second in zip(straight, *shares):
+    for whole, first, second in zip(straight, *shares, strict=True):
         for name in whole:
             np.testing.assert_array_equal(whole[name], np.concatenate([first[name], second[name]]))
     other_seed = _batches(source, 1, seed=8, augmentation=AUGMENTED)[0]
@@ -256,7 +256,9 @@ def test_augmented_batches_keep_fields_consistent(source):
         for row in range(4):
             valid = batch["instance_valid"][row]
             assert not batch["masks"][row][~valid].any()
-            for mask, box in zip(batch["masks"][row][valid], batch["boxes"][row][valid]):
+            for mask, box in zip(
+                batch["masks"][row][valid], batch["boxes"][row][valid], strict=True
+            ):
                 np.testing.assert_array_equal(box, _tight_box(mask))
 
 

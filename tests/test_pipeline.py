@@ -2,6 +2,9 @@
 import hashlib
 import itertools
 import math
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -417,3 +420,27 @@ def test_prefetch_thread_stops_when_the_consumer_closes():
 def test_prefetch_rejects_bad_sizes(size):
     with pytest.raises(ValueError, match="size must be a positive int"):
         pipeline.prefetch(range(3), size=size)
+
+
+def test_program_exits_cleanly_with_a_prefetch_left_open():
+    # The producer is busy in numpy's C++ code (which releases the GIL) when the program ends;
+    # killing it there, as the interpreter does with daemon threads, aborts the process.
+    script = (
+        "import numpy as np\n"
+        "from jaxseg.data import pipeline\n"
+        "def busy():\n"
+        "    while True:\n"
+        "        yield [np.unique([0, 0, 1]) for _ in range(1000)]\n"
+        "batches = pipeline.prefetch(busy(), size=1)\n"
+        "next(batches), next(batches)\n"
+        "print('done')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "done\n"

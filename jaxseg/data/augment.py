@@ -82,14 +82,18 @@ def augmentation(scale_jitter=None, color_jitter=0.0, ignore_label=255) -> Augme
 
 def color_jitter(image: np.ndarray, brightness, contrast, saturation) -> np.ndarray:
     """[H, W, 3] uint8 or float32 in [0, 255] -> float32 [H, W, 3] in [0, 255] (see above)."""
+    # In place where possible: fresh large arrays cost page faults.
     weights = np.asarray(GRAY_WEIGHTS, np.float32)
     jittered = np.multiply(image, np.float32(brightness), dtype=np.float32)
     np.clip(jittered, 0, 255, out=jittered)
-    mean = np.float32(np.mean(jittered @ weights))
-    jittered = np.float32(contrast) * jittered + np.float32(1 - contrast) * mean
+    mean = np.mean(jittered @ weights)
+    jittered *= np.float32(contrast)
+    jittered += np.float32((1 - contrast) * mean)
     np.clip(jittered, 0, 255, out=jittered)
-    gray = (jittered @ weights)[..., None]
-    jittered = np.float32(saturation) * jittered + np.float32(1 - saturation) * gray
+    gray = jittered @ weights
+    gray *= np.float32(1 - saturation)
+    jittered *= np.float32(saturation)
+    jittered += gray[..., None]
     return np.clip(jittered, 0, 255, out=jittered)
 
 
@@ -126,11 +130,33 @@ def _axis_sampling(size: int, scaled: int, offset: int) -> _AxisSampling:
 
 def _bilinear(image: np.ndarray, rows: _AxisSampling, columns: _AxisSampling) -> np.ndarray:
     """float32 [rows.count, columns.count, 3]: `image` [H, W, 3] sampled bilinearly."""
-    top = image[rows.low].astype(np.float32)
-    bottom = image[rows.high].astype(np.float32)
-    mixed = top + (bottom - top) * rows.weight[:, None, None]
-    left, right = mixed[:, columns.low], mixed[:, columns.high]
-    return left + (right - left) * columns.weight[None, :, None]
+    top, bottom = image[rows.low], image[rows.high]
+    mixed = np.subtract(bottom, top, dtype=np.float32)
+    mixed *= rows.weight[:, None, None]
+    mixed += top
+    left = np.take(mixed, columns.low, axis=1)
+    right = np.take(mixed, columns.high, axis=1)
+    right -= left
+    right *= columns.weight[None, :, None]
+    left += right
+    return left
+
+
+def _nearest(array, rows: _AxisSampling, columns: _AxisSampling, first_axis: int):
+    """`array` [..., H, W, ...] (H on `first_axis`) at the nearest source pixels, C-ordered."""
+    # np.take, one axis at a time: numpy's advanced indexing gives transposed memory layouts.
+    picked = np.take(array, rows.nearest, axis=first_axis)
+    return np.take(picked, columns.nearest, axis=first_axis + 1)
+
+
+def _placed(sampled: np.ndarray, shape: tuple[int, ...], fill) -> np.ndarray:
+    """`sampled` at the start of every axis of an array of `shape` filled with `fill` (the
+    array itself where it has that shape)."""
+    if sampled.shape == shape:
+        return sampled
+    placed = np.full(shape, fill, sampled.dtype)
+    placed[tuple(slice(0, side) for side in sampled.shape)] = sampled
+    return placed
 
 
 def tight_boxes(masks: np.ndarray) -> np.ndarray:
@@ -168,20 +194,18 @@ def scale_example(
     height, width = example["semantic"].shape
     rows = _axis_sampling(height, scaled_size(height, factor), offset[0])
     columns = _axis_sampling(width, scaled_size(width, factor), offset[1])
-    shown = (slice(0, rows.count), slice(0, columns.count))
-    near_rows, near_columns = rows.nearest[:, None], columns.nearest[None, :]
-    image = np.zeros((height, width, 3), np.float32)
-    image[shown] = _bilinear(example["image"], rows, columns)
-    semantic = np.full((height, width), ignore_label, np.int32)
-    semantic[shown] = example["semantic"][near_rows, near_columns]
-    masks = np.zeros_like(example["masks"])
-    masks[(slice(None), *shown)] = example["masks"][:, near_rows, near_columns]
+    image = _bilinear(example["image"], rows, columns)
+    semantic = _nearest(example["semantic"], rows, columns, first_axis=0)
+    masks = _nearest(example["masks"], rows, columns, first_axis=1)
     kept = masks.any(axis=(1, 2))
+    if not kept.all():
+        masks = masks[kept]
+    masks = _placed(masks, (len(masks), height, width), 0)
     return {
-        "image": image,
-        "semantic": semantic,
-        "masks": masks[kept],
-        "boxes": tight_boxes(masks[kept]),
+        "image": _placed(image, (height, width, 3), 0),
+        "semantic": _placed(semantic, (height, width), ignore_label),
+        "masks": masks,
+        "boxes": tight_boxes(masks),
         "labels": example["labels"][kept],
     }
 
