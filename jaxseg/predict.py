@@ -93,18 +93,14 @@ def _model_input(image: np.ndarray, image_size: int) -> jax.Array:
     return jnp.asarray(np.asarray(resized, np.float32)[None] / 255.0)
 
 
-def _eval_variables(state: train.TrainState) -> dict:
-    return {"params": train.eval_params(state), "batch_stats": state.batch_stats}
-
-
 @jax.jit
 def _apply_eval(state: train.TrainState, images: jax.Array) -> jax.Array:
-    return state.apply_fn(_eval_variables(state), images, train=False)
+    return state.apply_fn(train.eval_variables(state), images, train=False)
 
 
 @jax.jit
 def _detect(state: train.TrainState, images: jax.Array) -> dict:
-    return state.apply_fn(_eval_variables(state), images, method=MaskRCNN.detect)
+    return state.apply_fn(train.eval_variables(state), images, method=MaskRCNN.detect)
 
 
 def prediction_picture(

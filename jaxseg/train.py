@@ -55,6 +55,12 @@ def eval_params(state: TrainState) -> Any:
     return state.params if state.ema_params is None else state.ema_params
 
 
+def eval_variables(state: TrainState) -> dict[str, Any]:
+    """The model variables evaluation and prediction use: `eval_params` and the running
+    batch statistics."""
+    return {"params": eval_params(state), "batch_stats": state.batch_stats}
+
+
 class NonFiniteTrainingError(RuntimeError):
     """Too many consecutive steps had a non-finite loss or gradient."""
 
@@ -238,8 +244,7 @@ def train_step(
 
 def eval_step(state: TrainState, batch: Mapping[str, jax.Array], task: tasks.Task) -> Any:
     """`task.eval_outputs` of a batch with `eval_params(state)` and the running batch statistics."""
-    variables = {"params": eval_params(state), "batch_stats": state.batch_stats}
-    return task.eval_outputs(variables, batch)
+    return task.eval_outputs(eval_variables(state), batch)
 
 
 class CompiledSteps:
