@@ -333,8 +333,14 @@ class _Timer:
             self._start = None
 
 
-def _batches_from(config, source, start_step: int) -> Iterator[dict]:
-    """The training batches from `start_step` on, assembled ahead in a background thread."""
+def _batches_from(
+    config, source, start_step: int, fields: tuple[str, ...], mesh
+) -> Iterator[dict[str, jax.Array]]:
+    """The training batches from `start_step` on, sharded over `mesh`'s devices.
+
+    A background thread assembles them and copies them to the devices up to two steps
+    ahead, so that both overlap the running train step.
+    """
     batches = pipeline.train_batches(
         source,
         config.batch_size,
@@ -346,7 +352,9 @@ def _batches_from(config, source, start_step: int) -> Iterator[dict]:
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
-    return pipeline.prefetch(batches)
+    return pipeline.prefetch(
+        sharding.shard_batch(_fields(batch, fields), mesh) for batch in batches
+    )
 
 
 def _mean_metrics(pending: list[dict]) -> dict[str, float]:
@@ -539,7 +547,9 @@ class _TrainingRun:
         """Runs the remaining steps; returns the final state and whether it was preempted."""
         config = self.config
         start_step = int(sharding.to_host(state.step))
-        batches = _batches_from(config, train_source, start_step)
+        batches = _batches_from(
+            config, train_source, start_step, self.steps.task.train_fields, self.mesh
+        )
         is_writer = jax.process_index() == 0
         progress = tqdm(
             total=config.num_train_steps,
@@ -554,9 +564,7 @@ class _TrainingRun:
         interval_start = time.perf_counter()
         previous_metrics: Optional[dict] = None
         for step in range(start_step + 1, config.num_train_steps + 1):
-            batch = _fields(next(batches), self.steps.task.train_fields)
-            batch = sharding.shard_batch(batch, self.mesh)
-            state, step_metrics = self.steps.train(state, batch)
+            state, step_metrics = self.steps.train(state, next(batches))
             pending.append(step_metrics)
             progress.update(1)
             if previous_metrics is not None:
