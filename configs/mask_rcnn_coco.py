@@ -19,8 +19,6 @@ warmup iterations, lr x0.1 at 60k and 80k, shorter image side 800 (longer at mos
 horizontal flips, from ImageNet-pretrained weights with frozen BatchNorm. Here:
 - images are resized so that the longer side is 1024 and padded to 1024x1024 (static
   shapes): a 640x480 image becomes 1024x768 (the literature's 1067x800);
-- the training loop's schedules are warmup + cosine or constant: cosine decay to 0 over the
-  90k steps replaces the step decays (the closest available);
 - SGD is Nesterov (detectron2's is not);
 - training adds scale jitter (factors 0.8 to 1.25, cropped or padded back to 1024) and
   colour jitter (strength 0.2), which the 1x schedule does not use;
@@ -78,6 +76,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.learning_rate = 0.02
     config.optimizer.momentum = 0.9
     config.optimizer.weight_decay = 1e-4
-    config.optimizer.schedule = "cosine"
+    config.optimizer.schedule = "steps"
     config.optimizer.warmup_steps = 1000
+    config.optimizer.decay_steps = (60000, 80000)
+    config.optimizer.decay_factor = 0.1
     return config

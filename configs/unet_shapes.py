@@ -77,4 +77,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.grad_clip_norm = 1.0
     config.optimizer.schedule = "cosine"
     config.optimizer.warmup_steps = 100
+    # schedule "steps": the learning rate is multiplied by decay_factor at each decay step.
+    config.optimizer.decay_steps = ()
+    config.optimizer.decay_factor = 0.1
     return config

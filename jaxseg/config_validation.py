@@ -17,7 +17,7 @@ NORMS = ("batch", "group", "none")
 UPSAMPLINGS = ("transpose", "bilinear")
 DTYPES = ("float32", "bfloat16")
 OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "constant", "steps")
 # MaskRCNN's fpn_norm: None (or "none" in a config) or "group".
 FPN_NORMS = (None, "none", "group")
 MASK_RCNN_POSITIVE_INTS = (
@@ -117,9 +117,7 @@ def _require_choice(config, path: str, choices: Iterable[Any]) -> Any:
     value = _get(config, path)
     choices = tuple(choices)
     if value not in choices:
-        raise ConfigError(
-            f"config.{path}={value!r} is not one of {', '.join(map(str, choices))}."
-        )
+        raise ConfigError(f"config.{path}={value!r} is not one of {', '.join(map(str, choices))}.")
     return value
 
 
@@ -413,12 +411,39 @@ def _validate_optimizer(config) -> None:
             f"config.optimizer.warmup_steps={warmup} must be smaller than "
             f"config.num_train_steps={config.num_train_steps}."
         )
+    _validate_decay_steps(config, warmup)
     if _get(config, "optimizer.weight_decay") < 0:
         raise ConfigError("config.optimizer.weight_decay must be >= 0.")
     clip = _get(config, "optimizer.grad_clip_norm")
     if clip is not None and clip <= 0:
         raise ConfigError(
             f"config.optimizer.grad_clip_norm={clip!r} must be > 0 (or None for no clipping)."
+        )
+
+
+def _validate_decay_steps(config, warmup: int) -> None:
+    """`optimizer.decay_steps`: ascending steps after the warmup, only with schedule "steps"."""
+    steps = _get(config, "optimizer.decay_steps")
+    if config.optimizer.schedule != "steps":
+        if steps:
+            raise ConfigError(
+                f"config.optimizer.decay_steps={steps!r} only apply to "
+                f"config.optimizer.schedule='steps' (it is {config.optimizer.schedule!r})."
+            )
+        return
+    _require_fraction(config, "optimizer.decay_factor", "(0, 1]")
+    if (
+        not isinstance(steps, (tuple, list))
+        or not steps
+        or any(isinstance(s, bool) or not isinstance(s, int) for s in steps)
+        or list(steps) != sorted(set(steps))
+        or steps[0] <= warmup
+        or steps[-1] > config.num_train_steps
+    ):
+        raise ConfigError(
+            f"config.optimizer.decay_steps={steps!r} must be ascending integers after "
+            f"config.optimizer.warmup_steps={warmup} and at most "
+            f"config.num_train_steps={config.num_train_steps}."
         )
 
 
