@@ -1,6 +1,5 @@
 """End-to-end training: outputs, resume exactness, determinism, 1 vs 8 devices, predict."""
 
-import functools
 import json
 import os
 
@@ -9,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxseg import predict, sharding, tasks, train
+from jaxseg import predict, sharding, train
 from jaxseg.data import pipeline
 from jaxseg.config_files import load_config_file
 
@@ -47,6 +46,28 @@ def apply_overrides(config, overrides):
             node = node[part]
         node[leaf] = value
     return config
+
+
+def first_train_steps(steps: train.CompiledSteps, config, mesh, schedule, num_steps: int = 2):
+    """`num_steps` train steps from `config`'s initial state on the first global batches of
+    its training split: (each step's metrics as floats, the final state)."""
+    source = pipeline.load_split(config.data, "train")
+    state = train.initial_state(config, mesh, schedule)
+    batches = pipeline.train_batches(
+        source,
+        config.batch_size,
+        config.seed,
+        0,
+        flip=True,
+        max_instances=config.data.max_instances,
+    )
+    metrics = []
+    for _ in range(num_steps):
+        batch = next(batches)
+        batch = {name: batch[name] for name in steps.task.train_fields}
+        state, step_metrics = steps.train(state, sharding.shard_batch(batch, mesh))
+        metrics.append({name: float(value) for name, value in step_metrics.items()})
+    return metrics, state
 
 
 def restore_final_state(workdir):
@@ -161,27 +182,13 @@ def test_one_device_and_eight_devices_agree(data_dir):
         optimizer__warmup_steps=0,
         learning_rate=0.1,
     )
-    source = pipeline.load_split(config.data, "train")
     schedule = train.create_learning_rate_schedule(config)
-    init = functools.partial(
-        train.create_train_state,
-        task=tasks.task_for(config),
-        tx=train.create_optimizer(config, schedule),
-        image_shape=(32, 32, 3),
-    )
     final = []
     for devices in (jax.devices()[:1], jax.devices()):
         mesh = sharding.create_mesh(devices)
-        state = jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(0))
         steps = train.CompiledSteps(config, mesh, schedule)
-        batches = pipeline.train_batches(
-            source, 8, 0, 0, flip=True, max_instances=config.data.max_instances
-        )
-        losses = []
-        for _ in range(2):
-            batch = {k: v for k, v in next(batches).items() if k in tasks.SemanticSegmentation.train_fields}
-            state, step_metrics = steps.train(state, sharding.shard_batch(batch, mesh))
-            losses.append(float(step_metrics["loss"]))
+        metrics, state = first_train_steps(steps, config, mesh, schedule)
+        losses = [step["loss"] for step in metrics]
         final.append(jax.tree.map(np.asarray, (losses, state.params, state.batch_stats)))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5), *final)
 

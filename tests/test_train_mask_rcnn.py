@@ -14,7 +14,7 @@ from jaxseg.config_files import load_config_file
 from jaxseg.data import pipeline
 from jaxseg.tasks import InstanceSegmentation
 from jaxseg.tasks.instance import COCO_METRICS
-from tests.test_train import apply_overrides
+from tests.test_train import apply_overrides, first_train_steps
 
 pytestmark = pytest.mark.slow
 
@@ -133,7 +133,6 @@ def test_eight_devices_agree_with_one_and_steps_repeat_exactly(data_dir):
         optimizer__warmup_steps=0,
         learning_rate=0.02,
     )
-    source = pipeline.load_split(config.data, "train")
     schedule = train.create_learning_rate_schedule(config)
     final = []
     for devices in (jax.devices()[:1], jax.devices()):
@@ -141,16 +140,7 @@ def test_eight_devices_agree_with_one_and_steps_repeat_exactly(data_dir):
         steps = train.CompiledSteps(config, mesh, schedule)
         runs = []
         for _ in range(2 if len(devices) == 1 else 1):
-            state = train.initial_state(config, mesh, schedule)
-            batches = pipeline.train_batches(
-                source, 8, 0, 0, flip=True, max_instances=config.data.max_instances
-            )
-            losses = []
-            for _ in range(2):
-                batch = {name: value for name, value in next(batches).items()}
-                batch = {name: batch[name] for name in InstanceSegmentation.train_fields}
-                state, step_metrics = steps.train(state, sharding.shard_batch(batch, mesh))
-                losses.append({name: float(value) for name, value in step_metrics.items()})
+            losses, state = first_train_steps(steps, config, mesh, schedule)
             runs.append(jax.tree.map(np.asarray, (losses, state.params)))
         if len(runs) == 2:
             jax.tree.map(np.testing.assert_array_equal, *runs)
