@@ -75,9 +75,21 @@ class Task(abc.ABC):
     def summary(self, metrics: Mapping[str, float]) -> str:
         """One line of the headline validation metrics."""
 
-    @abc.abstractmethod
     def write_pictures(self, workdir: str, source, predictions: Mapping[int, Any]) -> None:
-        """Pictures of the kept `predictions` of `source`'s examples into `workdir`."""
+        """`workdir/predictions.png` of the kept `predictions` of `source`'s examples (keyed
+        by index), and their raw images in `workdir/samples` (see `save_samples`)."""
+        if not predictions:
+            return
+        save_samples(workdir, source, predictions)
+        examples = [source[index] for index in predictions]
+        self.draw_predictions(
+            os.path.join(workdir, "predictions.png"), examples, list(predictions.values())
+        )
+
+    @abc.abstractmethod
+    def draw_predictions(self, path: str, examples: list[dict], predictions: list[Any]) -> None:
+        """Saves a picture of `examples` (host dicts with `image` [H, W, 3] uint8 and the
+        ground truth) beside their `predictions` at `path`."""
 
 
 def save_samples(workdir: str, source, indices) -> None:

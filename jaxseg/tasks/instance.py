@@ -1,6 +1,5 @@
 """Instance segmentation: Mask R-CNN scored by COCO box and mask AP (pycocotools)."""
 
-import os
 from typing import Mapping
 
 import jax
@@ -11,7 +10,7 @@ from jaxseg import sharding
 from jaxseg import visualize_instances
 from jaxseg.evaluation.coco import COCOEvaluator, ground_truth_to_coco
 from jaxseg.models.mask_rcnn import MaskRCNN
-from jaxseg.tasks.base import Evaluation, Task, save_samples
+from jaxseg.tasks.base import Evaluation, Task
 
 # The six COCO APs of each of boxes and masks; `metrics.json` holds all twelve.
 COCO_METRICS = tuple(
@@ -88,17 +87,13 @@ class InstanceSegmentation(Task):
             f"mask AP {metrics['mask_ap']:.4f} (AP50 {metrics['mask_ap50']:.4f})"
         )
 
-    def write_pictures(self, workdir, source, predictions):
-        """`predictions.png`: validation images, ground-truth and predicted instances."""
-        if not predictions:
-            return
-        save_samples(workdir, source, predictions)
-        examples = [source[index] for index in predictions]
+    def draw_predictions(self, path, examples, predictions):
+        """Validation images, ground-truth and predicted instances."""
         visualize_instances.save_instance_grid(
-            os.path.join(workdir, "predictions.png"),
+            path,
             np.stack([example["image"] for example in examples]),
             examples,
-            list(predictions.values()),
+            predictions,
             class_names=list(self.config.data.class_names),
             score_threshold=PICTURE_SCORE_THRESHOLD,
         )

@@ -1,6 +1,5 @@
 """Semantic segmentation: a per-pixel classifier (U-Net) scored by pixel and boundary counts."""
 
-import os
 from typing import Mapping
 
 import jax
@@ -12,7 +11,7 @@ from jaxseg import losses
 from jaxseg import metrics as seg_metrics
 from jaxseg import sharding
 from jaxseg import visualize
-from jaxseg.tasks.base import Evaluation, Task, save_samples
+from jaxseg.tasks.base import Evaluation, Task
 
 
 class SemanticSegmentation(Task):
@@ -87,17 +86,13 @@ class SemanticSegmentation(Task):
             f"mean Dice {metrics['mean_dice']:.4f}"
         )
 
-    def write_pictures(self, workdir, source, predictions):
-        """`predictions.png`: validation images, ground truth and predicted label maps."""
-        if not predictions:
-            return
-        save_samples(workdir, source, predictions)
-        examples = [source[index] for index in predictions]
+    def draw_predictions(self, path, examples, predictions):
+        """Validation images, ground truth and predicted label maps."""
         visualize.save_prediction_grid(
-            os.path.join(workdir, "predictions.png"),
+            path,
             np.stack([example["image"] for example in examples]),
             np.stack([example["semantic"] for example in examples]),
-            np.stack(list(predictions.values())),
+            np.stack(predictions),
             class_names=list(self.config.data.class_names),
         )
 
