@@ -2,10 +2,11 @@
 
 import os
 
+import jax
 import numpy as np
 import pytest
 
-from jaxseg import config_files, train
+from jaxseg import config_files, sharding, train
 from jaxseg.data import augment, pipeline
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
@@ -304,5 +305,6 @@ def test_training_loop_batches_follow_the_data_config(source):
         augmentation=augment.augmentation((0.7, 1.4), 0.25, 255),
         max_instances=config.data.max_instances,
     )
-    loop = train._batches_from(config, source, 3)
+    mesh = sharding.create_mesh(jax.devices())
+    loop = train._batches_from(config, source, 3, ("image", "semantic"), mesh)
     _assert_same([next(loop) for _ in range(3)], [next(expected) for _ in range(3)])

@@ -447,6 +447,7 @@ def test_mask_rcnn_coco_trains_and_evaluates(coco_dir, tmp_path):
             "eval_every_steps": 3,
             "checkpoint_every_steps": 3,
             "optimizer__warmup_steps": 1,
+            "optimizer__decay_steps": (2,),
             "num_prediction_images": 2,
             "model__backbone": "resnet18",
             "model__backbone_width": 8,

@@ -74,10 +74,13 @@ def test_training_stops_after_consecutive_nonfinite_steps(data_dir, tmp_path, mo
 
     original = train._batches_from
 
-    def poisoned_after_four(config, source, start_step):
-        for step, batch in enumerate(original(config, source, start_step), start=start_step):
+    def poisoned_after_four(config, source, start_step, fields, mesh):
+        batches = original(config, source, start_step, fields, mesh)
+        for step, batch in enumerate(batches, start=start_step):
             if step >= 4:
-                batch = dict(batch, image=np.full_like(batch["image"], np.nan))
+                image = batch["image"]
+                nans = jax.device_put(np.full(image.shape, np.nan, image.dtype), image.sharding)
+                batch = dict(batch, image=nans)
             yield batch
 
     monkeypatch.setattr(train, "_batches_from", poisoned_after_four)
