@@ -15,8 +15,9 @@ of the shipped configs at their image sizes, without and with augmentation (scal
                with no JPEG/PNG decoding, which real COCO adds (a few ms per image).
 Batches are smaller than the configs' where those would take gigabytes (noted in the table).
 Then the real jitted U-Net train step (`train.CompiledSteps` on configs/unet_shapes.py, all
-local devices) on one fixed batch, fed synchronously by `train_batches`, and fed through
-`pipeline.prefetch`, each with augmentation on.
+local devices) on one fixed batch, fed synchronously by `train_batches`, and fed by
+`train.device_batches` (the training loop's feed: `pipeline.prefetch` of batches already
+sharded onto the devices), each with augmentation on.
 
 Usage: python benchmarks/input_pipeline.py [--seconds=2] [--skip_mock_coco]
 """
@@ -146,39 +147,46 @@ def mock_coco_source(root: str):
 
 
 def time_train_step(config, source, seconds: float) -> dict[str, float]:
-    """Images/s of the U-Net step on a fixed batch, fed synchronously, and prefetched."""
+    """Images/s of the U-Net step on a fixed batch, fed synchronously, and as training feeds it.
+
+    All three feeds augment (`AUGMENTED`); the last is `train.device_batches`, the training
+    loop's own feed: batches assembled and copied to the devices in a background thread.
+    """
+    config = config.copy_and_resolve_references()
+    config.data.scale_jitter, config.data.color_jitter = (0.8, 1.25), 0.2
     mesh = sharding.create_mesh(jax.local_devices())
     schedule = train.create_learning_rate_schedule(config)
     steps = train.CompiledSteps(config, mesh, schedule)
     state = train.initial_state(config, mesh, schedule)
     fields = steps.task.train_fields
 
-    def new_batches():
-        return pipeline.train_batches(
+    def synchronous():
+        batches = pipeline.train_batches(
             source,
             config.batch_size,
-            0,
+            config.seed,
             augmentation=AUGMENTED,
             max_instances=config.data.max_instances,
         )
+        return (sharding.shard_batch({k: b[k] for k in fields}, mesh) for b in batches)
 
-    fixed = next(new_batches())
+    fixed = next(synchronous())
     feeds = {
         "step alone (one fixed batch)": lambda: iter(lambda: fixed, None),
-        "step fed by train_batches": new_batches,
-        "step fed by prefetch(train_batches)": lambda: pipeline.prefetch(new_batches()),
+        "step fed by train_batches": synchronous,
+        "step fed by train.device_batches": lambda: train.device_batches(
+            config, source, 0, fields, mesh
+        ),
     }
     results = {}
     for name, feed in feeds.items():
         batches = feed()
         for _ in range(2):  # compilation, then one warm step
-            batch = sharding.shard_batch({k: next(batches)[k] for k in fields}, mesh)
-            state, metrics = steps.train(state, batch)
+            state, metrics = steps.train(state, next(batches))
             jax.block_until_ready(metrics)
         count, start = 0, time.perf_counter()
         while count < 3 or time.perf_counter() - start < seconds:
-            batch = sharding.shard_batch({k: next(batches)[k] for k in fields}, mesh)
-            state, metrics = steps.train(state, batch)
+            state, metrics = steps.train(state, next(batches))
             jax.block_until_ready(metrics)
             count += 1
         results[name] = count * config.batch_size / (time.perf_counter() - start)

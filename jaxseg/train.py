@@ -357,7 +357,7 @@ class _Timer:
             self._start = None
 
 
-def _batches_from(
+def device_batches(
     config, source, start_step: int, fields: tuple[str, ...], mesh
 ) -> Iterator[dict[str, jax.Array]]:
     """The training batches from `start_step` on, sharded over `mesh`'s devices.
@@ -571,7 +571,7 @@ class _TrainingRun:
         """Runs the remaining steps; returns the final state and whether it was preempted."""
         config = self.config
         start_step = int(sharding.to_host(state.step))
-        batches = _batches_from(
+        batches = device_batches(
             config, train_source, start_step, self.steps.task.train_fields, self.mesh
         )
         is_writer = jax.process_index() == 0

@@ -306,5 +306,5 @@ def test_training_loop_batches_follow_the_data_config(source):
         max_instances=config.data.max_instances,
     )
     mesh = sharding.create_mesh(jax.devices())
-    loop = train._batches_from(config, source, 3, ("image", "semantic"), mesh)
+    loop = train.device_batches(config, source, 3, ("image", "semantic"), mesh)
     _assert_same([next(loop) for _ in range(3)], [next(expected) for _ in range(3)])

@@ -72,7 +72,7 @@ def test_training_stops_after_consecutive_nonfinite_steps(data_dir, tmp_path, mo
     clean_dir = str(tmp_path / "clean")
     train.train_and_evaluate(tiny_config(data_dir, num_train_steps=4, **constant), clean_dir)
 
-    original = train._batches_from
+    original = train.device_batches
 
     def poisoned_after_four(config, source, start_step, fields, mesh):
         batches = original(config, source, start_step, fields, mesh)
@@ -83,7 +83,7 @@ def test_training_stops_after_consecutive_nonfinite_steps(data_dir, tmp_path, mo
                 batch = dict(batch, image=nans)
             yield batch
 
-    monkeypatch.setattr(train, "_batches_from", poisoned_after_four)
+    monkeypatch.setattr(train, "device_batches", poisoned_after_four)
     workdir = str(tmp_path / "poisoned")
     with pytest.raises(train.NonFiniteTrainingError, match="max_consecutive_nonfinite_steps=3"):
         train.train_and_evaluate(config, workdir)
