@@ -19,7 +19,6 @@ warmup iterations, lr x0.1 at 60k and 80k, shorter image side 800 (longer at mos
 horizontal flips, from ImageNet-pretrained weights with frozen BatchNorm. Here:
 - images are resized so that the longer side is 1024 and padded to 1024x1024 (static
   shapes): a 640x480 image becomes 1024x768 (the literature's 1067x800);
-- SGD is Nesterov (detectron2's is not);
 - training adds scale jitter (factors 0.8 to 1.25, cropped or padded back to 1024) and
   colour jitter (strength 0.2), which the 1x schedule does not use;
 - there are NO PRETRAINED WEIGHTS (loading them is not implemented): frozen BatchNorm with
@@ -75,6 +74,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.name = "sgd"
     config.learning_rate = 0.02
     config.optimizer.momentum = 0.9
+    config.optimizer.nesterov = False
     config.optimizer.weight_decay = 1e-4
     config.optimizer.schedule = "steps"
     config.optimizer.warmup_steps = 1000

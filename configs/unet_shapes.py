@@ -74,6 +74,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.name = "adamw"
     config.optimizer.weight_decay = 1e-4
     config.optimizer.momentum = 0.9
+    config.optimizer.nesterov = True  # SGD only
     config.optimizer.grad_clip_norm = 1.0
     config.optimizer.schedule = "cosine"
     config.optimizer.warmup_steps = 100

@@ -412,6 +412,7 @@ def _validate_optimizer(config) -> None:
             f"config.num_train_steps={config.num_train_steps}."
         )
     _validate_decay_steps(config, warmup)
+    _require_bool(config, "optimizer.nesterov")
     if _get(config, "optimizer.weight_decay") < 0:
         raise ConfigError("config.optimizer.weight_decay must be >= 0.")
     clip = _get(config, "optimizer.grad_clip_norm")

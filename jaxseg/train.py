@@ -103,14 +103,15 @@ def _step_decay(value: float, boundaries: list[int], factor: float) -> optax.Sch
 def create_optimizer(
     config: ml_collections.ConfigDict, schedule: optax.Schedule
 ) -> optax.GradientTransformation:
-    """Gradient clipping followed by AdamW or SGD with momentum and weight decay."""
+    """Gradient clipping followed by AdamW, or SGD with (Nesterov or heavy-ball) momentum and
+    weight decay."""
     opt = config.optimizer
     if opt.name == "adamw":
         update = optax.adamw(schedule, weight_decay=opt.weight_decay)
     else:
         update = optax.chain(
             optax.add_decayed_weights(opt.weight_decay),
-            optax.sgd(schedule, momentum=opt.momentum, nesterov=True),
+            optax.sgd(schedule, momentum=opt.momentum, nesterov=opt.nesterov),
         )
     if opt.grad_clip_norm is None:
         return update

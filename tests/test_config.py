@@ -86,6 +86,7 @@ def test_flax_example_field_names_at_top_level():
         ("model.dropout_rate", 1.0, "config.model.dropout_rate"),
         ("optimizer.name", "adagrad", "config.optimizer.name"),
         ("optimizer.warmup_steps", 10**9, "config.optimizer.warmup_steps"),
+        ("optimizer.nesterov", 1, "config.optimizer.nesterov"),
         ("data.num_classes", 7, "config.data.class_names"),
         ("loss.ignore_label", 2, "config.loss.ignore_label"),
         ("data.max_object_size", 2.0, "config.data: min_object_size and max_object_size"),

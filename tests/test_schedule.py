@@ -75,3 +75,28 @@ def test_decay_steps_with_another_schedule_are_an_error():
     config.optimizer.decay_steps = (500,)
     with pytest.raises(ConfigError, match="only apply to config.optimizer.schedule='steps'"):
         validate_config(config)
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_sgd_momentum_updates_match_the_hand_computed_ones(nesterov):
+    """Two steps on f(w) = w²/2 (gradient w), no warmup, no weight decay, no clipping.
+
+    Heavy ball: v1 = g1, v2 = m v1 + g2, update -lr v. Nesterov: update -lr (g + m v).
+    """
+    config = unet_shapes.get_config()
+    config.learning_rate, config.optimizer.warmup_steps = 0.1, 0
+    config.optimizer.schedule = "constant"
+    config.optimizer.update(name="sgd", momentum=0.9, weight_decay=0.0, grad_clip_norm=None)
+    config.optimizer.nesterov = nesterov
+    tx = train.create_optimizer(config, train.create_learning_rate_schedule(config))
+    lr, m, w = 0.1, 0.9, 1.0
+    params = {"w": np.float32(w)}
+    state = tx.init(params)
+    velocity = 0.0
+    for _ in range(2):
+        grad = w
+        velocity = m * velocity + grad
+        w -= lr * (grad + m * velocity if nesterov else velocity)
+        updates, state = tx.update({"w": params["w"]}, state, params)
+        params = {"w": params["w"] + updates["w"]}
+        np.testing.assert_allclose(float(params["w"]), w, rtol=1e-6)
