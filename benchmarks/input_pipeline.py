@@ -15,9 +15,9 @@ of the shipped configs at their image sizes, without and with augmentation (scal
                with no JPEG/PNG decoding, which real COCO adds (a few ms per image).
 Batches are smaller than the configs' where those would take gigabytes (noted in the table).
 Then the real jitted U-Net train step (`train.CompiledSteps` on configs/unet_shapes.py, all
-local devices) on one fixed batch, fed synchronously by `train_batches`, and fed by
-`train.device_batches` (the training loop's feed: `pipeline.prefetch` of batches already
-sharded onto the devices), each with augmentation on.
+local devices) on one fixed batch, fed synchronously (`train.sharded_train_batches`), and
+fed by `train.device_batches` (the training loop's feed: the same batches assembled and
+copied to the devices in a background thread), each with augmentation on.
 
 Usage: python benchmarks/input_pipeline.py [--seconds=2] [--skip_mock_coco]
 """
@@ -153,7 +153,8 @@ def time_train_step(config, source, seconds: float) -> dict[str, float]:
     loop's own feed: batches assembled and copied to the devices in a background thread.
     """
     config = config.copy_and_resolve_references()
-    config.data.scale_jitter, config.data.color_jitter = (0.8, 1.25), 0.2
+    config.data.scale_jitter = AUGMENTED.scale_jitter
+    config.data.color_jitter = AUGMENTED.color_jitter
     mesh = sharding.create_mesh(jax.local_devices())
     schedule = train.create_learning_rate_schedule(config)
     steps = train.CompiledSteps(config, mesh, schedule)
@@ -161,19 +162,12 @@ def time_train_step(config, source, seconds: float) -> dict[str, float]:
     fields = steps.task.train_fields
 
     def synchronous():
-        batches = pipeline.train_batches(
-            source,
-            config.batch_size,
-            config.seed,
-            augmentation=AUGMENTED,
-            max_instances=config.data.max_instances,
-        )
-        return (sharding.shard_batch({k: b[k] for k in fields}, mesh) for b in batches)
+        return train.sharded_train_batches(config, source, 0, fields, mesh)
 
     fixed = next(synchronous())
     feeds = {
         "step alone (one fixed batch)": lambda: iter(lambda: fixed, None),
-        "step fed by train_batches": synchronous,
+        "step fed by sharded_train_batches": synchronous,
         "step fed by train.device_batches": lambda: train.device_batches(
             config, source, 0, fields, mesh
         ),

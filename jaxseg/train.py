@@ -358,14 +358,12 @@ class _Timer:
             self._start = None
 
 
-def device_batches(
+def sharded_train_batches(
     config, source, start_step: int, fields: tuple[str, ...], mesh
 ) -> Iterator[dict[str, jax.Array]]:
-    """The training batches from `start_step` on, sharded over `mesh`'s devices.
-
-    A background thread assembles them and copies them to the devices up to two steps
-    ahead, so that both overlap the running train step.
-    """
+    """The training batches from `start_step` on, as the training loop takes them: this
+    process's rows of each global batch, flipped and augmented as `config.data` says, with
+    only `fields`, sharded over `mesh`'s devices (`[B_global, ...]` arrays)."""
     batches = pipeline.train_batches(
         source,
         config.batch_size,
@@ -377,9 +375,15 @@ def device_batches(
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
-    return pipeline.prefetch(
-        sharding.shard_batch(_fields(batch, fields), mesh) for batch in batches
-    )
+    return (sharding.shard_batch(_fields(batch, fields), mesh) for batch in batches)
+
+
+def device_batches(
+    config, source, start_step: int, fields: tuple[str, ...], mesh
+) -> Iterator[dict[str, jax.Array]]:
+    """`sharded_train_batches`, produced up to two steps ahead in a background thread, so
+    that assembling them and copying them to the devices overlap the running train step."""
+    return pipeline.prefetch(sharded_train_batches(config, source, start_step, fields, mesh))
 
 
 def _mean_metrics(pending: list[dict]) -> dict[str, float]:
