@@ -3,8 +3,11 @@
 import importlib.util
 import json
 import os
+from typing import Any, Mapping
 
 import ml_collections
+
+from jaxseg.errors import WorkdirError
 
 
 def load_config_file(path: str) -> ml_collections.ConfigDict:
@@ -27,3 +30,83 @@ def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
         raise FileNotFoundError(f"{path} not found: is {workdir} a jaxseg training directory?")
     with open(path) as f:
         return ml_collections.ConfigDict(json.load(f))
+
+
+# Fields a rerun in the same work directory may change: they extend the run or change when
+# it logs, evaluates and checkpoints, not what it computes.
+RESUMABLE_CHANGES = (
+    "num_train_steps",
+    "log_every_steps",
+    "eval_every_steps",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+)
+_LISTED_DIFFERENCES = 5
+
+
+def _flattened(tree: Any, prefix: str = "config") -> dict[str, Any]:
+    """`{"config.a.b": value}` for every leaf of a nested dict (JSON types)."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat = {}
+    for name, value in tree.items():
+        flat.update(_flattened(value, f"{prefix}.{name}"))
+    return flat
+
+
+def config_differences(stored: Mapping[str, Any], config: ml_collections.ConfigDict) -> dict:
+    """`{"config.a.b": (stored value, config's value)}` for every field where `config` differs
+    from the JSON dict `stored` (a field present in only one of them is `_ABSENT` in the
+    other), sorted by name."""
+    current = _flattened(json.loads(config.to_json_best_effort()))
+    previous = _flattened(dict(stored))
+    pairs = {
+        name: (previous.get(name, _ABSENT), current.get(name, _ABSENT))
+        for name in set(current) | set(previous)
+    }
+    return {name: pair for name, pair in sorted(pairs.items()) if pair[0] != pair[1]}
+
+
+class _Absent:
+    """The value shown for a field one of two configs does not have."""
+
+    def __repr__(self) -> str:
+        return "absent"
+
+
+_ABSENT = _Absent()
+
+
+def check_workdir_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Raises WorkdirError if `workdir` holds a run of another config.
+
+    A rerun in a work directory resumes the run stored there, so its config may differ from
+    the stored `config.json` only in `RESUMABLE_CHANGES`. The error names the other fields
+    that differ, with both values; nothing in `workdir` is changed.
+    """
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path) as f:
+            stored = json.load(f)
+    except (OSError, ValueError) as error:
+        raise WorkdirError(f"{path} cannot be read as JSON ({error}); is {workdir} a jaxseg run?")
+    allowed = {f"config.{name}" for name in RESUMABLE_CHANGES}
+    differing = {
+        name: pair
+        for name, pair in config_differences(stored, config).items()
+        if name not in allowed
+    }
+    if not differing:
+        return
+    listed = "; ".join(
+        f"{name} is {there!r} there, {here!r} here"
+        for name, (there, here) in list(differing.items())[:_LISTED_DIFFERENCES]
+    )
+    more = len(differing) - _LISTED_DIFFERENCES
+    listed += f"; and {more} more" if more > 0 else ""
+    raise WorkdirError(
+        f"--workdir {workdir} holds a run of another config ({path}): {listed}. Use a new "
+        f"--workdir, or change only {', '.join(RESUMABLE_CHANGES)} to continue that run."
+    )

@@ -5,12 +5,12 @@ typo or an impossible value fails in a second with one line such as
 `config.data.image_size=100 must be divisible by 8 ...`.
 """
 
-import difflib
 from typing import Any, Iterable
 
 import ml_collections
 
 from jaxseg.data import catalog, coco_folder, folders, pipeline
+from jaxseg.errors import ConfigError, did_you_mean
 
 DATA_NAMES = pipeline.DATASETS
 NORMS = ("batch", "group", "none")
@@ -55,10 +55,6 @@ INTERVALS = {
     "(0, 1]": lambda value: 0.0 < value <= 1.0,
     "[0, 1)": lambda value: 0.0 <= value < 1.0,
 }
-
-
-class ConfigError(ValueError):
-    """A config field holds a value the experiment cannot run with."""
 
 
 def _get(config: ml_collections.ConfigDict, path: str) -> Any:
@@ -179,9 +175,9 @@ def _check_mask_rcnn_keys(config) -> None:
     allowed = mask_rcnn_config_fields()
     for key in config.model:
         if key != "name" and key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"config.model.{key} is not a Mask R-CNN field{hint}.")
+            raise ConfigError(
+                f"config.model.{key} is not a Mask R-CNN field{did_you_mean(key, allowed)}."
+            )
 
 
 def _mask_rcnn_value(config, field: str) -> Any:

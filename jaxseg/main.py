@@ -5,15 +5,18 @@ Flags are parsed here and everything else happens in
 with one line naming the field.
 """
 
-import re
+import os
 import sys
+from typing import Optional
 
+import ml_collections
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from jaxseg.config_validation import ConfigError
+from jaxseg.config_files import load_config_file
+from jaxseg.errors import ConfigError, WorkdirError, did_you_mean
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, metrics and pictures.")
@@ -33,21 +36,48 @@ flags.DEFINE_integer("process_id", None, "This process's index in [0, num_proces
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """Parses flags; an override of a config field that does not exist exits with one line."""
+    """Parses flags; a missing config file or an override of a config field that does not
+    exist exits with one line."""
     try:
-        return FLAGS(argv)
-    except (KeyError, AttributeError) as error:
-        overrides = " ".join(arg for arg in argv[1:] if arg.startswith("--config."))
-        names = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", str(error).replace("\\n", " "))
-        hint = re.search(r'Did you mean "(\w+)" instead of "(\w+)"', str(error))
-        detail = (
-            f"'{hint.group(2)}' (did you mean '{hint.group(1)}'?)"
-            if hint
-            else repr(names[0] if names else str(error))
-        )
-        sys.exit(f"Invalid config override {overrides}: no such field {detail}.")
+        remaining = FLAGS(argv)
+    except (KeyError, AttributeError):
+        sys.exit(_bad_override_message(argv))
     except flags.Error as error:
         sys.exit(f"Invalid flag: {error}")
+    config_path = config_flags.get_config_filename(FLAGS["config"])
+    if config_path and not os.path.isfile(config_path):
+        sys.exit(f"Config file {config_path} not found (--config={config_path}).")
+    return remaining
+
+
+def _flag_value(argv: list[str], name: str) -> Optional[str]:
+    """The value of `--name=value` or `--name value` in `argv`, or None."""
+    for position, arg in enumerate(argv):
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+        if arg == f"--{name}" and position + 1 < len(argv):
+            return argv[position + 1]
+    return None
+
+
+def _bad_override_message(argv: list[str]) -> str:
+    """One line naming the first `--config.a.b` override of a field the config file lacks."""
+    config = load_config_file(_flag_value(argv, "config"))
+    for arg in argv[1:]:
+        if not arg.startswith("--config."):
+            continue
+        node, names = config, arg[len("--config."):].split("=", 1)[0].split(".")
+        for depth, name in enumerate(names):
+            if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+                parent = ".".join(["config", *names[:depth]])
+                choices = node.keys() if isinstance(node, ml_collections.ConfigDict) else ()
+                return (
+                    f"Invalid config override {arg}: no such field {name!r} in {parent}"
+                    f"{did_you_mean(name, choices)}."
+                )
+            node = node[name]
+    overrides = " ".join(arg for arg in argv[1:] if arg.startswith("--config."))
+    return f"Invalid config override among {overrides}."
 
 
 def main(argv):
@@ -64,6 +94,8 @@ def main(argv):
         train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except ConfigError as error:
         sys.exit(f"Invalid config: {error}")
+    except WorkdirError as error:
+        sys.exit(str(error))
 
 
 if __name__ == "__main__":

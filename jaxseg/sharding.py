@@ -13,6 +13,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxseg.errors import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -52,11 +54,11 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 
 def check_batch_size(batch_size: int, mesh: Mesh, field: str = "batch_size") -> None:
-    """Raises ValueError unless the global `batch_size` splits evenly over `mesh`."""
+    """Raises ConfigError unless the global `batch_size` splits evenly over `mesh`."""
     num_devices = mesh.devices.size
     if batch_size <= 0 or batch_size % num_devices:
-        raise ValueError(
-            f"{field}={batch_size} must be a positive multiple of the number of "
+        raise ConfigError(
+            f"config.{field}={batch_size} must be a positive multiple of the number of "
             f"devices ({num_devices})."
         )
 

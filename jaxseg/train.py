@@ -10,6 +10,7 @@ metrics, pictures) comes from `jaxseg.tasks.task_for(config)`.
 
 import functools
 import json
+import math
 import os
 import time
 from typing import Any, Callable, Iterator, Mapping, Optional
@@ -24,10 +25,12 @@ from flax.training import train_state
 from tqdm import tqdm
 
 from jaxseg import checkpointing
+from jaxseg import config_files
 from jaxseg import sharding
 from jaxseg import tasks
 from jaxseg import visualize
-from jaxseg.config_validation import ConfigError, validate_config
+from jaxseg.config_validation import validate_config
+from jaxseg.errors import ConfigError
 from jaxseg.data import pipeline
 from jaxseg.metric_writer import MetricWriter
 from jaxseg.preemption import PreemptionWatcher
@@ -316,13 +319,23 @@ def evaluate(
       their index in `source`.
     """
     evaluation = steps.task.new_evaluation(source)
-    for batch in pipeline.eval_batches(
+    batches = pipeline.eval_batches(
         source,
         config.eval_batch_size,
         max_instances=config.data.max_instances,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
-    ):
+    )
+    progress = tqdm(
+        batches,
+        total=math.ceil(len(source) / config.eval_batch_size),
+        disable=jax.process_index() != 0,
+        desc="eval",
+        unit="batch",
+        leave=False,
+        dynamic_ncols=True,
+    )
+    for batch in progress:
         outputs = steps.eval(
             state, sharding.shard_batch(_fields(batch, steps.task.eval_fields), mesh)
         )
@@ -330,9 +343,23 @@ def evaluate(
     return evaluation.result()
 
 
-def _write_json(path: str, payload: Mapping[str, Any]) -> None:
+def _json_value(value: Any) -> Any:
+    """`value` with every non-finite float (an undefined metric) replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_metrics(path: str, metrics: Mapping[str, Any]) -> None:
+    """Writes a flat metrics dict as strict JSON: NaN and infinities become `null`."""
     with open(path, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
+        json.dump(
+            {name: _json_value(value) for name, value in metrics.items()},
+            f,
+            indent=2,
+            sort_keys=True,
+            allow_nan=False,
+        )
 
 
 def _write_pictures(workdir: str, task: tasks.Task, val_source, predictions, history) -> None:
@@ -386,10 +413,15 @@ def device_batches(
     return pipeline.prefetch(sharded_train_batches(config, source, start_step, fields, mesh))
 
 
+def _host_metrics(step_metrics: Mapping[str, jax.Array]) -> dict[str, float]:
+    """One step's scalar metrics as Python floats."""
+    return {name: float(sharding.to_host(value)) for name, value in step_metrics.items()}
+
+
 def _mean_metrics(pending: list[dict]) -> dict[str, float]:
-    """Per-name means over the steps of one logging interval (on the host)."""
+    """Per-name float64 means over the steps of one logging interval (host floats)."""
     return {
-        name: float(np.mean([sharding.to_host(metrics[name]) for metrics in pending]))
+        name: float(np.mean(np.asarray([metrics[name] for metrics in pending], np.float64)))
         for name in pending[0]
     }
 
@@ -451,16 +483,17 @@ def run_training(
         a row had non-finite gradients; the last good state is checkpointed.
     """
     validate_config(config)
+    mesh = sharding.create_mesh(devices)
+    sharding.check_batch_size(config.batch_size, mesh, "batch_size")
+    check_accumulation(config, mesh.devices.size)
+    sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    config_files.check_workdir_config(config, workdir)
     is_writer = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
     if is_writer:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
-    mesh = sharding.create_mesh(devices)
-    sharding.check_batch_size(config.batch_size, mesh, "batch_size")
-    check_accumulation(config, mesh.devices.size)
-    sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     train_source = pipeline.load_split(config.data, "train", build=is_writer)
     val_source = pipeline.load_split(config.data, "validation", build=is_writer)
     schedule = create_learning_rate_schedule(config)
@@ -471,7 +504,7 @@ def run_training(
         max_to_keep=config.keep_checkpoints,
         save_interval_steps=config.checkpoint_every_steps,
     )
-    meta = {"train_seconds": 0.0, "history": {}, "examples_seen": 0}
+    meta = {"train_seconds": 0.0, "history": {}, "examples_seen": 0, "pending_metrics": []}
     if checkpointer.latest_step() is not None:
         state, meta = checkpointer.restore(state)
         logging.info("Resumed from step %d.", int(sharding.to_host(state.step)))
@@ -480,6 +513,7 @@ def run_training(
     )
     run = _TrainingRun(config, mesh, CompiledSteps(config, mesh, schedule), checkpointer, writer)
     run.timer.seconds = meta["train_seconds"]
+    run.pending = list(meta.get("pending_metrics", []))
     try:
         with PreemptionWatcher() as watcher:
             state, preempted = run.train(state, train_source, val_source, watcher)
@@ -506,7 +540,7 @@ def run_training(
         "nonfinite_steps": int(sharding.to_host(state.nonfinite_steps)),
     }
     if is_writer:
-        _write_json(os.path.join(workdir, "metrics.json"), result)
+        write_metrics(os.path.join(workdir, "metrics.json"), result)
         _write_pictures(workdir, run.steps.task, val_source, run.predictions, writer.history)
     writer.close()
     checkpointer.close()
@@ -525,6 +559,16 @@ class _TrainingRun:
         self.timer = _Timer(0.0)
         self.eval_metrics: Optional[dict] = None
         self.predictions: dict[int, Any] = {}
+        # Metrics of the steps since the last log (the current logging interval): host
+        # floats, then the newest steps' device scalars, fetched only when logging or
+        # saving so that steps stay asynchronous. The host part is checkpointed, so that an
+        # interval cut by a preemption logs the same means as an uninterrupted run.
+        self.pending: list[dict[str, float]] = []
+        self.device_pending: list[dict[str, jax.Array]] = []
+
+    def _fetch_pending(self) -> None:
+        self.pending.extend(_host_metrics(metrics) for metrics in self.device_pending)
+        self.device_pending = []
 
     def last_train_loss(self) -> float:
         points = self.writer.history.get("train/loss")
@@ -541,17 +585,23 @@ class _TrainingRun:
         tqdm.write(f"step {step}: {self.steps.task.summary(self.eval_metrics)}")
 
     def save(self, state: TrainState, step: int, *, force: bool) -> None:
+        self._fetch_pending()
         meta = {
             "train_seconds": self.timer.seconds,
             "history": self.writer.history,
             "examples_seen": step * self.config.batch_size,
+            "pending_metrics": self.pending,
         }
         self.checkpointer.save(step, state, meta, force=force)
 
-    def _log(self, state: TrainState, step: int, pending: list[dict], seconds: float) -> dict:
-        summary = _mean_metrics(pending)
+    def _log(self, state: TrainState, step: int, timed_steps: int, seconds: float) -> dict:
+        """Logs the means of `self.pending` and the speed of the `timed_steps` steps that ran
+        in this process in the last `seconds`; starts the next interval."""
+        self._fetch_pending()
+        summary = _mean_metrics(self.pending)
+        self.pending = []
         summary.pop("nonfinite_streak")
-        summary["images_per_sec"] = len(pending) * self.config.batch_size / seconds
+        summary["images_per_sec"] = timed_steps * self.config.batch_size / seconds
         summary["nonfinite_steps"] = float(sharding.to_host(state.nonfinite_steps))
         self.writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
         return summary
@@ -588,13 +638,14 @@ class _TrainingRun:
             unit="step",
             dynamic_ncols=True,
         )
-        pending: list[dict] = []
+        timed_steps = 0
         self.timer.start()
         interval_start = time.perf_counter()
         previous_metrics: Optional[dict] = None
         for step in range(start_step + 1, config.num_train_steps + 1):
             state, step_metrics = self.steps.train(state, next(batches))
-            pending.append(step_metrics)
+            self.device_pending.append(step_metrics)
+            timed_steps += 1
             progress.update(1)
             if previous_metrics is not None:
                 self._check_nonfinite(state, previous_metrics, step)
@@ -602,11 +653,12 @@ class _TrainingRun:
             is_last = step == config.num_train_steps
             if step % config.log_every_steps == 0 or is_last:
                 self._check_nonfinite(state, step_metrics, step)
-                summary = self._log(state, step, pending, time.perf_counter() - interval_start)
+                seconds = time.perf_counter() - interval_start
+                summary = self._log(state, step, timed_steps, seconds)
                 progress.set_postfix(
                     loss=f"{summary['loss']:.4f}", img_s=f"{summary['images_per_sec']:.1f}"
                 )
-                pending = []
+                timed_steps = 0
             preempted = watcher.stop_requested()
             if step % config.eval_every_steps == 0 or is_last:
                 jax.block_until_ready(state)

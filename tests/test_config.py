@@ -235,13 +235,16 @@ def test_config_json_round_trip(tmp_path):
     validate_config(restored)
 
 
-def run_main(*overrides: str, config: str = "unet_shapes.py") -> subprocess.CompletedProcess:
+def run_main(
+    *overrides: str, config: str = "unet_shapes.py", workdir: str = "/nonexistent/never-created"
+) -> subprocess.CompletedProcess:
+    """`python -m jaxseg.main` with `configs/<config>`, `workdir` and `overrides`."""
     command = [
         sys.executable,
         "-m",
         "jaxseg.main",
         f"--config=configs/{config}",
-        "--workdir=/nonexistent/never-created",
+        f"--workdir={workdir}",
         *overrides,
     ]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -1,5 +1,6 @@
 """Surviving faults: non-finite steps, SIGTERM preemption, half-written checkpoints."""
 
+import json
 import os
 import shutil
 import signal
@@ -175,6 +176,17 @@ def test_sigterm_checkpoints_and_resume_matches_uninterrupted_run(data_dir, tmp_
         restore_final_state(interrupted),
         restore_final_state(straight),
     )
+    timing = ("train_seconds", "train_images_per_sec")
+    straight_metrics, resumed_metrics = (
+        {name: value for name, value in _metrics(workdir).items() if name not in timing}
+        for workdir in (straight, interrupted)
+    )
+    assert resumed_metrics == straight_metrics
+
+
+def _metrics(workdir: str) -> dict:
+    with open(os.path.join(workdir, "metrics.json")) as f:
+        return json.load(f)
 
 
 @pytest.mark.slow
