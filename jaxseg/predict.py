@@ -106,7 +106,13 @@ def _detect(state: train.TrainState, images: jax.Array) -> dict:
 def prediction_picture(
     config: ml_collections.ConfigDict, state: train.TrainState, image: np.ndarray
 ) -> np.ndarray:
-    """The picture `[H, W, 3]` uint8 of the model's prediction on an RGB uint8 image."""
+    """The picture, uint8 RGB, of the model's prediction on an RGB uint8 image `[H, W, 3]`.
+
+    Mask R-CNN: `[H, W, 3]`, the detections drawn on the image. U-Net: the image beside
+    its predicted label map in opaque class colours (`visualize.tile_grid`), above a legend
+    of the classes predicted (`visualize.add_legend`): `[24 + H + 20·rows, 2·W + 12, 3]`,
+    wider when a legend entry is.
+    """
     class_names = list(config.data.class_names)
     if config.model.name == "mask_rcnn":
         mask_threshold = config.model.get("mask_threshold", MaskRCNN.mask_threshold)
@@ -122,7 +128,11 @@ def prediction_picture(
             score_threshold=DRAWN_SCORE_THRESHOLD,
         )
     label_map = predict_label_map(state, image, config.data.image_size)
-    return visualize.overlay(image, label_map, palette=visualize.class_palette(len(class_names)))
+    palette = visualize.class_palette(len(class_names))
+    panels = visualize.tile_grid(
+        [[image, visualize.colour_label_map(label_map, palette)]], ("image", "prediction")
+    )
+    return visualize.add_legend(panels, visualize.legend_entries([label_map], palette, class_names))
 
 
 def list_images(path: str) -> list[str]:

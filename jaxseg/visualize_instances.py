@@ -1,20 +1,16 @@
 """Pictures of detected instances: coloured masks, box outlines and "name score" labels.
 
-numpy blends the masks; Pillow draws the outlines and labels (its default font).
+numpy blends the masks; Pillow draws the outlines, labels and notes (its default font).
 """
-import os
-
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from jaxseg.visualize import class_palette
+from jaxseg.visualize import class_palette, tile_grid, wrap_text, write_png
 
 _LABEL_PADDING = 1
 _DARK_TEXT = (0, 0, 0)
 _LIGHT_TEXT = (255, 255, 255)
 _LIGHT_BACKGROUND_LUMINANCE = 140.0
-_GRID_GAP = 4
-_GRID_TEXT_ROW = 20
 _GRID_COLUMN_TITLES = ("image", "ground truth", "prediction")
 
 
@@ -80,6 +76,29 @@ def _draw_label(draw, font, text, x, y, colour, image_width):
     draw.text((x + _LABEL_PADDING, y + _LABEL_PADDING), text, fill=_text_colour(colour), font=font)
 
 
+def empty_panel_text(score_threshold):
+    """What a panel with nothing drawn says: "no objects" for ground truth (threshold None),
+    else e.g. "no detections with score >= 0.5" (no-break spaces around ">=", which stays
+    on one line with the score).
+
+    Returns:
+      str.
+    """
+    if score_threshold is None:
+        return "no objects"
+    return f"no detections with score\u00a0>=\u00a0{score_threshold:g}"
+
+
+def _draw_note(draw, font, text, image_width):
+    """Writes `text` in white on a black box at the top-left corner, wrapped to the image's width."""
+    lines = wrap_text(text, font, image_width - 2 * _LABEL_PADDING)
+    line_h = font.getbbox("Ag")[3] + _LABEL_PADDING
+    box_w = max(int(np.ceil(font.getlength(line))) for line in lines) + 2 * _LABEL_PADDING
+    draw.rectangle((0, 0, box_w - 1, len(lines) * line_h + 2 * _LABEL_PADDING - 1), fill=_DARK_TEXT)
+    for number, line in enumerate(lines):
+        draw.text((_LABEL_PADDING, _LABEL_PADDING + number * line_h), line, fill=_LIGHT_TEXT, font=font)
+
+
 def draw_instances(image, boxes, scores, classes, masks, valid, class_names, score_threshold=0.5,
                    alpha=0.5):
     """Draws instances on an image: blended masks, box outlines and "name score" labels.
@@ -88,7 +107,8 @@ def draw_instances(image, boxes, scores, classes, masks, valid, class_names, sco
     its mask pixels become `round((1 - alpha)·pixel + alpha·colour)` (later instances over
     earlier ones), then its box outline (1 pixel, inclusive corners (x1, y1) and
     (x2 - 1, y2 - 1) after rounding) and its label on a box of its colour above the box's
-    top-left corner (below it when there is no room above) are drawn.
+    top-left corner (below it when there is no room above) are drawn. When no instance is
+    drawn, `empty_panel_text` is written in white on a black box at the top-left corner.
 
     Args:
       image: `[H, W, 3]` uint8.
@@ -103,7 +123,8 @@ def draw_instances(image, boxes, scores, classes, masks, valid, class_names, sco
       alpha: mask opacity in [0, 1].
 
     Returns:
-      `[H, W, 3]` uint8; pixels under no drawn mask, outline or label keep the image's values.
+      `[H, W, 3]` uint8; pixels under no drawn mask, outline, label or note keep the image's
+      values.
     """
     image = _check_image(image)
     boxes = np.asarray(boxes, np.float64)
@@ -130,6 +151,9 @@ def draw_instances(image, boxes, scores, classes, masks, valid, class_names, sco
         name = class_names[int(classes[index])]
         text = name if scores is None else f"{name} {float(scores[index]):.2f}"
         _draw_label(draw, font, text, x1, y1, colour, image.shape[1])
+    if not len(indices):
+        _draw_note(draw, font, empty_panel_text(None if scores is None else score_threshold),
+                   image.shape[1])
     return np.asarray(canvas)
 
 
@@ -146,10 +170,10 @@ def save_instance_grid(path, images, ground_truths, predictions, class_names, sc
     """Writes a PNG with one row per example: image | ground-truth instances | predicted instances.
 
     Images, masks and boxes are upscaled by `scale` (nearest neighbour) before drawing, so
-    labels stay legible. Layout as in `jaxseg.visualize.save_prediction_grid` (without
-    legend): tiles of `h = H·scale` by `w = W·scale`, gap g = 4, a title row t = 20 on a
-    white background; tile (row r, column c) has its top-left corner at
-    x = g + c·(w + g), y = t + r·(h + g); the picture is `3·w + 4·g` by `t + N·(h + g)`.
+    labels stay legible. Layout by `jaxseg.visualize.tile_grid`: tiles of `h = H·scale` by
+    `w = W·scale`, gap g = 4, a title row t = 20 on a white background; tile (row r,
+    column c) has its top-left corner at x = g + c·(w + g), y = t + r·(h + g); the picture
+    is `3·w + 4·g` by `t + N·(h + g)`.
 
     Args:
       path: output PNG path (parent directories are created).
@@ -171,33 +195,17 @@ def save_instance_grid(path, images, ground_truths, predictions, class_names, sc
     if not isinstance(scale, (int, np.integer)) or scale < 1:
         raise ValueError(f"scale must be an int >= 1, got {scale!r}")
 
-    num_rows, height, width = images.shape[:3]
-    tile_h, tile_w = height * scale, width * scale
-    canvas = np.full((_GRID_TEXT_ROW + num_rows * (tile_h + _GRID_GAP), 3 * tile_w + 4 * _GRID_GAP, 3),
-                     255, np.uint8)
-    for row, (truth, prediction) in enumerate(zip(ground_truths, predictions)):
-        image = _check_image(images[row], name="images").repeat(scale, axis=0).repeat(scale, axis=1)
+    rows = []
+    for image, truth, prediction in zip(images, ground_truths, predictions):
+        image = _check_image(image, name="images").repeat(scale, axis=0).repeat(scale, axis=1)
         truth_boxes, truth_masks = _upscaled(truth, scale)
         predicted_boxes, predicted_masks = _upscaled(prediction, scale)
-        tiles = (
+        rows.append((
             image,
             draw_instances(image, truth_boxes, None, truth["labels"], truth_masks,
                            truth.get("instance_valid"), class_names, alpha=alpha),
             draw_instances(image, predicted_boxes, prediction["scores"], prediction["classes"],
                            predicted_masks, prediction.get("valid"), class_names,
                            score_threshold=score_threshold, alpha=alpha),
-        )
-        top = _GRID_TEXT_ROW + row * (tile_h + _GRID_GAP)
-        for column, tile in enumerate(tiles):
-            left = _GRID_GAP + column * (tile_w + _GRID_GAP)
-            canvas[top:top + tile_h, left:left + tile_w] = tile
-
-    picture = Image.fromarray(canvas)
-    draw = ImageDraw.Draw(picture)
-    font = ImageFont.load_default()
-    for column, title in enumerate(_GRID_COLUMN_TITLES):
-        draw.text((_GRID_GAP + column * (tile_w + _GRID_GAP), 4), title, fill=(0, 0, 0), font=font)
-    directory = os.path.dirname(os.fspath(path))
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    picture.save(path, format="PNG")
+        ))
+    write_png(path, tile_grid(rows, _GRID_COLUMN_TITLES))

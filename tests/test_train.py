@@ -200,7 +200,10 @@ def test_predict_writes_overlays_at_the_input_size(finished_run, tmp_path):
     Image.fromarray(np.full((20, 50, 3), 200, np.uint8)).save(tmp_path / "odd_size.png")
     written = predict.write_overlays(workdir, str(tmp_path / "odd_size.png"), str(tmp_path / "out"))
     assert [os.path.basename(p) for p in written] == ["odd_size_overlay.png"]
-    assert Image.open(written[0]).size == (50, 20)
+    # The image beside its predicted label map (2 * 50 + 3 * 4 wide, 20 + 20 + 4 high), then
+    # legend rows of 20 pixels.
+    width, height = Image.open(written[0]).size
+    assert width == 112 and height > 44 and (height - 44) % 20 == 0
     written = predict.write_overlays(
         workdir, os.path.join(workdir, "samples"), str(tmp_path / "out_folder")
     )

@@ -1,7 +1,7 @@
 """PNG pictures: palette, overlay pixels by hand, grid layout and training curves."""
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFont
 
 from jaxseg import visualize
 
@@ -95,48 +95,152 @@ def test_save_overlay_png_round_trip(tmp_path):
                                                    [[127, 177, 152], [10, 20, 30]]])
 
 
+def random_labels(seed, shape, num_classes, ignored_fraction=0.1):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, shape)
+    labels[rng.random(shape) < ignored_fraction] = IGNORE
+    return labels
+
+
+def test_colour_label_map_is_the_opaque_palette_colour():
+    labels = random_labels(1, (7, 9), 4)
+    palette = visualize.class_palette(4)
+    got = visualize.colour_label_map(labels, palette)
+    assert got.shape == (7, 9, 3) and got.dtype == np.uint8
+    expected = np.array(palette)[np.where(labels == IGNORE, 0, labels)]
+    expected[labels == IGNORE] = (224, 224, 192)
+    np.testing.assert_array_equal(got, expected)
+    assert (labels == IGNORE).any() and (labels == 0).any()
+    np.testing.assert_array_equal(got[labels == 0], 0)  # background stays black, opaque
+    with pytest.raises(ValueError, match=r"outside \[0, 3\).*\[3\]"):
+        visualize.colour_label_map(labels, palette[:3])
+
+
+def test_error_map_marks_exactly_the_wrong_pixels():
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (8, 10, 3), dtype=np.uint8)
+    truth = random_labels(3, (8, 10), 3, ignored_fraction=0.2)
+    prediction = rng.integers(0, 3, (8, 10))
+    got = visualize.error_map(image, truth, prediction)
+    ignored = truth == IGNORE
+    wrong = (prediction != truth) & ~ignored
+    assert ignored.any() and wrong.any() and (~wrong & ~ignored).any()
+    grey = np.rint(0.4 * (0.299 * image[..., 0] + 0.587 * image[..., 1] + 0.114 * image[..., 2]))
+    expected = np.repeat(grey[..., None], 3, axis=-1).astype(np.uint8)
+    expected[wrong] = (255, 0, 0)
+    expected[ignored] = (224, 224, 192)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(np.all(got == (255, 0, 0), axis=-1), wrong)
+    assert not np.any(np.all(visualize.error_map(image, truth, truth) == (255, 0, 0), axis=-1))
+
+
+def test_legend_entries_list_only_the_classes_drawn():
+    palette = visualize.class_palette(8)
+    names = [f"c{k}" for k in range(8)]
+    truth = np.array([[0, 5], [5, IGNORE]])
+    prediction = np.array([[[2, 0, 0]]])
+    assert visualize.legend_entries([truth, prediction], palette, names) == [
+        ("c0", (0, 0, 0)), ("c2", (0, 128, 0)), ("c5", (128, 0, 128)), ("ignored", (224, 224, 192))]
+    assert visualize.legend_entries([prediction], palette) == [("0", (0, 0, 0)), ("2", (0, 128, 0))]
+    with pytest.raises(ValueError, match="outside"):
+        visualize.legend_entries([truth], palette, names, ignore_label=None)
+
+
+def strip_colours(strip):
+    """Counts of each non-grey colour in a legend strip (text is grey, swatch outlines black)."""
+    pixels = strip.reshape(-1, 3)
+    coloured = pixels[~((pixels[:, 0] == pixels[:, 1]) & (pixels[:, 1] == pixels[:, 2]))]
+    colours, counts = np.unique(coloured, axis=0, return_counts=True)
+    return {tuple(int(c) for c in colour): int(count) for colour, count in zip(colours, counts)}
+
+
+def test_add_legend_appends_a_strip_with_the_entries_colours():
+    picture = np.random.default_rng(4).integers(0, 256, (30, 200, 3), dtype=np.uint8)
+    entries = [("a", (10, 20, 30)), ("bb", (200, 0, 100)), ("black", (0, 0, 0))]
+    got = visualize.add_legend(picture, entries)
+    assert got.shape == (30 + 20, 200, 3)
+    np.testing.assert_array_equal(got[:30], picture)
+    # Each swatch: 12 x 12 with a black outline, so 10 x 10 pixels of the entry's colour.
+    assert strip_colours(got[30:]) == {(10, 20, 30): 100, (200, 0, 100): 100}
+    np.testing.assert_array_equal(got[30 + 5:30 + 15, 5:15], np.full((10, 10, 3), (10, 20, 30)))
+    swatch_rows = got[30 + 4:30 + 16]
+    assert np.sum(np.all(swatch_rows == 0, axis=-1)) >= 144 + 2 * 44  # one filled, two outlines
+    captioned = visualize.add_legend(picture[:, :60], entries, caption="one two three four five six")
+    assert captioned.shape[0] > 30 + 20 * 3 and captioned.shape[1] == 60
+    np.testing.assert_array_equal(captioned[:30], picture[:, :60])
+    assert np.any(captioned[-20:] < 128)  # the caption's last line
+    widened = visualize.add_legend(picture[:, :10], [("a long class name", (10, 20, 30))])
+    assert widened.shape[1] > 10 and np.all(widened[:30, 10:] == 255)
+    np.testing.assert_array_equal(visualize.add_legend(picture, []), picture)
+
+
+def test_wrap_text_fits_the_width_and_keeps_no_break_spaces():
+    font = ImageFont.load_default()
+    text = "errors panel: red = wrong pixel, dimmed image = right pixel"
+    lines = visualize.wrap_text(text, font, 120)
+    assert len(lines) > 1 and " ".join(lines) == text
+    assert all(font.getlength(line) <= 120 for line in lines)
+    assert visualize.wrap_text("a b\u00a0>=\u00a00.5", font, 1) == ["a", "b >= 0.5"]
+
+
 def grid_inputs(num_rows=2, height=6, width=5):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (num_rows, height, width, 3), dtype=np.uint8)
     ground_truth = np.zeros((num_rows, height, width), np.int32)
     ground_truth[:, :3, :2] = 1
+    ground_truth[-1, 0, 4] = IGNORE
     predictions = np.zeros((num_rows, height, width), np.int32)
     predictions[:, 4:, 3:] = 2
+    predictions[:, 0, :2] = 1
     return images, ground_truth, predictions
 
 
 def test_prediction_grid_layout_and_tiles(tmp_path):
-    images, ground_truth, predictions = grid_inputs()
+    images, ground_truth, predictions = grid_inputs(width=32)
     path = tmp_path / "grid.png"
-    visualize.save_prediction_grid(path, images, ground_truth, predictions, scale=3, alpha=1.0)
+    visualize.save_prediction_grid(path, images, ground_truth, predictions, scale=4)
     picture = read_png(path)
-    tile_h, tile_w, gap, text = 18, 15, 4, 20
-    assert picture.shape == (text + 2 * (tile_h + gap), 3 * tile_w + 4 * gap, 3)
-    row_top = text + (tile_h + gap)  # second example
-    image_tile = picture[row_top:row_top + tile_h, gap:gap + tile_w]
-    np.testing.assert_array_equal(image_tile, np.repeat(np.repeat(images[1], 3, 0), 3, 1))
-    truth_left = gap + (tile_w + gap)
-    np.testing.assert_array_equal(picture[row_top, truth_left], [128, 0, 0])  # class 1, alpha 1
-    np.testing.assert_array_equal(picture[row_top + tile_h - 1, truth_left + tile_w - 1],
-                                  images[1, -1, -1])  # background keeps the image
-    prediction_left = gap + 2 * (tile_w + gap)
-    np.testing.assert_array_equal(picture[row_top + tile_h - 1, prediction_left + tile_w - 1], [0, 128, 0])
-    np.testing.assert_array_equal(picture[row_top, prediction_left], images[1, 0, 0])
-    np.testing.assert_array_equal(picture[row_top - 1, :], 255)  # gap between rows is white
+    tile_h, tile_w, gap, text = 24, 128, 4, 20
+    # One legend row and one caption line (the grid is 532 pixels wide).
+    assert picture.shape == (text + 2 * (tile_h + gap) + 2 * text, 4 * tile_w + 5 * gap, 3)
+    palette = visualize.class_palette(3)
+    for row in range(2):
+        top = text + row * (tile_h + gap)
+        truth, prediction = ground_truth[row], predictions[row]
+        ignored = truth == IGNORE
+        truth_colours = palette[np.where(ignored, 0, truth)]
+        truth_colours[ignored] = (224, 224, 192)
+        grey = np.rint(0.4 * images[row].astype(float) @ [0.299, 0.587, 0.114]).astype(np.uint8)
+        errors = np.repeat(grey[..., None], 3, axis=-1)
+        errors[(prediction != truth) & ~ignored] = (255, 0, 0)
+        errors[ignored] = (224, 224, 192)
+        expected = (images[row], truth_colours, palette[prediction], errors)
+        for column, tile in enumerate(expected):
+            left = gap + column * (tile_w + gap)
+            np.testing.assert_array_equal(picture[top:top + tile_h, left:left + tile_w],
+                                          np.repeat(np.repeat(tile, 4, 0), 4, 1), err_msg=str(column))
+        np.testing.assert_array_equal(picture[top - 1, :], 255)  # gap above each row is white
     assert np.any(picture[:text] < 128)  # column titles drawn
+    legend = picture[text + 2 * (tile_h + gap):]
+    assert set(strip_colours(legend)) == {(128, 0, 0), (0, 128, 0), (224, 224, 192)}
+    assert np.sum(np.all(legend[:text] == 0, axis=-1)) > 144  # background's black swatch
 
 
-def test_prediction_grid_with_class_names_adds_legend(tmp_path):
+def test_prediction_grid_legend_lists_only_drawn_classes(tmp_path):
     images, ground_truth, predictions = grid_inputs(num_rows=1, height=32, width=32)
     path = tmp_path / "grid.png"
+    names = ["bg", "a", "b", "c", "d"]
     visualize.save_prediction_grid(path, images.astype(np.float32) / 255.0, ground_truth, predictions,
-                                   class_names=["bg", "a", "b"])
+                                   class_names=names)
     picture = read_png(path)
     base_height = 20 + (64 + 4)
-    assert picture.shape == (base_height + 20, 3 * 64 + 4 * 4, 3)
-    legend = picture[base_height:]
-    for colour in ([128, 0, 0], [0, 128, 0]):
-        assert np.any(np.all(legend == colour, axis=-1)), colour
+    assert picture.shape[1] == 4 * 64 + 5 * 4 and picture.shape[0] > base_height + 20
+    # Classes 3 (128, 128, 0) and 4 (0, 0, 128) are named but drawn nowhere; one pixel is ignored.
+    assert set(strip_colours(picture[base_height:])) == {(128, 0, 0), (0, 128, 0), (224, 224, 192)}
+    predicted_only = np.where(predictions == 2, 4, predictions)
+    ground_truth[ground_truth == IGNORE] = 0
+    visualize.save_prediction_grid(path, images, ground_truth, predicted_only, class_names=names)
+    assert set(strip_colours(read_png(path)[base_height:])) == {(128, 0, 0), (0, 0, 128)}
 
 
 def test_prediction_grid_bad_input(tmp_path):

@@ -4,7 +4,8 @@ import pytest
 from PIL import Image
 
 from jaxseg.visualize import class_palette
-from jaxseg.visualize_instances import draw_instances, instance_colours, save_instance_grid
+from jaxseg.visualize_instances import (draw_instances, empty_panel_text, instance_colours,
+                                        save_instance_grid)
 
 CLASS_NAMES = ("background", "circle", "rectangle", "triangle")
 SIZE = 96
@@ -68,25 +69,51 @@ def test_draw_instances_masks_outlines_and_untouched_pixels():
     np.testing.assert_array_equal(faint[50, 40], blend(image[50, 40], first, alpha=0.25))
 
 
-def test_invalid_and_low_score_detections_are_not_drawn():
+NOTE_ROWS = 28  # two lines of 13 pixels and 1-pixel padding above and below
+ONE_LINE_NOTE_ROWS = 15
+
+
+def assert_note_drawn(picture, image):
+    """A black box with white text at the top-left corner; the rest is the image's own pixels."""
+    np.testing.assert_array_equal(picture[NOTE_ROWS:], image[NOTE_ROWS:])
+    note = picture[:NOTE_ROWS]
+    text = note.min(axis=-1) > 200  # white, anti-aliased over black
+    assert np.sum(np.all(note == 0, axis=-1)) > 500 and np.sum(text) > 20
+    assert np.any(picture[NOTE_ROWS - 1] != image[NOTE_ROWS - 1])
+
+
+def test_empty_panel_text_names_the_threshold():
+    assert empty_panel_text(0.5) == "no detections with score\u00a0>=\u00a00.5"
+    assert empty_panel_text(0.25) == "no detections with score\u00a0>=\u00a00.25"
+    assert empty_panel_text(None) == "no objects"
+
+
+def test_invalid_and_low_score_detections_are_not_drawn_and_the_panel_says_so():
     image = random_image(1)
     boxes, masks = two_instances()
     classes = np.array([1, 2])
     none_drawn = draw_instances(image, boxes, np.array([0.3, 0.9]), classes, masks,
                                 np.array([True, False]), CLASS_NAMES)
-    np.testing.assert_array_equal(none_drawn, image)
+    assert_note_drawn(none_drawn, image)
     lower_threshold = draw_instances(image, boxes, np.array([0.3, 0.9]), classes, masks,
                                      np.array([True, False]), CLASS_NAMES, score_threshold=0.3)
     first = instance_colours(1)[0]  # a score equal to the threshold is drawn
     np.testing.assert_array_equal(lower_threshold[50, 40], blend(image[50, 40], first))
     np.testing.assert_array_equal(lower_threshold[75:, 65:], image[75:, 65:])
+    np.testing.assert_array_equal(lower_threshold[:NOTE_ROWS, :15], image[:NOTE_ROWS, :15])  # no note
     # A padded invalid row may hold anything (NaN boxes, class -1).
     padded = draw_instances(image, np.array([[np.nan] * 4]), np.array([np.nan]), np.array([-1]),
                             None, np.array([False]), CLASS_NAMES)
-    np.testing.assert_array_equal(padded, image)
+    np.testing.assert_array_equal(padded, none_drawn)
     empty = draw_instances(image, np.zeros((0, 4)), np.zeros(0), np.zeros(0, int),
                            np.zeros((0, SIZE, SIZE), bool), np.zeros(0, bool), CLASS_NAMES)
-    np.testing.assert_array_equal(empty, image)
+    np.testing.assert_array_equal(empty, none_drawn)
+    # Ground truth without objects: a one-line note, "no objects".
+    no_objects = draw_instances(image, np.zeros((0, 4)), None, np.zeros(0, int), None, None,
+                                CLASS_NAMES)
+    np.testing.assert_array_equal(no_objects[ONE_LINE_NOTE_ROWS:], image[ONE_LINE_NOTE_ROWS:])
+    assert np.sum(np.all(no_objects[:ONE_LINE_NOTE_ROWS] == 0, axis=-1)) > 200
+    assert not np.array_equal(no_objects[:ONE_LINE_NOTE_ROWS], none_drawn[:ONE_LINE_NOTE_ROWS])
 
 
 def test_ground_truth_labels_and_boxes_without_masks():
@@ -178,9 +205,12 @@ def test_instance_grid_layout_and_tiles(tmp_path):
                 np.testing.assert_array_equal(drawn[54, 36], blend(upscaled[54, 36], colour))
                 np.testing.assert_array_equal(drawn[54, 18], colour)  # left outline at x1 = 18
                 np.testing.assert_array_equal(drawn[6:24, 60:90], upscaled[6:24, 60:90])
-        else:
-            np.testing.assert_array_equal(truth_tile, upscaled)       # no objects
-            np.testing.assert_array_equal(prediction_tile, upscaled)  # all scores below 0.5
+        else:  # no objects; all scores below 0.5: the image and a note at the top left
+            for drawn in (truth_tile, prediction_tile):
+                np.testing.assert_array_equal(drawn[NOTE_ROWS:], upscaled[NOTE_ROWS:])
+                assert np.sum(np.all(drawn[:NOTE_ROWS] == 0, axis=-1)) > 200
+            np.testing.assert_array_equal(truth_tile[ONE_LINE_NOTE_ROWS:],  # "no objects": one line
+                                          upscaled[ONE_LINE_NOTE_ROWS:])
         np.testing.assert_array_equal(picture[top - 1], 255)  # white gap above each row
     assert np.any(picture[:text] < 128)  # column titles
 
