@@ -253,8 +253,8 @@ def run_main(
 @pytest.mark.parametrize(
     "override, expected",
     [
-        ("--config.modle.norm=batch", "no such field 'modle' (did you mean 'model'?)"),
-        ("--config.model.normm=batch", "no such field 'normm' (did you mean 'norm'?)"),
+        ("--config.modle.norm=batch", "no such field 'modle' in config (did you mean 'model'?)"),
+        ("--config.model.normm=batch", "no such field 'normm' in config.model (did you mean 'norm'?)"),
         ("--config.num_train_steps=ten", "--config.num_train_steps=ten"),
         ("--config.num_train_steps=-1", "config.num_train_steps=-1 must be an integer >= 1"),
     ],

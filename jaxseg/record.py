@@ -1,0 +1,119 @@
+"""Committed records of measured figures: `results/<name>/`.
+
+`python -m jaxseg.record --name=NAME [--workdir=DIR] -- COMMAND ...` runs COMMAND (a
+training run, a benchmark) and writes into `results/NAME/`:
+
+| file | what |
+|---|---|
+| `record.json` | the command, git commit (and whether the tree had uncommitted changes), date, CPU model, core count, load average before and after, wall seconds, Python and JAX versions |
+| `output.txt` | what the command printed on stdout (a benchmark's table) |
+| `metrics.json`, `config.json` | copied from `--workdir` (a training run's outputs) |
+
+Every figure the README quotes comes from such a folder; rerun the same command to check
+it. Times depend on the CPU (the same step differs by 3x between machines here), so read
+them beside `record.json`'s `cpu` and `load_average`.
+"""
+
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from typing import Optional, Sequence
+
+from absl import app
+from absl import flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKDIR_FILES = ("metrics.json", "config.json")
+
+
+def cpu_model() -> str:
+    """The CPU's model name as /proc/cpuinfo (or, elsewhere, `platform`) reports it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
+    ).stdout.strip()
+
+
+def machine_and_code() -> dict:
+    """Where and at which code a measurement runs: commit, date, CPU, cores, versions."""
+    import jax  # pylint: disable=g-import-not-at-top
+
+    return {
+        "commit": _git("rev-parse", "HEAD"),
+        "uncommitted_changes": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+    }
+
+
+def write_record(
+    directory: str, command: Sequence[str], workdir: Optional[str] = None
+) -> dict:
+    """Runs `command`, then writes `directory`'s record.json, output.txt and (from `workdir`)
+    metrics.json and config.json; returns the record. Raises CalledProcessError (after
+    writing nothing) if the command fails, FileNotFoundError if `workdir` lacks a file."""
+    load_before = os.getloadavg()
+    start = time.perf_counter()
+    finished = subprocess.run(list(command), stdout=subprocess.PIPE, text=True, check=True)
+    record = {
+        "command": " ".join(command),
+        **machine_and_code(),
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+    copied = [os.path.join(workdir, name) for name in WORKDIR_FILES] if workdir else []
+    for path in copied:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} not found: did the command train into {workdir}?")
+    os.makedirs(directory, exist_ok=True)
+    for path in copied:
+        shutil.copyfile(path, os.path.join(directory, os.path.basename(path)))
+    with open(os.path.join(directory, "output.txt"), "w") as f:
+        f.write(finished.stdout)
+    with open(os.path.join(directory, "record.json"), "w") as f:
+        json.dump(record, f, indent=2)
+    return record
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("name", None, "The record's folder name under results/.")
+flags.DEFINE_string("workdir", None, "The run's work directory (copies metrics.json, config.json).")
+flags.DEFINE_string("results", os.path.join(REPO, "results"), "Folder of the records.")
+
+
+def main(argv: list[str]) -> None:
+    command = argv[1:]
+    if not command:
+        raise app.UsageError("Give the command after --, e.g. -- make train.")
+    try:
+        record = write_record(os.path.join(FLAGS.results, FLAGS.name), command, FLAGS.workdir)
+    except subprocess.CalledProcessError as error:
+        sys.exit(f"The command failed (exit {error.returncode}); no record written.")
+    except FileNotFoundError as error:
+        sys.exit(str(error))
+    print(f"Recorded {record['command']} at {record['commit'][:8]} on {record['cpu']} "
+          f"in {os.path.join(FLAGS.results, FLAGS.name)}.")
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["name"])
+    app.run(main)

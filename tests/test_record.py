@@ -1,0 +1,39 @@
+"""results/<name>/ records: the command's output, the run's files, commit, date and CPU."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from jaxseg import record
+
+
+def test_record_holds_output_run_files_and_machine(tmp_path):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "metrics.json").write_text('{"miou": 0.5}')
+    (workdir / "config.json").write_text('{"seed": 3}')
+    command = [sys.executable, "-c", "print('| case | ms |')"]
+    written = record.write_record(str(tmp_path / "results" / "x"), command, str(workdir))
+    folder = tmp_path / "results" / "x"
+    assert (folder / "output.txt").read_text() == "| case | ms |\n"
+    assert json.loads((folder / "metrics.json").read_text()) == {"miou": 0.5}
+    assert json.loads((folder / "config.json").read_text()) == {"seed": 3}
+    stored = json.loads((folder / "record.json").read_text())
+    assert stored == written
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=record.REPO, capture_output=True,
+                          text=True).stdout.strip()
+    assert stored["commit"] == head and len(head) == 40
+    assert stored["cpu"] == record.cpu_model() and stored["cpu"]
+    assert stored["command"] == " ".join(command)
+    assert stored["date"].startswith("20") and stored["wall_seconds"] >= 0
+
+
+def test_failed_command_or_missing_run_file_writes_nothing(tmp_path):
+    folder = tmp_path / "results" / "x"
+    with pytest.raises(subprocess.CalledProcessError):
+        record.write_record(str(folder), [sys.executable, "-c", "raise SystemExit(3)"])
+    with pytest.raises(FileNotFoundError, match="metrics.json not found"):
+        record.write_record(str(folder), [sys.executable, "-c", "pass"], str(tmp_path))
+    assert not folder.exists()
