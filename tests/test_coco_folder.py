@@ -357,3 +357,17 @@ def test_mask_rcnn_trains_and_evaluates_on_the_folder(tmp_path):
     assert metrics["step"] == 2
     assert {"box_ap", "mask_ap", "train_loss"} <= metrics.keys()
     assert np.isfinite(metrics["train_loss"])
+
+
+def test_unreadable_image_is_skipped_with_the_reason(tmp_path):
+    annotations, images, _ = write_coco_folder(str(tmp_path), missing_image=False)
+    with open(os.path.join(images, "d.png"), "w") as file:
+        file.write("not a PNG")
+    data_config = folder_data_config(annotations, images, tmp_path / "tfds")
+    with pytest.warns(UserWarning) as caught:
+        sources = [pipeline.load_split(data_config, split) for split in folders.SPLITS]
+    path = os.path.join(images, "d.png")
+    assert f"skipped 1 unreadable images: {path}: cannot read the image" in "\n".join(
+        str(warning.message) for warning in caught
+    )
+    assert sum(len(source) for source in sources) == 3

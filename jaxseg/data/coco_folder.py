@@ -25,6 +25,9 @@ unreadable, or whose size differs from the JSON's height/width; annotations refe
 unknown image or category, without a usable segmentation (empty, only degenerate polygons,
 malformed, an RLE of another size) or whose mask has no pixel once resized.
 
+Images are read by `jaxseg.data.images.read_rgb` (16-bit images scaled to 8 bits, not
+saturated; an unreadable file is skipped with the reason).
+
 The config name encodes the image size, split fraction and ignore label, and hashes the
 absolute paths and the JSON's size and modification time: rewriting the JSON builds a new
 dataset, changing image files in place does not.
@@ -39,10 +42,10 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
-from PIL import Image
 from pycocotools import mask as mask_utils
 
 from jaxseg.data import folders, shapes
+from jaxseg.data.images import ImageReadError, read_rgb
 
 BACKGROUND = "background"
 _MALFORMED = "annotations with malformed segmentations"
@@ -290,12 +293,13 @@ def _annotations_by_image(coco: CocoJson, report: folders.SkipReport) -> dict[in
 
 
 def _read_image(path: str, entry: dict) -> np.ndarray:
-    """uint8 [h, w, 3] pixels of the image file `path` described by JSON `entry`."""
-    try:
-        with Image.open(path) as file:
-            pixels = np.asarray(file.convert("RGB"))
-    except (OSError, ValueError) as error:
-        raise Unusable(f"unreadable images ({type(error).__name__})") from error
+    """uint8 [h, w, 3] pixels (`read_rgb`) of the image file `path` described by JSON `entry`.
+
+    Raises:
+      ImageReadError: the file cannot be read.
+      Unusable: its size differs from the JSON's.
+    """
+    pixels = read_rgb(path)
     listed = (entry.get("height"), entry.get("width"))
     if listed != (None, None) and listed != pixels.shape[:2]:
         raise Unusable("images whose size differs from the JSON's height and width")
@@ -315,6 +319,9 @@ def make_example(entry: dict, annotations: list, config: CocoFolderConfig, label
     path = os.path.join(config.images, entry["file_name"])
     try:
         pixels = _read_image(path, entry)
+    except ImageReadError as error:
+        report.add("unreadable images", str(error))
+        return None
     except Unusable as skip:
         report.add(str(skip), path)
         return None
@@ -339,8 +346,9 @@ def make_example(entry: dict, annotations: list, config: CocoFolderConfig, label
             masks.append(mask)
             instance_labels.append(label)
     stacked = np.stack(masks, axis=-1) if masks else np.zeros((size, size, 0), np.uint8)
+    canvas, _ = folders.fit_image(pixels, size)
     return folders.encode_example(
-        folders.fit_image(pixels, size),
+        canvas,
         semantic,
         stacked,
         instance_labels,
