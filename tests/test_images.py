@@ -70,9 +70,7 @@ WRITTEN_AND_EXPECTED = {
     ),
     "CMYK tiff": (
         lambda p: _save(Image.fromarray(CMYK, "CMYK"), p / "a.tif"),
-        np.rint(
-            (255.0 - CMYK[..., :3]) * (255.0 - CMYK[..., 3:]) / 255.0
-        ).astype(np.uint8),
+        np.rint((255.0 - CMYK[..., :3]) * (255.0 - CMYK[..., 3:]) / 255.0).astype(np.uint8),
     ),
     "I;16 png": (
         lambda p: _save(Image.fromarray(GRADIENT_16), p / "a.png"),
@@ -131,9 +129,17 @@ def test_16_bit_gradient_keeps_its_gradient(tmp_path):
     assert (np.diff(pixels.ravel().astype(int)) >= 0).all()
     assert (pixels == 255).mean() < 0.01
     # v = 257 k + r goes to k for r <= 128 and k + 1 above.
-    assert read_rgb(
-        _save(Image.fromarray(np.array([[0, 128, 129, 257, 65535]], np.uint16)), tmp_path / "b.png")
-    )[0, :, 0].tolist() == [0, 0, 1, 1, 255]
+    steps = _save(_array_image([[0, 128, 129, 257, 65535]], np.uint16), tmp_path / "b.png")
+    assert read_rgb(steps)[0, :, 0].tolist() == [0, 0, 1, 1, 255]
+
+
+def _text_file(path) -> str:
+    path.write_text("not an image\n")
+    return str(path)
+
+
+def _array_image(values, dtype) -> Image.Image:
+    return Image.fromarray(np.array(values, dtype))
 
 
 def _truncated_png(path) -> str:
@@ -146,18 +152,18 @@ def _truncated_png(path) -> str:
 @pytest.mark.parametrize(
     "write, message",
     [
-        (lambda p: (p.write_text("not an image\n"), str(p))[1], r"cannot read the image"),
+        (_text_file, r"cannot read the image \(UnidentifiedImageError: cannot identify"),
         (_truncated_png, r"cannot read the image \(OSError: image file is truncated"),
         (
             lambda p: _save(Image.fromarray(RGB, "RGB").convert("LAB"), p.with_suffix(".tif")),
             r"unsupported image mode LAB",
         ),
         (
-            lambda p: _save(Image.fromarray(np.array([[-3, 70000]], np.int32)), p.with_suffix(".tif")),
+            lambda p: _save(_array_image([[-3, 70000]], np.int32), p.with_suffix(".tif")),
             r"mode I\) image must hold values in 0\.\.65535, got -3\.\.70000",
         ),
         (
-            lambda p: _save(Image.fromarray(np.array([[0.0, 2.5]], np.float32)), p.with_suffix(".tif")),
+            lambda p: _save(_array_image([[0, 2.5]], np.float32), p.with_suffix(".tif")),
             r"mode F\) image must hold values in \[0, 1\], got 0\.\.2\.5",
         ),
     ],
@@ -233,8 +239,13 @@ def test_coco_folder_of_16_bit_images(tmp_path):
         _save(Image.fromarray(_gradient(offset)), images / name)
         entries.append({"id": offset + 1, "file_name": name, "height": 16, "width": 32})
     annotations = [
-        {"id": 1, "image_id": 1, "category_id": 3, "iscrowd": 0,
-         "segmentation": [[2, 2, 12, 2, 12, 9, 2, 9]]},
+        {
+            "id": 1,
+            "image_id": 1,
+            "category_id": 3,
+            "iscrowd": 0,
+            "segmentation": [[2, 2, 12, 2, 12, 9, 2, 9]],
+        },
     ]
     categories = [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}]
     path = tmp_path / "instances.json"
@@ -245,7 +256,9 @@ def test_coco_folder_of_16_bit_images(tmp_path):
         str(path), str(images), tmp_path / "tfds", validation_fraction=0.5
     )
     examples = _examples_by_name(
-        coco_folder.CocoFolder, pipeline.coco_folder_config_from_data_config(data_config), data_config
+        coco_folder.CocoFolder,
+        pipeline.coco_folder_config_from_data_config(data_config),
+        data_config,
     )
     for offset, name in enumerate(("a.png", "b.tif")):
         expected = _grey(np.rint(_gradient(offset) / 257.0))
