@@ -29,8 +29,9 @@ Images are read by `jaxseg.data.images.read_rgb` (16-bit images scaled to 8 bits
 saturated; an unreadable file is skipped with the reason).
 
 The config name encodes the image size, split fraction and ignore label, and hashes the
-absolute paths and the JSON's size and modification time: rewriting the JSON builds a new
-dataset, changing image files in place does not.
+absolute paths, the JSON's size and modification time and the relative path, size and
+modification time (or absence) of every image the JSON lists: rewriting the JSON or
+adding, deleting or rewriting a listed image builds a new dataset.
 """
 
 from __future__ import annotations
@@ -73,12 +74,20 @@ def coco_folder_config(
     """A validated `CocoFolderConfig` (absolute paths) named after its parameters.
 
     Raises:
-      ValueError: a missing path or an invalid parameter, named at the start of the message.
+      ValueError: a missing path or an invalid parameter, named at the start of the
+        message, or a JSON without the COCO structure (naming the file).
     """
     annotations = folders.check_path("annotations", annotations, directory=False)
     images = folders.check_path("images", images, directory=True)
     folders.check_common_params(image_size, validation_fraction, ignore_label, num_classes=1)
-    digest = folders.fingerprint(folders.file_stamp(annotations), images)
+    listed = read_coco_json(annotations).images
+    stamps = [folders.file_stamp(images, entry["file_name"]) for entry in listed]
+    digest = folders.fingerprint(
+        annotations,
+        folders.file_stamp(*os.path.split(annotations)),
+        images,
+        *stamps,
+    )
     return CocoFolderConfig(
         name=f"s{image_size}_v{validation_fraction:g}_i{ignore_label}_{digest}",
         description=f"COCO-format {annotations} with images in {images}",

@@ -9,6 +9,10 @@ pixels never count in losses or metrics. `fit_image` returns the image's `Placem
 canvas, which maps predictions on the canvas back to the image's own pixels
 (`jaxseg.predict`).
 
+Cache key: each config name hashes the stamp (relative path, size, modification time) of
+every file the dataset reads (`file_stamp`), so adding, deleting or rewriting an image,
+label map or JSON builds a new dataset instead of reusing a stale one.
+
 Splits: a folder holds one set of images; `validation_mask` puts a fixed fraction of them in
 the validation split, chosen by the SHA-256 of each image's file name (no seed, independent
 of the order in which the files are listed).
@@ -95,10 +99,14 @@ def fingerprint(*parts: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def file_stamp(path: str) -> str:
-    """`path`, its size and modification time: changes when the file is rewritten."""
-    status = os.stat(path)
-    return f"{path}:{status.st_size}:{status.st_mtime_ns}"
+def file_stamp(directory: str, name: str) -> str:
+    """`name` (a path relative to `directory`) with its file's size and modification time
+    in ns, or "missing": changes when the file is added, deleted or rewritten."""
+    try:
+        status = os.stat(os.path.join(directory, name))
+    except FileNotFoundError:
+        return f"{name}:missing"
+    return f"{name}:{status.st_size}:{status.st_mtime_ns}"
 
 
 # --------------------------------------------------------------------------- geometry

@@ -28,8 +28,8 @@ an image, an unreadable file, a label map that is not single-channel, whose size
 from its image's, or holding a value that is neither a class id nor the ignore label.
 
 The config name encodes the image size, class count, split fraction and ignore label, and
-hashes the absolute folder paths, the suffixes and every label map's size and modification
-time: rewriting a label map builds a new dataset, changing images in place does not.
+hashes the absolute folder paths, the suffixes and the relative path, size and modification
+time of every image and label map: adding, deleting or rewriting one builds a new dataset.
 """
 
 from __future__ import annotations
@@ -141,7 +141,8 @@ def semantic_folder_config(
         if not isinstance(suffix, str):
             raise ValueError(f"{field}={suffix!r} must be a string")
     pairs = pair_files(images, labels, image_suffix, label_suffix)
-    stamps = [folders.file_stamp(os.path.join(labels, label)) for _, label in pairs]
+    stamps = [folders.file_stamp(images, image) for image, _ in pairs]
+    stamps += [folders.file_stamp(labels, label) for _, label in pairs]
     digest = folders.fingerprint(images, labels, image_suffix, label_suffix, *stamps)
     return SemanticFolderConfig(
         name=f"s{image_size}_k{num_classes}_v{validation_fraction:g}_i{ignore_label}_{digest}",
