@@ -4,9 +4,17 @@
 restores the newest checkpoint in DIR (with DIR/config.json) and writes
 `OUT/<name>_overlay.png` for every image: a colour overlay of the predicted label
 map (U-Net), or coloured instance masks with boxes, class names and scores (Mask R-CNN).
+
+Each image is read as the folder datasets read it (`jaxseg.data.images.read_rgb`) and
+prepared as the data pipeline prepares it (`jaxseg.data.folders.fit_image`: resized with
+its aspect ratio kept, padded to the config's square); the prediction's valid region is
+resized back to the image's own pixels. Every input is checked before the checkpoint is
+restored; a missing or unreadable input and a --workdir that is not a training run (no
+config.json, no checkpoint) stop with one line naming the path.
 """
 
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -23,40 +31,60 @@ from jaxseg import train
 from jaxseg import visualize
 from jaxseg import visualize_instances
 from jaxseg.config_files import load_workdir_config
+from jaxseg.data import folders, pipeline
+from jaxseg.data.images import IMAGE_EXTENSIONS, ImageReadError, read_rgb
 from jaxseg.models.mask_rcnn import MaskRCNN
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # Detections drawn on instance pictures need at least this score.
 DRAWN_SCORE_THRESHOLD = 0.5
 
 
+class PredictError(Exception):
+    """A flag naming no usable input or training run; the message is one line naming it."""
+
+
 def load_trained_state(workdir: str) -> tuple[ml_collections.ConfigDict, train.TrainState]:
-    """The config and the newest checkpointed train state of `workdir`."""
-    config = load_workdir_config(workdir)
-    mesh = sharding.create_mesh(jax.devices()[:1])
-    template = train.initial_state(config, mesh, train.create_learning_rate_schedule(config))
+    """The config and the newest checkpointed train state of `workdir`.
+
+    Raises:
+      PredictError: `workdir` has no readable config.json or no finished checkpoint.
+    """
+    try:
+        config = load_workdir_config(workdir)
+    except FileNotFoundError as error:
+        raise PredictError(f"--workdir: {error}") from None
+    except ValueError as error:
+        path = os.path.join(workdir, "config.json")
+        raise PredictError(f"--workdir: {path} is not valid JSON ({error})") from None
+    directory = os.path.join(workdir, "checkpoints")
+    # Checked first: the checkpointer would create the folder.
+    if not os.path.isdir(directory):
+        raise PredictError(f"--workdir: no checkpoints folder {directory}; has the run saved one?")
     checkpointer = checkpointing.Checkpointer(
-        os.path.join(workdir, "checkpoints"),
+        directory,
         max_to_keep=config.keep_checkpoints,
         save_interval_steps=config.checkpoint_every_steps,
     )
-    if checkpointer.latest_step() is None:
-        raise FileNotFoundError(f"No checkpoint under {workdir}/checkpoints.")
-    state, _ = checkpointer.restore(template)
-    checkpointer.close()
+    try:
+        if checkpointer.latest_step() is None:
+            raise PredictError(f"--workdir: no finished checkpoint in {directory}")
+        mesh = sharding.create_mesh(jax.devices()[:1])
+        schedule = train.create_learning_rate_schedule(config)
+        state, _ = checkpointer.restore(train.initial_state(config, mesh, schedule))
+    finally:
+        checkpointer.close()
     return config, state
 
 
 def predict_label_map(state: train.TrainState, image: np.ndarray, image_size: int) -> np.ndarray:
     """Per-pixel class ids `[H, W]` int32 of an RGB uint8 image `[H, W, 3]` of any size.
 
-    The image is resized (bilinear) to the model's `image_size` square and the
-    prediction resized back (nearest) to the image's own size.
+    The image is prepared as the data pipeline does (`model_input`); the prediction's valid
+    region is resized back (nearest) to the image's own size.
     """
-    height, width = image.shape[:2]
-    logits = _apply_eval(state, _model_input(image, image_size))
-    label_map = np.asarray(jnp.argmax(logits[0], axis=-1), np.uint8)
-    return np.asarray(Image.fromarray(label_map).resize((width, height), Image.NEAREST), np.int32)
+    inputs, placement = model_input(image, image_size)
+    logits = _apply_eval(state, inputs)
+    return placement.label_map_to_image(np.asarray(jnp.argmax(logits[0], axis=-1), np.int32))
 
 
 def predict_instances(
@@ -64,33 +92,29 @@ def predict_instances(
 ) -> dict[str, np.ndarray]:
     """Mask R-CNN detections of an RGB uint8 image `[H, W, 3]` of any size, in its pixels.
 
-    The image is resized (bilinear) to the model's `image_size` square; boxes are
-    scaled back and mask probabilities resized back (bilinear) before binarizing at
-    `mask_threshold`.
+    The image is prepared as the data pipeline does (`model_input`); boxes are scaled back
+    (and clipped to the image) and the valid region of the mask probabilities resized back
+    (bilinear) before binarizing at `mask_threshold`.
 
     Returns:
       `boxes [D, 4]` float32 (x1, y1, x2, y2), `scores [D]` float32, `classes [D]`
       int32, `masks [D, H, W]` bool (all False for invalid slots), `valid [D]` bool.
     """
-    height, width = image.shape[:2]
-    detections = jax.tree.map(
-        lambda x: np.asarray(x[0]), _detect(state, _model_input(image, image_size))
-    )
-    scale = np.array([width, height, width, height], np.float32) / image_size
-    masks = np.zeros((len(detections["valid"]), height, width), bool)
+    inputs, placement = model_input(image, image_size)
+    detections = jax.tree.map(lambda x: np.asarray(x[0]), _detect(state, inputs))
+    masks = np.zeros((len(detections["valid"]), *image.shape[:2]), bool)
     for slot in np.flatnonzero(detections["valid"]):
-        probabilities = Image.fromarray(detections["masks"][slot].astype(np.float32))
-        resized = np.asarray(probabilities.resize((width, height), Image.BILINEAR))
-        masks[slot] = resized >= mask_threshold
-    return {**detections, "boxes": detections["boxes"] * scale, "masks": masks}
+        masks[slot] = placement.probabilities_to_image(detections["masks"][slot]) >= mask_threshold
+    return {**detections, "boxes": placement.boxes_to_image(detections["boxes"]), "masks": masks}
 
 
-def _model_input(image: np.ndarray, image_size: int) -> jax.Array:
-    """`[1, S, S, 3]` float32 in [0, 1] from an RGB uint8 image `[H, W, 3]`."""
+def model_input(image: np.ndarray, image_size: int) -> tuple[jax.Array, folders.Placement]:
+    """`[1, S, S, 3]` float32 in [0, 1] of an RGB uint8 image `[H, W, 3]`, exactly as the
+    data pipeline feeds the model a folder dataset's image, and the image's placement."""
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be uint8 [H, W, 3], got {image.dtype} {image.shape}.")
-    resized = Image.fromarray(image).resize((image_size, image_size), Image.BILINEAR)
-    return jnp.asarray(np.asarray(resized, np.float32)[None] / 255.0)
+    canvas, placement = folders.fit_image(image, image_size)
+    return jnp.asarray(pipeline.unit_range(canvas[None])), placement
 
 
 @jax.jit
@@ -136,28 +160,43 @@ def prediction_picture(
 
 
 def list_images(path: str) -> list[str]:
-    """`path` itself if it is a file, else the image files directly inside it, sorted."""
+    """`path` itself if it is a file, else the image files directly inside it, sorted.
+
+    Raises:
+      PredictError: `path` does not exist, or is a folder without image files.
+    """
     if os.path.isfile(path):
         return [path]
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"--input {path} is neither an image file nor a folder.")
+        raise PredictError(f"--input: {path} is neither an image file nor a folder")
     files = sorted(
         os.path.join(path, name)
         for name in os.listdir(path)
-        if name.lower().endswith(IMAGE_SUFFIXES)
+        if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(path, name))
     )
     if not files:
-        raise FileNotFoundError(f"No images ({', '.join(IMAGE_SUFFIXES)}) in {path}.")
+        raise PredictError(f"--input: no images ({', '.join(IMAGE_EXTENSIONS)}) in {path}")
     return files
 
 
 def write_overlays(workdir: str, input_path: str, output_dir: str) -> list[str]:
-    """Writes one prediction picture (`prediction_picture`) per input image; returns their paths."""
+    """Writes one prediction picture (`prediction_picture`) per input image; returns their paths.
+
+    Every input image is read once before the checkpoint is restored, so a bad one stops
+    the run before the slow part.
+
+    Raises:
+      PredictError: no input images, or `workdir` is not a training run.
+      ImageReadError: an input file that is not a readable image.
+    """
+    paths = list_images(input_path)
+    for path in paths:
+        read_rgb(path)
     config, state = load_trained_state(workdir)
     os.makedirs(output_dir, exist_ok=True)
     written = []
-    for path in list_images(input_path):
-        image = np.asarray(Image.open(path).convert("RGB"))
+    for path in paths:
+        image = read_rgb(path)
         stem = os.path.splitext(os.path.basename(path))[0]
         out_path = os.path.join(output_dir, f"{stem}_overlay.png")
         Image.fromarray(prediction_picture(config, state, image)).save(out_path)
@@ -174,7 +213,10 @@ flags.DEFINE_string("output", None, "Folder for the prediction PNGs.")
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    written = write_overlays(FLAGS.workdir, FLAGS.input, FLAGS.output)
+    try:
+        written = write_overlays(FLAGS.workdir, FLAGS.input, FLAGS.output)
+    except (PredictError, ImageReadError) as error:
+        sys.exit(str(error))
     print(f"Wrote {len(written)} prediction pictures to {FLAGS.output}.")
 
 

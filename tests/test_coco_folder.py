@@ -9,6 +9,7 @@ floor((i + 0.5) · h / h'), and a polygon with integer corners covers the pixels
 import hashlib
 import json
 import os
+import warnings
 
 import jax
 import ml_collections
@@ -357,3 +358,77 @@ def test_mask_rcnn_trains_and_evaluates_on_the_folder(tmp_path):
     assert metrics["step"] == 2
     assert {"box_ap", "mask_ap", "train_loss"} <= metrics.keys()
     assert np.isfinite(metrics["train_loss"])
+
+
+def _stored_images(data_config) -> tuple[str, dict]:
+    """The dataset's config name and {file name: stored image}, building the dataset if
+    its config has no prepared data yet (skip warnings silenced)."""
+    config = pipeline.coco_folder_config_from_data_config(data_config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        builder = storage.prepare(coco_folder.CocoFolder, config, data_config.data_dir)
+    stored = {}
+    for split in folders.SPLITS:
+        records = builder.as_data_source(split=split)
+        for index in range(len(records)):
+            stored[records[index]["file_name"].decode()] = records[index]["image"]
+    return config.name, stored
+
+
+def _is_prepared(data_config) -> bool:
+    config = pipeline.coco_folder_config_from_data_config(data_config)
+    builder = coco_folder.CocoFolder(
+        config=config, data_dir=data_config.data_dir, file_format="array_record"
+    )
+    return builder.is_prepared()
+
+
+def _write_missing(images):
+    Image.fromarray(np.full((8, 8, 3), 40, np.uint8)).save(os.path.join(images, "missing.png"))
+
+
+@pytest.mark.parametrize(
+    "change, check",
+    [
+        (lambda images: os.remove(os.path.join(images, "c.png")), lambda s: "c.png" not in s),
+        (
+            lambda images: Image.fromarray(np.full((16, 32, 3), 9, np.uint8)).save(
+                os.path.join(images, "a.png")
+            ),
+            lambda s: (s["a.png"][:16] == 9).all(),
+        ),
+        (_write_missing, lambda s: "missing.png" in s and (s["missing.png"] == 40).all()),
+    ],
+    ids=["delete", "replace", "add the missing image"],
+)
+def test_changed_images_build_a_new_dataset(tmp_path, change, check):
+    annotations, images, _ = write_coco_folder(str(tmp_path))
+    data_config = folder_data_config(annotations, images, tmp_path / "tfds")
+    first_name, first = _stored_images(data_config)
+    assert not check(first)
+    change(images)
+    assert not _is_prepared(data_config)
+    name, stored = _stored_images(data_config)
+    assert name != first_name and check(stored)
+
+
+def test_unchanged_images_reuse_the_built_dataset(tmp_path):
+    annotations, images, _ = write_coco_folder(str(tmp_path))
+    data_config = folder_data_config(annotations, images, tmp_path / "tfds")
+    first_name, _ = _stored_images(data_config)
+    assert _is_prepared(data_config)
+    assert pipeline.coco_folder_config_from_data_config(data_config).name == first_name
+
+
+def test_unreadable_image_is_skipped_with_the_reason(tmp_path):
+    annotations, images, _ = write_coco_folder(str(tmp_path), missing_image=False)
+    with open(os.path.join(images, "d.png"), "w") as file:
+        file.write("not a PNG")
+    data_config = folder_data_config(annotations, images, tmp_path / "tfds")
+    with pytest.warns(UserWarning) as caught:
+        sources = [pipeline.load_split(data_config, split) for split in folders.SPLITS]
+    path = os.path.join(images, "d.png")
+    assert f"skipped 1 unreadable images: {path}: cannot read the image" in "\n".join(
+        str(warning.message) for warning in caught
+    )
+    assert sum(len(source) for source in sources) == 3

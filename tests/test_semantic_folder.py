@@ -235,3 +235,72 @@ def test_unet_trains_and_evaluates_on_the_folders(tmp_path):
     assert metrics["step"] == 2
     assert {"miou", "pixel_accuracy", "iou/road", "iou/car", "train_loss"} <= metrics.keys()
     assert np.isfinite(metrics["train_loss"]) and 0.0 <= metrics["pixel_accuracy"] <= 1.0
+
+
+def _stored(data_config) -> tuple[str, dict]:
+    """The dataset's config name and {file name: (stored image, stored semantic map)},
+    building the dataset if its config has no prepared data yet."""
+    config = pipeline.semantic_folder_config_from_data_config(data_config)
+    builder = storage.prepare(semantic_folder.SemanticFolder, config, data_config.data_dir)
+    stored = {}
+    for split in folders.SPLITS:
+        records = builder.as_data_source(split=split)
+        for index in range(len(records)):
+            record = records[index]
+            stored[record["file_name"].decode()] = (record["image"], record["semantic"][..., 0])
+    return config.name, stored
+
+
+def _is_prepared(data_config) -> bool:
+    config = pipeline.semantic_folder_config_from_data_config(data_config)
+    builder = semantic_folder.SemanticFolder(
+        config=config, data_dir=data_config.data_dir, file_format="array_record"
+    )
+    return builder.is_prepared()
+
+
+def _delete_z(images, labels):
+    os.remove(os.path.join(images, "sub", "z.png"))
+    os.remove(os.path.join(labels, "sub", "z.png"))
+
+
+def _replace_x(images, labels):
+    _save_image(os.path.join(images, "x.png"), np.full((16, 32, 3), 5, np.uint8))
+
+
+def _add_w(images, labels):
+    _save_image(os.path.join(images, "w.png"), np.full((8, 8, 3), 200, np.uint8))
+    _save_label_map(os.path.join(labels, "w.png"), np.ones((8, 8)))
+
+
+def _relabel_z(images, labels):
+    _save_label_map(os.path.join(labels, "sub", "z.png"), np.full((8, 8), 2))
+
+
+@pytest.mark.parametrize(
+    "change, check",
+    [
+        (_delete_z, lambda stored: sorted(stored) == ["x.png", "y.jpg"]),
+        (_replace_x, lambda stored: (stored["x.png"][0][:16] == 5).all()),
+        (_add_w, lambda stored: "w.png" in stored and (stored["w.png"][0] == 200).all()),
+        (_relabel_z, lambda stored: (stored["sub/z.png"][1] == 2).all()),
+    ],
+    ids=["delete", "replace image", "add", "rewrite label map"],
+)
+def test_changed_files_build_a_new_dataset(tmp_path, change, check):
+    images, labels, _ = write_semantic_folder(str(tmp_path))
+    data_config = folder_data_config(images, labels, tmp_path / "tfds")
+    first_name, first = _stored(data_config)
+    assert not check(first)
+    change(images, labels)
+    assert not _is_prepared(data_config)
+    name, stored = _stored(data_config)
+    assert name != first_name and check(stored)
+
+
+def test_unchanged_files_reuse_the_built_dataset(tmp_path):
+    images, labels, _ = write_semantic_folder(str(tmp_path))
+    data_config = folder_data_config(images, labels, tmp_path / "tfds")
+    first_name, _ = _stored(data_config)
+    assert _is_prepared(data_config)
+    assert pipeline.semantic_folder_config_from_data_config(data_config).name == first_name

@@ -211,7 +211,7 @@ def test_predict_writes_overlays_at_the_input_size(finished_run, tmp_path):
 
 
 def test_predict_rejects_missing_workdir(tmp_path):
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(predict.PredictError, match="config.json"):
         predict.load_trained_state(str(tmp_path))
 
 

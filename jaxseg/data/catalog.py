@@ -182,8 +182,9 @@ def convert_pet(example: dict, image_size: int, ignore_label: int) -> dict:
             "2 (background), 3 (border)"
         )
     semantic = folders.fit_nearest(_TRIMAP_CLASSES[trimap], image_size, ignore_label)
+    canvas, _ = folders.fit_image(image, image_size)
     return _record(
-        folders.fit_image(image, image_size),
+        canvas,
         semantic,
         np.zeros((image_size, image_size, 0), np.uint8),
         np.zeros((0, 4)),
@@ -215,7 +216,8 @@ def _instances_record(image, masks, boxes, labels, image_size: int, ignore_label
     semantic = folders.fit_nearest(np.zeros((height, width), np.uint8), image_size, ignore_label)
     for k, label in enumerate(labels):
         semantic[masks[..., k].astype(bool)] = label
-    return _record(folders.fit_image(image, image_size), semantic, masks, boxes, labels)
+    canvas, _ = folders.fit_image(image, image_size)
+    return _record(canvas, semantic, masks, boxes, labels)
 
 
 def convert_coco_boxes(example: dict, image_size: int, ignore_label: int) -> dict:

@@ -25,9 +25,13 @@ unreadable, or whose size differs from the JSON's height/width; annotations refe
 unknown image or category, without a usable segmentation (empty, only degenerate polygons,
 malformed, an RLE of another size) or whose mask has no pixel once resized.
 
+Images are read by `jaxseg.data.images.read_rgb` (16-bit images scaled to 8 bits, not
+saturated; an unreadable file is skipped with the reason).
+
 The config name encodes the image size, split fraction and ignore label, and hashes the
-absolute paths and the JSON's size and modification time: rewriting the JSON builds a new
-dataset, changing image files in place does not.
+absolute paths, the JSON's size and modification time and the relative path, size and
+modification time (or absence) of every image the JSON lists: rewriting the JSON or
+adding, deleting or rewriting a listed image builds a new dataset.
 """
 
 from __future__ import annotations
@@ -39,10 +43,10 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
-from PIL import Image
 from pycocotools import mask as mask_utils
 
 from jaxseg.data import folders, shapes
+from jaxseg.data.images import ImageReadError, read_rgb
 
 BACKGROUND = "background"
 _MALFORMED = "annotations with malformed segmentations"
@@ -70,12 +74,20 @@ def coco_folder_config(
     """A validated `CocoFolderConfig` (absolute paths) named after its parameters.
 
     Raises:
-      ValueError: a missing path or an invalid parameter, named at the start of the message.
+      ValueError: a missing path or an invalid parameter, named at the start of the
+        message, or a JSON without the COCO structure (naming the file).
     """
     annotations = folders.check_path("annotations", annotations, directory=False)
     images = folders.check_path("images", images, directory=True)
     folders.check_common_params(image_size, validation_fraction, ignore_label, num_classes=1)
-    digest = folders.fingerprint(folders.file_stamp(annotations), images)
+    listed = read_coco_json(annotations).images
+    stamps = [folders.file_stamp(images, entry["file_name"]) for entry in listed]
+    digest = folders.fingerprint(
+        annotations,
+        folders.file_stamp(*os.path.split(annotations)),
+        images,
+        *stamps,
+    )
     return CocoFolderConfig(
         name=f"s{image_size}_v{validation_fraction:g}_i{ignore_label}_{digest}",
         description=f"COCO-format {annotations} with images in {images}",
@@ -290,12 +302,13 @@ def _annotations_by_image(coco: CocoJson, report: folders.SkipReport) -> dict[in
 
 
 def _read_image(path: str, entry: dict) -> np.ndarray:
-    """uint8 [h, w, 3] pixels of the image file `path` described by JSON `entry`."""
-    try:
-        with Image.open(path) as file:
-            pixels = np.asarray(file.convert("RGB"))
-    except (OSError, ValueError) as error:
-        raise Unusable(f"unreadable images ({type(error).__name__})") from error
+    """uint8 [h, w, 3] pixels (`read_rgb`) of the image file `path` described by JSON `entry`.
+
+    Raises:
+      ImageReadError: the file cannot be read.
+      Unusable: its size differs from the JSON's.
+    """
+    pixels = read_rgb(path)
     listed = (entry.get("height"), entry.get("width"))
     if listed != (None, None) and listed != pixels.shape[:2]:
         raise Unusable("images whose size differs from the JSON's height and width")
@@ -315,6 +328,9 @@ def make_example(entry: dict, annotations: list, config: CocoFolderConfig, label
     path = os.path.join(config.images, entry["file_name"])
     try:
         pixels = _read_image(path, entry)
+    except ImageReadError as error:
+        report.add("unreadable images", str(error))
+        return None
     except Unusable as skip:
         report.add(str(skip), path)
         return None
@@ -339,8 +355,9 @@ def make_example(entry: dict, annotations: list, config: CocoFolderConfig, label
             masks.append(mask)
             instance_labels.append(label)
     stacked = np.stack(masks, axis=-1) if masks else np.zeros((size, size, 0), np.uint8)
+    canvas, _ = folders.fit_image(pixels, size)
     return folders.encode_example(
-        folders.fit_image(pixels, size),
+        canvas,
         semantic,
         stacked,
         instance_labels,

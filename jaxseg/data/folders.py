@@ -5,7 +5,13 @@ aspect ratio kept so that its longer side is S (bilinear, antialiased when shrin
 padded at the bottom and right with zeros. Label maps and instance masks go through the same
 geometry with nearest-neighbour sampling (output pixel i samples input pixel
 floor((i + 0.5) · h / h')); the semantic map's padding holds the ignore label, so padding
-pixels never count in losses or metrics.
+pixels never count in losses or metrics. `fit_image` returns the image's `Placement` on the
+canvas, which maps predictions on the canvas back to the image's own pixels
+(`jaxseg.predict`).
+
+Cache key: each config name hashes the stamp (relative path, size, modification time) of
+every file the dataset reads (`file_stamp`), so adding, deleting or rewriting an image,
+label map or JSON builds a new dataset instead of reusing a stale one.
 
 Splits: a folder holds one set of images; `validation_mask` puts a fixed fraction of them in
 the validation split, chosen by the SHA-256 of each image's file name (no seed, independent
@@ -26,6 +32,7 @@ Stored features (TFDS `array_record` format, read without TensorFlow through
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import os
 import warnings
@@ -92,10 +99,14 @@ def fingerprint(*parts: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def file_stamp(path: str) -> str:
-    """`path`, its size and modification time: changes when the file is rewritten."""
-    status = os.stat(path)
-    return f"{path}:{status.st_size}:{status.st_mtime_ns}"
+def file_stamp(directory: str, name: str) -> str:
+    """`name` (a path relative to `directory`) with its file's size and modification time
+    in ns, or "missing": changes when the file is added, deleted or rewritten."""
+    try:
+        status = os.stat(os.path.join(directory, name))
+    except FileNotFoundError:
+        return f"{name}:missing"
+    return f"{name}:{status.st_size}:{status.st_mtime_ns}"
 
 
 # --------------------------------------------------------------------------- geometry
@@ -110,23 +121,64 @@ def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
     )
 
 
-def fit_image(image: np.ndarray, size: int) -> np.ndarray:
-    """uint8 [h, w, 3] -> uint8 [S, S, 3]: bilinear resize (aspect kept), zero padding."""
+def resize_nearest(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    """[h, w, ...] -> [height, width, ...] same dtype: output pixel i samples input pixel
+    floor((i + 0.5) · h / height), columns alike."""
+    rows = (2 * np.arange(height) + 1) * array.shape[0] // (2 * height)
+    columns = (2 * np.arange(width) + 1) * array.shape[1] // (2 * width)
+    return array[rows[:, None], columns[None, :]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where an image of height x width lies on its S x S canvas: resized to
+    valid_height x valid_width at the top left, the rest padding."""
+
+    height: int
+    width: int
+    valid_height: int
+    valid_width: int
+
+    def label_map_to_image(self, values: np.ndarray) -> np.ndarray:
+        """[S, S] canvas values (class ids) -> [height, width] same dtype: the valid region
+        resized back by nearest neighbour (`resize_nearest`)."""
+        valid = values[: self.valid_height, : self.valid_width]
+        return resize_nearest(valid, self.height, self.width)
+
+    def probabilities_to_image(self, values: np.ndarray) -> np.ndarray:
+        """float32 [S, S] canvas probabilities -> float32 [height, width]: the valid region
+        resized back bilinearly."""
+        valid = np.asarray(values[: self.valid_height, : self.valid_width], np.float32)
+        resized = Image.fromarray(valid).resize(
+            (self.width, self.height), Image.Resampling.BILINEAR
+        )
+        return np.asarray(resized)
+
+    def boxes_to_image(self, boxes: np.ndarray) -> np.ndarray:
+        """float32 [n, 4] (x1, y1, x2, y2) in canvas pixels -> the same boxes in image
+        pixels, clipped to the image."""
+        scale = np.array(
+            [self.width / self.valid_width, self.height / self.valid_height] * 2, np.float32
+        )
+        limits = np.array([self.width, self.height] * 2, np.float32)
+        return np.clip(np.asarray(boxes, np.float32) * scale, 0.0, limits)
+
+
+def fit_image(image: np.ndarray, size: int) -> tuple[np.ndarray, Placement]:
+    """uint8 [h, w, 3] -> uint8 [S, S, 3] canvas (bilinear resize with the aspect ratio
+    kept, zero padding) and the image's `Placement` on it."""
     height, width = resized_shape(image.shape[0], image.shape[1], size)
     resized = Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR)
-    fitted = np.zeros((size, size, 3), np.uint8)
-    fitted[:height, :width] = np.asarray(resized)
-    return fitted
+    canvas = np.zeros((size, size, 3), np.uint8)
+    canvas[:height, :width] = np.asarray(resized)
+    return canvas, Placement(image.shape[0], image.shape[1], height, width)
 
 
 def fit_nearest(array: np.ndarray, size: int, fill: int) -> np.ndarray:
     """[h, w, ...] -> [S, S, ...] same dtype: nearest-neighbour resize, `fill` padding."""
-    height, width = array.shape[:2]
-    new_height, new_width = resized_shape(height, width, size)
-    rows = (2 * np.arange(new_height) + 1) * height // (2 * new_height)
-    columns = (2 * np.arange(new_width) + 1) * width // (2 * new_width)
+    new_height, new_width = resized_shape(array.shape[0], array.shape[1], size)
     fitted = np.full((size, size, *array.shape[2:]), fill, array.dtype)
-    fitted[:new_height, :new_width] = array[rows[:, None], columns[None, :]]
+    fitted[:new_height, :new_width] = resize_nearest(array, new_height, new_width)
     return fitted
 
 

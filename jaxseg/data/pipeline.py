@@ -376,6 +376,12 @@ def _flip_horizontally(example: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
+def unit_range(pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """float32 [...] in [0, 1]: pixel values [...] in [0, 255] (uint8 or float32) as the
+    model sees them (times float32(1 / 255)); written into `out` if given."""
+    return np.multiply(pixels, np.float32(1.0 / 255.0), out=out, dtype=np.float32)
+
+
 def _assemble_batch(source, indices, flips, valid, max_instances, transform=None):
     """One fixed-shape batch; also whether an example had to drop instances.
 
@@ -418,8 +424,7 @@ def _assemble_batch(source, indices, flips, valid, max_instances, transform=None
         batch["boxes"][row, :count] = example["boxes"][keep]
         batch["labels"][row, :count] = example["labels"][keep]
         batch["instance_valid"][row, :count] = True
-    images *= np.float32(1.0 / 255.0)
-    batch["image"] = images
+    batch["image"] = unit_range(images, out=images)
     return batch, truncated
 
 

@@ -20,13 +20,16 @@ Class names are not stored: they come from the experiment config. Instance field
 (no masks, boxes or labels). Geometry, splits and stored features: `jaxseg.data.folders`;
 the padding of each label map holds the ignore label.
 
+Images are read by `jaxseg.data.images.read_rgb` (16-bit images scaled to 8 bits, not
+saturated); label maps keep their stored values, 8- or 16-bit, as class ids.
+
 Errors (ValueError naming the files): an image without a label map or a label map without
 an image, an unreadable file, a label map that is not single-channel, whose size differs
 from its image's, or holding a value that is neither a class id nor the ignore label.
 
 The config name encodes the image size, class count, split fraction and ignore label, and
-hashes the absolute folder paths, the suffixes and every label map's size and modification
-time: rewriting a label map builds a new dataset, changing images in place does not.
+hashes the absolute folder paths, the suffixes and the relative path, size and modification
+time of every image and label map: adding, deleting or rewriting one builds a new dataset.
 """
 
 from __future__ import annotations
@@ -37,11 +40,9 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
-from PIL import Image
-
 from jaxseg.data import folders, shapes
+from jaxseg.data.images import IMAGE_EXTENSIONS, load_image, read_rgb
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 LABEL_EXTENSIONS = (".png",)
 _LABEL_MODES = ("1", "L", "P", "I", "I;16")
 _LISTED = 5
@@ -140,7 +141,8 @@ def semantic_folder_config(
         if not isinstance(suffix, str):
             raise ValueError(f"{field}={suffix!r} must be a string")
     pairs = pair_files(images, labels, image_suffix, label_suffix)
-    stamps = [folders.file_stamp(os.path.join(labels, label)) for _, label in pairs]
+    stamps = [folders.file_stamp(images, image) for image, _ in pairs]
+    stamps += [folders.file_stamp(labels, label) for _, label in pairs]
     digest = folders.fingerprint(images, labels, image_suffix, label_suffix, *stamps)
     return SemanticFolderConfig(
         name=f"s{image_size}_k{num_classes}_v{validation_fraction:g}_i{ignore_label}_{digest}",
@@ -156,30 +158,21 @@ def semantic_folder_config(
     )
 
 
-def _open(path: str, convert: str | None) -> tuple[np.ndarray, str]:
-    """Pixels (converted to mode `convert` unless None) and original mode of an image file."""
-    try:
-        with Image.open(path) as file:
-            mode = file.mode
-            return np.asarray(file.convert(convert) if convert else file), mode
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{path}: cannot read the image ({error})") from error
-
-
 def read_label_map(path: str, num_classes: int, ignore_label: int) -> np.ndarray:
-    """uint8 [h, w] class ids of the PNG label map at `path`.
+    """uint8 [h, w] class ids of the PNG label map at `path` (8- or 16-bit values as stored).
 
     Raises:
-      ValueError: not a single-channel image, or a value that is neither a class id in
-        0..num_classes-1 nor `ignore_label` (the message lists them).
+      ValueError: unreadable (`ImageReadError`), not a single-channel image, or a value
+        that is neither a class id in 0..num_classes-1 nor `ignore_label` (the message
+        lists them).
     """
-    values, mode = _open(path, convert=None)
-    if mode not in _LABEL_MODES:
+    label_map = load_image(path)
+    if label_map.mode not in _LABEL_MODES:
         raise ValueError(
             f"{path}: a label map must be a single-channel image of class ids (PNG mode L "
-            f"or P), got mode {mode}"
+            f"or P), got mode {label_map.mode}"
         )
-    values = values.astype(np.int64)
+    values = np.asarray(label_map).astype(np.int64)
     invalid = np.unique(values[((values >= num_classes) & (values != ignore_label)) | (values < 0)])
     if invalid.size:
         raise ValueError(
@@ -193,7 +186,7 @@ def make_example(image_id: int, image_file: str, label_file: str, config) -> dic
     """The stored example of one (image, label map) pair, paths relative to their folders."""
     image_path = os.path.join(config.images, image_file)
     label_path = os.path.join(config.labels, label_file)
-    image, _ = _open(image_path, convert="RGB")
+    image = read_rgb(image_path)
     label_map = read_label_map(label_path, config.num_classes, config.ignore_label)
     if label_map.shape != image.shape[:2]:
         raise ValueError(
@@ -201,8 +194,9 @@ def make_example(image_id: int, image_file: str, label_file: str, config) -> dic
             f"{image_path} is {image.shape[0]}x{image.shape[1]}"
         )
     size = config.image_size
+    canvas, _ = folders.fit_image(image, size)
     return folders.encode_example(
-        folders.fit_image(image, size),
+        canvas,
         folders.fit_nearest(label_map, size, config.ignore_label),
         np.zeros((size, size, 0), np.uint8),
         [],
