@@ -67,15 +67,15 @@ def machine_and_code() -> dict:
 def write_record(
     directory: str, command: Sequence[str], workdir: Optional[str] = None
 ) -> dict:
-    """Runs `command`, then writes `directory`'s record.json, output.txt and (from `workdir`)
+    """Notes the commit and machine, runs `command`, then writes `directory`'s record.json, output.txt and (from `workdir`)
     metrics.json and config.json; returns the record. Raises CalledProcessError (after
     writing nothing) if the command fails, FileNotFoundError if `workdir` lacks a file."""
+    record = {"command": " ".join(command), **machine_and_code()}
     load_before = os.getloadavg()
     start = time.perf_counter()
     finished = subprocess.run(list(command), stdout=subprocess.PIPE, text=True, check=True)
     record = {
-        "command": " ".join(command),
-        **machine_and_code(),
+        **record,
         "wall_seconds": round(time.perf_counter() - start, 1),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
