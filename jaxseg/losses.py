@@ -8,10 +8,15 @@ Multi-class losses take logits `[..., K]` (normally `[N, H, W, K]`) and integer 
 `[...]` (normally `[N, H, W]`). A pixel whose label is `ignore_label` or lies outside
 `[0, K)` is ignored: it adds nothing to the loss nor to the count it is averaged over.
 """
+import dataclasses
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from jaxseg import registry, schema
+from jaxseg.errors import ConfigError
 
 
 def _checked_labels(logits, labels):
@@ -108,6 +113,7 @@ def _dice_ratio(intersection, prob_sum, target_sum, smooth):
     return jnp.where(positive, (2.0 * intersection + smooth) / safe_denominator, 1.0)
 
 
+@registry.LOSSES.register("ce")
 def softmax_cross_entropy(logits, labels, ignore_label=255):
     """Mean softmax cross-entropy over the non-ignored pixels.
 
@@ -164,6 +170,7 @@ def _class_alpha(alpha, num_classes):
     return weights
 
 
+@registry.LOSSES.register("focal", options=("gamma", "alpha"))
 def focal_loss(logits, labels, gamma=2.0, alpha=None, ignore_label=255):
     """Multi-class softmax focal loss (Lin et al. 2017), mean over non-ignored pixels.
 
@@ -257,6 +264,7 @@ def dice_loss(logits, targets, smooth=1.0, per_image=False):
     return 1.0 - jnp.mean(ratio)
 
 
+@registry.LOSSES.register("dice", options=("smooth", "include_background"))
 def multiclass_dice_loss(logits, labels, smooth=1.0, ignore_label=255, include_background=True):
     """Multi-class soft Dice loss on softmax probabilities and one-hot labels.
 
@@ -287,17 +295,6 @@ def multiclass_dice_loss(logits, labels, smooth=1.0, ignore_label=255, include_b
     return 1.0 - jnp.mean(ratio)
 
 
-_LOSSES_BY_NAME = {
-    "ce": softmax_cross_entropy,
-    "dice": multiclass_dice_loss,
-    "focal": focal_loss,
-}
-LOSS_NAMES = tuple(_LOSSES_BY_NAME)
-"""Names accepted by `make_loss_fn` (and by the `loss` config field)."""
-
-_LOSS_OPTIONS = {"focal": ("gamma", "alpha"), "dice": ("smooth", "include_background")}
-
-
 def parse_loss_spec(spec):
     """Normalises a loss spec to `{name: weight}` (a dict of Python floats).
 
@@ -319,12 +316,16 @@ def parse_loss_spec(spec):
     elif hasattr(spec, "items"):
         weights = dict(spec.items())
         if not weights:
-            raise ValueError("loss spec dict is empty; give at least one of " + ", ".join(LOSS_NAMES))
+            raise ValueError(
+                "loss spec dict is empty; give at least one of " + ", ".join(registry.LOSSES.names())
+            )
     else:
         raise ValueError(f"loss spec must be a string or a dict, got {type(spec).__name__}")
     for name, weight in weights.items():
-        if name not in LOSS_NAMES:
-            raise ValueError(f"unknown loss name {name!r}; valid names: {', '.join(LOSS_NAMES)}")
+        if name not in registry.LOSSES.names():
+            raise ValueError(
+                f"unknown loss name {name!r}; valid names: {', '.join(registry.LOSSES.names())}"
+            )
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (
                 math.isfinite(weight) and weight >= 0):
             raise ValueError(f"loss weight for {name!r} must be a finite number >= 0, got {weight!r}")
@@ -348,15 +349,19 @@ def make_loss_fn(spec, *, ignore_label=255, **options):
       ValueError for a bad spec or an unknown option name.
     """
     weights = parse_loss_spec(spec)
-    known_options = {option for names in _LOSS_OPTIONS.values() for option in names}
+    options_of = {
+        name: registry.LOSSES.get(name).attributes.get("options", ())
+        for name in registry.LOSSES.names()
+    }
+    known_options = {option for names in options_of.values() for option in names}
     unknown = sorted(set(options) - known_options)
     if unknown:
         raise ValueError(f"unknown loss options {unknown}; valid options: {', '.join(sorted(known_options))}")
 
     def settings(name):
-        return {key: options[key] for key in _LOSS_OPTIONS.get(name, ()) if key in options}
+        return {key: options[key] for key in options_of[name] if key in options}
 
-    chosen = {name: (_LOSSES_BY_NAME[name], settings(name)) for name in weights}
+    chosen = {name: (registry.LOSSES.get(name).target, settings(name)) for name in weights}
     if "focal" in chosen:
         _check_gamma(chosen["focal"][1].get("gamma", 2.0))
         _check_focal_alpha(chosen["focal"][1].get("alpha"))
@@ -372,3 +377,33 @@ def make_loss_fn(spec, *, ignore_label=255, **options):
         return jnp.asarray(total, jnp.float32), components
 
     return loss_fn
+
+
+def _loss_spec(value: Any, path: str) -> Any:
+    try:
+        parse_loss_spec(value)
+    except ValueError as error:
+        raise ConfigError(f"{path}={value!r}: {error}") from None
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """The `config.loss` section of a semantic experiment.
+
+    Attributes:
+      name: a loss spec (`parse_loss_spec`): registered names joined by "+", or a dict of
+        name -> weight.
+      ignore_label: label of pixels no loss counts; must not be a class id.
+    """
+
+    name: Any = schema.field(schema.MISSING, _loss_spec)
+    ignore_label: int = schema.field(schema.MISSING, schema.integer(0))
+
+    def check(self, config: Any, path: str) -> None:
+        num_classes = config.data.num_classes
+        if self.ignore_label < num_classes:
+            raise ConfigError(
+                f"{path}.ignore_label={self.ignore_label} collides with a class id "
+                f"(config.data.num_classes={num_classes})."
+            )

@@ -2,8 +2,9 @@
 
 `python -m jaxseg.predict --workdir=DIR --input=IMAGE_OR_FOLDER --output=OUT`
 restores the newest checkpoint in DIR (with DIR/config.json) and writes
-`OUT/<name>_overlay.png` for every image: a colour overlay of the predicted label
-map (U-Net), or coloured instance masks with boxes, class names and scores (Mask R-CNN).
+`OUT/<name>_overlay.png` for every image, drawn by the run's task: the image beside its
+predicted label map with a legend (semantic), or coloured instance masks with boxes, class
+names and scores (instance).
 
 Each image is read as the folder datasets read it (`jaxseg.data.images.read_rgb`) and
 prepared as the data pipeline prepares it (`jaxseg.data.folders.fit_image`: resized with
@@ -17,7 +18,6 @@ import os
 import sys
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import app
@@ -27,16 +27,10 @@ from PIL import Image
 
 from jaxseg import checkpointing
 from jaxseg import sharding
+from jaxseg import tasks
 from jaxseg import train
-from jaxseg import visualize
-from jaxseg import visualize_instances
 from jaxseg.config_files import load_workdir_config
-from jaxseg.data import folders, pipeline
 from jaxseg.data.images import IMAGE_EXTENSIONS, ImageReadError, read_rgb
-from jaxseg.models.mask_rcnn import MaskRCNN
-
-# Detections drawn on instance pictures need at least this score.
-DRAWN_SCORE_THRESHOLD = 0.5
 
 
 class PredictError(Exception):
@@ -76,87 +70,12 @@ def load_trained_state(workdir: str) -> tuple[ml_collections.ConfigDict, train.T
     return config, state
 
 
-def predict_label_map(state: train.TrainState, image: np.ndarray, image_size: int) -> np.ndarray:
-    """Per-pixel class ids `[H, W]` int32 of an RGB uint8 image `[H, W, 3]` of any size.
-
-    The image is prepared as the data pipeline does (`model_input`); the prediction's valid
-    region is resized back (nearest) to the image's own size.
-    """
-    inputs, placement = model_input(image, image_size)
-    logits = _apply_eval(state, inputs)
-    return placement.label_map_to_image(np.asarray(jnp.argmax(logits[0], axis=-1), np.int32))
-
-
-def predict_instances(
-    state: train.TrainState, image: np.ndarray, image_size: int, mask_threshold: float
-) -> dict[str, np.ndarray]:
-    """Mask R-CNN detections of an RGB uint8 image `[H, W, 3]` of any size, in its pixels.
-
-    The image is prepared as the data pipeline does (`model_input`); boxes are scaled back
-    (and clipped to the image) and the valid region of the mask probabilities resized back
-    (bilinear) before binarizing at `mask_threshold`.
-
-    Returns:
-      `boxes [D, 4]` float32 (x1, y1, x2, y2), `scores [D]` float32, `classes [D]`
-      int32, `masks [D, H, W]` bool (all False for invalid slots), `valid [D]` bool.
-    """
-    inputs, placement = model_input(image, image_size)
-    detections = jax.tree.map(lambda x: np.asarray(x[0]), _detect(state, inputs))
-    masks = np.zeros((len(detections["valid"]), *image.shape[:2]), bool)
-    for slot in np.flatnonzero(detections["valid"]):
-        masks[slot] = placement.probabilities_to_image(detections["masks"][slot]) >= mask_threshold
-    return {**detections, "boxes": placement.boxes_to_image(detections["boxes"]), "masks": masks}
-
-
-def model_input(image: np.ndarray, image_size: int) -> tuple[jax.Array, folders.Placement]:
-    """`[1, S, S, 3]` float32 in [0, 1] of an RGB uint8 image `[H, W, 3]`, exactly as the
-    data pipeline feeds the model a folder dataset's image, and the image's placement."""
-    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"image must be uint8 [H, W, 3], got {image.dtype} {image.shape}.")
-    canvas, placement = folders.fit_image(image, image_size)
-    return jnp.asarray(pipeline.unit_range(canvas[None])), placement
-
-
-@jax.jit
-def _apply_eval(state: train.TrainState, images: jax.Array) -> jax.Array:
-    return state.apply_fn(train.eval_variables(state), images, train=False)
-
-
-@jax.jit
-def _detect(state: train.TrainState, images: jax.Array) -> dict:
-    return state.apply_fn(train.eval_variables(state), images, method=MaskRCNN.detect)
-
-
 def prediction_picture(
     config: ml_collections.ConfigDict, state: train.TrainState, image: np.ndarray
 ) -> np.ndarray:
-    """The picture, uint8 RGB, of the model's prediction on an RGB uint8 image `[H, W, 3]`.
-
-    Mask R-CNN: `[H, W, 3]`, the detections drawn on the image. U-Net: the image beside
-    its predicted label map in opaque class colours (`visualize.tile_grid`), above a legend
-    of the classes predicted (`visualize.add_legend`): `[24 + H + 20·rows, 2·W + 12, 3]`,
-    wider when a legend entry is.
-    """
-    class_names = list(config.data.class_names)
-    if config.model.name == "mask_rcnn":
-        mask_threshold = config.model.get("mask_threshold", MaskRCNN.mask_threshold)
-        found = predict_instances(state, image, config.data.image_size, mask_threshold)
-        return visualize_instances.draw_instances(
-            image,
-            found["boxes"],
-            found["scores"],
-            found["classes"],
-            found["masks"],
-            found["valid"],
-            class_names,
-            score_threshold=DRAWN_SCORE_THRESHOLD,
-        )
-    label_map = predict_label_map(state, image, config.data.image_size)
-    palette = visualize.class_palette(len(class_names))
-    panels = visualize.tile_grid(
-        [[image, visualize.colour_label_map(label_map, palette)]], ("image", "prediction")
-    )
-    return visualize.add_legend(panels, visualize.legend_entries([label_map], palette, class_names))
+    """The picture, uint8 RGB, of the model's prediction on an RGB uint8 image `[H, W, 3]`
+    (the task's `Task.prediction_picture`)."""
+    return tasks.task_for(config).prediction_picture(train.eval_variables(state), image)
 
 
 def list_images(path: str) -> list[str]:

@@ -19,6 +19,7 @@ from PIL import Image
 from jaxseg import predict
 from jaxseg.data import folders, pipeline
 from jaxseg.data.images import read_rgb
+from jaxseg.tasks.base import model_input
 from tests import test_semantic_folder
 
 SIZE = 32
@@ -37,7 +38,7 @@ def test_model_input_is_the_pipelines_batch_image(tmp_path):
     data_config = test_semantic_folder.folder_data_config(
         str(images), str(labels), tmp_path / "tfds", validation_fraction=0.5
     )
-    inputs, placement = predict.model_input(read_rgb(images / "a.png"), SIZE)
+    inputs, placement = model_input(read_rgb(images / "a.png"), SIZE)
     assert placement == folders.Placement(24, 40, 19, 32)
     assert inputs.shape == (1, SIZE, SIZE, 3) and inputs.dtype == np.float32
     for split in folders.SPLITS:

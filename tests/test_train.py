@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxseg import predict, sharding, train
+from jaxseg import predict, sharding, tasks, train
 from jaxseg.data import pipeline
-from jaxseg.config_files import load_config_file
+from jaxseg.config_files import load_config_file, load_workdir_config
 
 pytestmark = pytest.mark.slow
 
@@ -124,6 +124,7 @@ def test_eval_metrics_match_numpy_recount(finished_run, data_dir):
     """Validation mIoU recomputed from scratch in numpy from the restored model's predictions."""
     config, workdir, result = finished_run
     _, state = predict.load_trained_state(workdir)
+    task = tasks.task_for(config)
     source = pipeline.load_split(config.data, "validation")
     intersection = np.zeros(config.data.num_classes)
     union = np.zeros(config.data.num_classes)
@@ -131,7 +132,7 @@ def test_eval_metrics_match_numpy_recount(finished_run, data_dir):
     for index in range(len(source)):
         example = source[index]
         images = np.asarray(example["image"], np.float32)[None] / 255.0
-        prediction = np.asarray(predict._apply_eval(state, images))[0].argmax(-1)
+        prediction = np.asarray(task.logits(train.eval_variables(state), images))[0].argmax(-1)
         truth = example["semantic"]
         correct += np.sum(prediction == truth)
         for k in range(config.data.num_classes):
@@ -227,6 +228,7 @@ def test_predict_restores_an_ema_run_and_uses_the_average(data_dir, tmp_path):
     raw = state.apply_fn(
         {"params": state.params, "batch_stats": state.batch_stats}, image, train=False
     )
-    actual = np.asarray(predict._apply_eval(state, image))
+    task = tasks.task_for(load_workdir_config(workdir))
+    actual = np.asarray(task.logits(train.eval_variables(state), image))
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
     assert np.abs(actual - raw).max() > 1e-4

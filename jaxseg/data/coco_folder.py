@@ -80,7 +80,10 @@ def coco_folder_config(
     annotations = folders.check_path("annotations", annotations, directory=False)
     images = folders.check_path("images", images, directory=True)
     folders.check_common_params(image_size, validation_fraction, ignore_label, num_classes=1)
-    listed = read_coco_json(annotations).images
+    try:
+        listed = read_coco_json(annotations).images
+    except ValueError as error:
+        raise ValueError(f"annotations: {error}") from None
     stamps = [folders.file_stamp(images, entry["file_name"]) for entry in listed]
     digest = folders.fingerprint(
         annotations,

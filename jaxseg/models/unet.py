@@ -6,6 +6,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxseg import registry, schema
+from jaxseg.errors import ConfigError
 from jaxseg.models import layers
 
 NORMS = ("batch", "group", "none")
@@ -216,3 +218,39 @@ class UNet(nn.Module):
 
         logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="head")(x)
         return logits.astype(jnp.float32)
+
+
+def _check_image_size(model: Any, config: Any, path: str) -> None:
+    size = config.data.image_size
+    divisor = required_divisor(model.features)
+    if size % divisor:
+        raise ConfigError(
+            f"config.data.image_size={size} must be divisible by {divisor}: the U-Net "
+            f"with {path}.features={tuple(model.features)} pools "
+            f"{len(model.features) - 1} times by 2."
+        )
+
+
+UNetConfig = schema.from_module(
+    UNet,
+    {
+        "features": schema.positive_ints,
+        "norm": schema.one_of(*NORMS),
+        "upsample": schema.one_of(*UPSAMPLES),
+        "dropout_rate": schema.fraction("[0, 1)"),
+        "dtype": schema.dtype,
+        "skip_connections": schema.boolean,
+        "fast_cpu_ops": schema.boolean,
+        "group_norm_groups": schema.integer(1),
+        "remat": schema.boolean,
+    },
+    exclude=("num_classes",),
+    cross_check=_check_image_size,
+)
+
+
+@registry.MODELS.register("unet", task="semantic", schema=UNetConfig)
+def build_unet(config: Any) -> UNet:
+    """The `UNet` of an experiment config's `model` section (classes from `config.data`)."""
+    fields = schema.read(UNetConfig, config.model, "config.model", config)
+    return UNet(num_classes=config.data.num_classes, **schema.values(fields))

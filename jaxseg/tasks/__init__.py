@@ -1,11 +1,13 @@
-"""What training does differently per task: semantic (U-Net) or instance (Mask R-CNN).
+"""What training does differently per task: semantic, instance, ...
 
-`task_for(config)` gives the `Task` of an experiment; `jaxseg.train` runs any task
-with the same loop, sharding, checkpoints and logging.
+Each task registers itself (`registry.TASKS.register`) and each model names its task, so
+`task_for(config)` gives the `Task` of an experiment; `jaxseg.train` runs any task with
+the same loop, sharding, checkpoints and logging.
 """
 
 import ml_collections
 
+from jaxseg import registry
 from jaxseg.tasks.base import Evaluation, Task
 from jaxseg.tasks.instance import InstanceSegmentation
 from jaxseg.tasks.semantic import SemanticSegmentation
@@ -14,7 +16,5 @@ __all__ = ["Evaluation", "InstanceSegmentation", "SemanticSegmentation", "Task",
 
 
 def task_for(config: ml_collections.ConfigDict) -> Task:
-    """Instance segmentation for `config.model.name == "mask_rcnn"`, else semantic."""
-    if config.model.name == "mask_rcnn":
-        return InstanceSegmentation(config)
-    return SemanticSegmentation(config)
+    """The task of the model `config.model.name`, for `config`."""
+    return registry.TASKS.get(registry.MODELS.get(config.model.name).task).target(config)

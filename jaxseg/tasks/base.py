@@ -9,9 +9,19 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
+from jaxseg.data import folders, pipeline
 from jaxseg.models.factory import create_model
 
 Variables = Mapping[str, Any]
+
+
+def model_input(image: np.ndarray, image_size: int) -> tuple[jax.Array, folders.Placement]:
+    """`[1, S, S, 3]` float32 in [0, 1] of an RGB uint8 image `[H, W, 3]`, exactly as the
+    data pipeline feeds the model a folder dataset's image, and the image's placement."""
+    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8 [H, W, 3], got {image.dtype} {image.shape}.")
+    canvas, placement = folders.fit_image(image, image_size)
+    return jax.numpy.asarray(pipeline.unit_range(canvas[None])), placement
 
 
 class Evaluation(abc.ABC):
@@ -45,6 +55,17 @@ class Task(abc.ABC):
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
         self.model = create_model(config)
+
+    @abc.abstractmethod
+    def prediction_picture(self, variables: Variables, image: np.ndarray) -> np.ndarray:
+        """The picture, uint8 RGB, of the prediction on an RGB uint8 image `[H, W, 3]` of any
+        size, prepared as the data pipeline prepares a folder dataset's image (`model_input`)
+        and mapped back to the image's own pixels."""
+
+    @staticmethod
+    def check_config(config: ml_collections.ConfigDict) -> None:
+        """Raises ConfigError for a bad field the task reads beyond the model's own section
+        (run by `validate_config` before anything is built; default: none)."""
 
     @abc.abstractmethod
     def init_variables(self, rng: jax.Array, image_shape: tuple[int, int, int]) -> Variables:

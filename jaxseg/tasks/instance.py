@@ -1,16 +1,18 @@
 """Instance segmentation: Mask R-CNN scored by COCO box and mask AP (pycocotools)."""
 
+import functools
 from typing import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxseg import registry
 from jaxseg import sharding
 from jaxseg import visualize_instances
 from jaxseg.evaluation.coco import COCOEvaluator, ground_truth_to_coco
 from jaxseg.models.mask_rcnn import MaskRCNN
-from jaxseg.tasks.base import Evaluation, Task
+from jaxseg.tasks.base import Evaluation, Task, model_input
 
 # The six COCO APs of each of boxes and masks; `metrics.json` holds all twelve.
 COCO_METRICS = tuple(
@@ -22,6 +24,7 @@ COCO_METRICS = tuple(
 PICTURE_SCORE_THRESHOLD = 0.5
 
 
+@registry.TASKS.register("instance")
 class InstanceSegmentation(Task):
     """Mask R-CNN trained on padded instance fields, evaluated with COCO AP.
 
@@ -37,6 +40,7 @@ class InstanceSegmentation(Task):
     def __init__(self, config):
         super().__init__(config)
         self._ground_truths: dict[int, tuple] = {}
+        self._detect = jax.jit(functools.partial(self.model.apply, method=MaskRCNN.detect))
 
     def init_variables(self, rng, image_shape):
         images = jnp.zeros((1, *image_shape), jnp.float32)
@@ -65,6 +69,41 @@ class InstanceSegmentation(Task):
         detections["masks"] = detections["masks"] >= self.model.mask_threshold
         detections["index"] = batch["index"]
         return detections
+
+    def predict_instances(self, variables, image: np.ndarray) -> dict[str, np.ndarray]:
+        """Detections of an RGB uint8 image `[H, W, 3]` of any size, in its pixels.
+
+        The image is prepared as the data pipeline does (`model_input`); boxes are scaled
+        back (and clipped to the image) and the valid region of the mask probabilities
+        resized back (bilinear) before binarizing at the model's `mask_threshold`.
+
+        Returns:
+          `boxes [D, 4]` float32 (x1, y1, x2, y2), `scores [D]` float32, `classes [D]`
+          int32, `masks [D, H, W]` bool (all False for invalid slots), `valid [D]` bool.
+        """
+        inputs, placement = model_input(image, self.config.data.image_size)
+        detections = jax.tree.map(lambda x: np.asarray(x[0]), self._detect(variables, inputs))
+        masks = np.zeros((len(detections["valid"]), *image.shape[:2]), bool)
+        for slot in np.flatnonzero(detections["valid"]):
+            probabilities = placement.probabilities_to_image(detections["masks"][slot])
+            masks[slot] = probabilities >= self.model.mask_threshold
+        boxes = placement.boxes_to_image(detections["boxes"])
+        return {**detections, "boxes": boxes, "masks": masks}
+
+    def prediction_picture(self, variables, image):
+        """`[H, W, 3]`: the detections with a score of at least `PICTURE_SCORE_THRESHOLD`
+        drawn on the image (`visualize_instances.draw_instances`)."""
+        found = self.predict_instances(variables, image)
+        return visualize_instances.draw_instances(
+            image,
+            found["boxes"],
+            found["scores"],
+            found["classes"],
+            found["masks"],
+            found["valid"],
+            list(self.config.data.class_names),
+            score_threshold=PICTURE_SCORE_THRESHOLD,
+        )
 
     def eval_out_shardings(self, mesh):
         return sharding.replicated(mesh)

@@ -1,5 +1,6 @@
 """Semantic segmentation: a per-pixel classifier (U-Net) scored by pixel and boundary counts."""
 
+import functools
 from typing import Mapping
 
 import jax
@@ -9,11 +10,14 @@ import numpy as np
 
 from jaxseg import losses
 from jaxseg import metrics as seg_metrics
+from jaxseg import registry
+from jaxseg import schema
 from jaxseg import sharding
 from jaxseg import visualize
-from jaxseg.tasks.base import Evaluation, Task
+from jaxseg.tasks.base import Evaluation, Task, model_input
 
 
+@registry.TASKS.register("semantic")
 class SemanticSegmentation(Task):
     """Logits `[N, H, W, K]` trained with `config.loss.name` against `semantic` labels.
 
@@ -35,10 +39,41 @@ class SemanticSegmentation(Task):
         "val/pixel_accuracy",
     )
 
+    @staticmethod
+    def check_config(config: ml_collections.ConfigDict) -> None:
+        """The `loss` section (`losses.LossConfig`)."""
+        schema.read_section(losses.LossConfig, config, "loss")
+
     def __init__(self, config: ml_collections.ConfigDict):
         super().__init__(config)
         self._loss_fn = losses.make_loss_fn(config.loss.name, ignore_label=config.loss.ignore_label)
         self._boundary_width = config.get("boundary_width", self.DEFAULT_BOUNDARY_WIDTH)
+        self.logits = jax.jit(functools.partial(self.model.apply, train=False))
+        """`logits(variables, images [N, H, W, 3]) -> [N, H, W, K]` float32, jitted."""
+
+    def predict_label_map(self, variables, image: np.ndarray) -> np.ndarray:
+        """Per-pixel class ids `[H, W]` int32 of an RGB uint8 image `[H, W, 3]` of any size.
+
+        The image is prepared as the data pipeline does (`model_input`); the prediction's
+        valid region is resized back (nearest) to the image's own size.
+        """
+        inputs, placement = model_input(image, self.config.data.image_size)
+        logits = self.logits(variables, inputs)
+        return placement.label_map_to_image(np.asarray(jnp.argmax(logits[0], axis=-1), np.int32))
+
+    def prediction_picture(self, variables, image):
+        """The image beside its predicted label map in opaque class colours
+        (`visualize.tile_grid`), above a legend of the classes predicted
+        (`visualize.add_legend`): `[24 + H + 20·rows, 2·W + 12, 3]`, wider when a legend
+        entry is."""
+        label_map = self.predict_label_map(variables, image)
+        class_names = list(self.config.data.class_names)
+        palette = visualize.class_palette(len(class_names))
+        panels = visualize.tile_grid(
+            [[image, visualize.colour_label_map(label_map, palette)]], ("image", "prediction")
+        )
+        entries = visualize.legend_entries([label_map], palette, class_names)
+        return visualize.add_legend(panels, entries)
 
     def init_variables(self, rng, image_shape):
         return self.model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
