@@ -11,6 +11,7 @@ import pytest
 from jaxseg import sweep, train
 from jaxseg.config_validation import ConfigError
 from jaxseg.data import pipeline, shapes
+from jaxseg.errors import WorkdirError
 
 CLASSES = ("background", "circle", "rectangle", "triangle")
 # The shipped U-Net config shrunk to seconds per run (as tests/test_train.py's tiny_config).
@@ -110,10 +111,13 @@ def test_runs_resolve_overrides_variant_over_base_and_seed():
             "duplicate variant name",
         ),
         ({"variants": {"a/b": {}}}, "variant name 'a/b'"),
-        ({"variants": {"a": {"model.skip_conections": False}}}, "did you mean 'model.skip_conn"),
-        ({"variants": {"a": {"modle.features": (4,)}}}, "config.modle does not exist"),
+        (
+            {"variants": {"a": {"model.skip_conections": False}}},
+            "no such field 'skip_conections' in config.model .did you mean 'skip_connections'",
+        ),
+        ({"variants": {"a": {"modle.features": (4,)}}}, "no such field 'modle' in config .did"),
         ({"variants": {"a": {"model": 1}}}, "is a config section"),
-        ({"variants": {"a": {"model.features.x": 1}}}, "config.model.features.x does not"),
+        ({"variants": {"a": {"model.features.x": 1}}}, "'x' in config.model.features$"),
         ({"variants": {"a": {"num_train_steps": "many"}}}, "override num_train_steps='many'"),
         ({"overrides": {"seed": 1}}, "sets 'seed'"),
         ({"seeds": ()}, "seeds must be a non-empty"),
@@ -215,23 +219,37 @@ def test_a_single_seed_has_no_std():
     assert row["miou_mean"] == 0.5 and math.isnan(row["miou_std"])
 
 
-def test_run_directory_of_another_config_stops_the_sweep(tmp_path):
-    spec = sweep.Sweep(
-        config="configs/unet_shapes.py",
-        variants={"a": {"loss.name": "ce"}},
-        metrics=("miou",),
-        overrides=TINY,
-    )
-    (run,) = sweep.resolve_runs(spec)
-    directory = run.directory(str(tmp_path))
+def test_run_directory_of_another_config_stops_the_sweep_before_training(
+    tmp_path, capsys, monkeypatch
+):
+    """The second run's directory holds another loss: the first run must not train."""
+    path = write_sweep_file(str(tmp_path), tiny_sweep_body("/nowhere", seeds=(0,)))
+    spec = sweep.load_sweep(path)
+    runs = sweep.resolve_runs(spec)
+    workdir = str(tmp_path / "sweep")
+    directory = runs[1].directory(workdir)
     os.makedirs(directory)
-    written = json.loads(run.config.to_json_best_effort())
-    written["loss"]["name"] = "dice"
-    written["num_train_steps"] = 99
+    written = json.loads(runs[1].config.to_json_best_effort())
+    written["num_train_steps"] = 99  # a resumable change alone is no conflict
     with open(os.path.join(directory, "config.json"), "w") as f:
         json.dump(written, f)
-    with pytest.raises(sweep.SweepError, match="another config .differs in loss.name, num_train"):
-        sweep.run_sweep(spec, [run], str(tmp_path))
+    sweep.check_run_directories(runs, workdir)
+
+    written["loss"]["name"] = "ce"
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(written, f)
+
+    def no_training(config, workdir):
+        raise AssertionError(f"trained {workdir}")
+
+    monkeypatch.setattr(train, "train_and_evaluate", no_training)
+    with pytest.raises(WorkdirError, match="config.loss.name is 'ce' there, 'dice' here"):
+        sweep.run_sweep(spec, runs, workdir)
+    assert sweep.main([path, f"--workdir={workdir}"]) == 2
+    error = capsys.readouterr().err.splitlines()
+    assert len(error) == 1
+    assert error[0].startswith(f"--workdir {directory} holds a run of another config")
+    assert not os.path.exists(runs[0].directory(workdir))
 
 
 @pytest.mark.slow

@@ -61,7 +61,7 @@ from jaxseg.sweep.results import (
     metric_value,
     summarize,
 )
-from jaxseg.sweep.runner import run_sweep
+from jaxseg.sweep.runner import check_run_directories, run_sweep
 from jaxseg.sweep.spec import (
     REPOSITORY_ROOT,
     Run,
@@ -83,6 +83,7 @@ __all__ = [
     "SweepError",
     "Variant",
     "apply_overrides",
+    "check_run_directories",
     "collect_results",
     "describe",
     "load_sweep",

@@ -5,7 +5,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from jaxseg.errors import ConfigError, SweepError
+from jaxseg.errors import ConfigError, SweepError, WorkdirError
 from jaxseg.sweep.report import write_results
 from jaxseg.sweep.results import collect_results
 from jaxseg.sweep.runner import run_sweep
@@ -57,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_results(sweep, f"Sweep {args.sweep_file}", results, args.workdir)
     except (SweepError, ConfigError) as error:
         print(f"Invalid sweep {args.sweep_file}: {error}", file=sys.stderr)
+        return 2
+    except WorkdirError as error:
+        print(error, file=sys.stderr)
         return 2
     print(f"Results: {os.path.join(args.workdir, 'results.md')}")
     return 0

@@ -1,22 +1,22 @@
 """Dotted config overrides (`{"loss.name": "dice"}`) set on a config, each path checked."""
 
-import difflib
 from collections.abc import Mapping
 from typing import Any
 
 import ml_collections
 
-from jaxseg.errors import SweepError
+from jaxseg.errors import SweepError, did_you_mean
 
 
 def _unknown_path(path: str, depth: int, node: Any) -> SweepError:
     """The error for override `path` whose part `depth` is not a field of `node`."""
     parts = path.split(".")
-    known = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-    close = difflib.get_close_matches(parts[depth], known, n=1)
-    hint = f" (did you mean '{'.'.join([*parts[:depth], close[0]])}'?)" if close else ""
-    missing = ".".join(parts[: depth + 1])
-    return SweepError(f"unknown override path '{path}': config.{missing} does not exist{hint}")
+    parent = ".".join(["config", *parts[:depth]])
+    choices = node.keys() if isinstance(node, ml_collections.ConfigDict) else ()
+    return SweepError(
+        f"unknown override path '{path}': no such field {parts[depth]!r} in {parent}"
+        f"{did_you_mean(parts[depth], choices)}"
+    )
 
 
 def apply_overrides(

@@ -3,54 +3,37 @@
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
-from jaxseg.errors import SweepError
+from jaxseg.config_files import check_workdir_config
 from jaxseg.sweep.report import minutes
-from jaxseg.sweep.results import RUN_RECORD, metric_value, read_json
+from jaxseg.sweep.results import RUN_RECORD, metric_value
 from jaxseg.sweep.spec import Run, Sweep
 
 
-def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """`{"a": {"b": 1}}` -> `{"a.b": 1}`."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+def check_run_directories(runs: Sequence[Run], workdir: str) -> None:
+    """Raises WorkdirError if the directory of any of `runs` holds a run of another config.
 
-
-def _check_run_directory(run: Run, directory: str) -> None:
-    """Raises SweepError if `directory` already holds a run of another config."""
-    path = os.path.join(directory, "config.json")
-    if not os.path.exists(path):
-        return
-    written = _flat(read_json(path))
-    expected = _flat(json.loads(run.config.to_json_best_effort()))
-    differing = sorted(
-        k for k in written.keys() | expected.keys() if written.get(k) != expected.get(k)
-    )
-    if differing:
-        raise SweepError(
-            f"{directory} holds a run of another config (differs in {', '.join(differing)}); "
-            "move it away or use another --workdir"
-        )
+    `train.train_and_evaluate` checks its own directory too; checking all of them first
+    stops the sweep before anything trains.
+    """
+    for run in runs:
+        check_workdir_config(run.config, run.directory(workdir))
 
 
 def run_sweep(sweep: Sweep, runs: Sequence[Run], workdir: str) -> bool:
     """Trains every unfinished run in turn; returns whether all runs are finished.
 
     Prints one progress line per run. A run stopped by SIGTERM stops the sweep (False).
+
+    Raises:
+      WorkdirError: a run's directory holds a run of another config (before any training).
     """
     from jaxseg import train  # pylint: disable=g-import-not-at-top
 
-    for run in runs:
-        _check_run_directory(run, run.directory(workdir))
+    check_run_directories(runs, workdir)
     trained_seconds: list[float] = []
     for index, run in enumerate(runs, 1):
         directory = run.directory(workdir)
