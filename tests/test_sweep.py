@@ -147,6 +147,31 @@ def test_sweep_file_without_get_sweep(tmp_path):
         sweep.load_sweep(str(path))
 
 
+def test_null_metrics_are_undefined(tmp_path):
+    """metrics.json as training writes it (strict JSON, NaN -> null) reads back as NaN."""
+    workdir = str(tmp_path)
+    spec = sweep.Sweep(
+        config="configs/unet_shapes.py",
+        variants={"a": {}},
+        metrics=("miou", "foreground_iou"),
+        overrides=TINY,
+    )
+    (run,) = sweep.resolve_runs(spec)
+    os.makedirs(run.directory(workdir))
+    metrics = {"miou": math.nan, "iou/background": 0.9, "iou/circle": 0.5}
+    metrics.update({"iou/rectangle": math.nan, "iou/triangle": 0.3})
+    train.write_metrics(os.path.join(run.directory(workdir), "metrics.json"), metrics)
+    with open(os.path.join(run.directory(workdir), "metrics.json")) as f:
+        assert '"miou": null' in f.read()
+
+    (result,) = sweep.collect_results(spec, [run], workdir)
+    assert math.isnan(result.values["miou"])
+    # The undefined rectangle IoU is skipped: (0.5 + 0.3) / 2.
+    assert result.values["foreground_iou"] == pytest.approx(0.4)
+    undefined = {"iou/a": None, "iou/b": None}
+    assert math.isnan(sweep.metric_value(undefined, "foreground_iou", ("bg", "a", "b")))
+
+
 def test_derived_foreground_metrics_by_hand():
     metrics = {"iou/background": 0.9, "iou/circle": 0.5, "iou/rectangle": 0.2}
     metrics.update({"iou/triangle": math.nan, "dice/background": 1.0, "dice/circle": 0.4})

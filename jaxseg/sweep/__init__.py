@@ -24,7 +24,7 @@ the variants of a grid). A variant's overrides apply after the sweep's `override
 may use letters, digits and `.`, `_`, `+`, `-`; they name sub-directories. `metrics` are
 keys of the runs' `metrics.json` or the derived `foreground_iou` and `foreground_dice`:
 the mean of `iou/<class>` (`dice/<class>`) over the classes after the first
-(background), skipping undefined (NaN) values.
+(background), skipping undefined values (NaN; `null` in metrics.json).
 
 Each run trains with `jaxseg.train.train_and_evaluate` into `DIR/<variant>/seed<k>`
 (sequentially, in one process). A run whose `metrics.json` exists is finished and

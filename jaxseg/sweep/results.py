@@ -17,16 +17,22 @@ DERIVED_METRICS = {"foreground_iou": "iou", "foreground_dice": "dice"}
 RUN_RECORD = "sweep_run.json"
 
 
+def _number(value: Any) -> float:
+    """A metrics.json value as a float: `null` (an undefined metric) is NaN."""
+    return math.nan if value is None else float(value)
+
+
 def metric_value(metrics: Mapping[str, Any], name: str, class_names: Sequence[str]) -> float:
     """The metric `name` of a run's `metrics.json` dict, derived metrics included.
 
     Args:
-      metrics: the flat dict of metrics.json.
+      metrics: the flat dict of metrics.json (`None` for an undefined metric, as
+        metrics.json stores it: `null`).
       name: a key of it, or a `DERIVED_METRICS` name.
       class_names: the run's `config.data.class_names`; the first is background.
 
     Returns:
-      A float (NaN where undefined).
+      A float (NaN where undefined); a derived metric skips undefined classes.
 
     Raises:
       SweepError: the metric is neither in `metrics` nor derivable from it.
@@ -36,14 +42,14 @@ def metric_value(metrics: Mapping[str, Any], name: str, class_names: Sequence[st
         missing = [key for key in keys if key not in metrics]
         if missing:
             raise SweepError(f"metric {name} needs {', '.join(missing)}, not in metrics.json")
-        values = np.array([metrics[key] for key in keys], np.float64)
+        values = np.array([_number(metrics[key]) for key in keys], np.float64)
         values = values[~np.isnan(values)]
         return float(np.mean(values)) if values.size else math.nan
     if name not in metrics:
         raise SweepError(
             f"metric {name} is not in metrics.json (it has {', '.join(sorted(metrics))})"
         )
-    return float(metrics[name])
+    return _number(metrics[name])
 
 
 def read_json(path: str) -> dict:
