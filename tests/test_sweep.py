@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import os
+import shlex
 
 import numpy as np
 import pytest
@@ -233,6 +234,8 @@ def test_results_of_finished_runs_by_hand(tmp_path):
     assert "| ce | 2 | 0.600 ± 0.141 | 0.300 ± 0.141 | 0.600 ± 0.141 |" in markdown
     assert "| dice | 2 | 0.600 ± 0.000 | 0.200 ± 0.141 | 0.500 ± 0.141 |" in markdown
     assert "Budget: two minutes." in markdown
+    assert "\nAll 4 runs finished.\n" in markdown
+    assert [row["missing_seeds"] for row in rows] == ["", ""]
     assert "Total wall time: 4.0 min (runs: 4)." in markdown
     assert os.path.getsize(os.path.join(workdir, "results.png")) > 0
 
@@ -273,8 +276,109 @@ def test_run_directory_of_another_config_stops_the_sweep_before_training(
     assert sweep.main([path, f"--workdir={workdir}"]) == 2
     error = capsys.readouterr().err.splitlines()
     assert len(error) == 1
-    assert error[0].startswith(f"--workdir {directory} holds a run of another config")
+    assert error[0].startswith(f"Sweep {path}: --workdir {directory} holds a run of another")
     assert not os.path.exists(runs[0].directory(workdir))
+
+
+def fake_training(calls):
+    """A stand-in for `train.train_and_evaluate` that notes its workdir and writes what a
+    finished run leaves: config.json and a metrics.json whose miou is the seed / 10."""
+
+    def train_and_evaluate(config, workdir):
+        calls.append(workdir)
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort())
+        metrics = {"miou": config.seed / 10, "boundary_iou": 0.5}
+        for name in CLASSES:
+            metrics.update({f"iou/{name}": 0.5, f"dice/{name}": 0.5})
+        train.write_metrics(os.path.join(workdir, "metrics.json"), metrics)
+        return metrics
+
+    return train_and_evaluate
+
+
+def test_print_commands_one_per_run_each_running_just_that_run(tmp_path, capsys, monkeypatch):
+    path = write_sweep_file(str(tmp_path), tiny_sweep_body("/nowhere"))
+    workdir = str(tmp_path / "my runs")
+    assert sweep.main([path, "--print_commands", f"--workdir={workdir}"]) == 0
+    commands = capsys.readouterr().out.splitlines()
+    prefix = f"python -m jaxseg.sweep {path} --workdir='{workdir}' --run="
+    names = ["ce/seed0", "ce/seed1", "dice/seed0", "dice/seed1"]
+    assert commands == [prefix + name for name in names]
+    assert sweep.main([path, "--print_commands"]) == 0
+    default = capsys.readouterr().out.splitlines()[0]
+    assert default == f"python -m jaxseg.sweep {path} --workdir=runs/tiny_sweep --run=ce/seed0"
+
+    calls = []
+    monkeypatch.setattr(train, "train_and_evaluate", fake_training(calls))
+    argv = shlex.split(commands[2])
+    assert argv[:3] == ["python", "-m", "jaxseg.sweep"]
+    assert sweep.main(argv[3:]) == 0
+    assert calls == [os.path.join(workdir, "dice", "seed0")]
+    assert sorted(os.listdir(workdir)) == ["dice"]
+    assert os.listdir(os.path.join(workdir, "dice")) == ["seed0"]
+    output = capsys.readouterr().out
+    assert "[1/1] dice seed 0: training in" in output
+    assert f"--workdir='{workdir}' --report" in output.splitlines()[-1]
+
+    assert sweep.main(argv[3:]) == 0  # finished: a rerun of the command trains nothing
+    assert len(calls) == 1 and "finished earlier, skipped" in capsys.readouterr().out
+
+
+def test_unknown_run_is_one_line_naming_the_runs(tmp_path, capsys, monkeypatch):
+    path = write_sweep_file(str(tmp_path), tiny_sweep_body("/nowhere"))
+    calls = []
+    monkeypatch.setattr(train, "train_and_evaluate", fake_training(calls))
+    assert sweep.main([path, f"--workdir={tmp_path}", "--run=dise/seed1"]) == 2
+    assert capsys.readouterr().err == (
+        f"Sweep {path}: unknown run 'dise/seed1' (did you mean 'dice/seed1'?); "
+        "the runs are ce/seed0, ce/seed1, dice/seed0, dice/seed1\n"
+    )
+    assert calls == [] and os.listdir(tmp_path) == ["tiny_sweep.py"]
+
+
+def test_report_tabulates_the_finished_runs_and_names_the_missing(tmp_path, capsys, monkeypatch):
+    """ce/seed0 finished; ce/seed1 finished with fewer steps than the sweep's (unfinished)."""
+    path = write_sweep_file(str(tmp_path), tiny_sweep_body("/nowhere"))
+    workdir = str(tmp_path / "sweep")
+    runs = sweep.resolve_runs(sweep.load_sweep(path))
+    fake_run_directory(runs[0].directory(workdir), (0.5, 0.2, 0.3), 30.0)
+    fake_run_directory(runs[1].directory(workdir), (0.9, 0.9, 0.9), 30.0)
+    shorter = json.loads(runs[1].config.to_json_best_effort())
+    shorter["num_train_steps"] = 2
+    with open(os.path.join(runs[1].directory(workdir), "config.json"), "w") as f:
+        json.dump(shorter, f)
+    calls = []
+    monkeypatch.setattr(train, "train_and_evaluate", fake_training(calls))
+
+    assert sweep.main([path, f"--workdir={workdir}", "--report"]) == 0
+    assert calls == []
+    missing = "ce/seed1, dice/seed0, dice/seed1"
+    assert capsys.readouterr().out == (
+        f"Results: {os.path.join(workdir, 'results.md')} (3 of 4 runs missing: {missing})\n"
+    )
+    rows = read_csv(os.path.join(workdir, "results.csv"))
+    assert [(r["variant"], r["num_seeds"], r["missing_seeds"]) for r in rows] == [
+        ("ce", "1", "1"),
+        ("dice", "0", "0 1"),
+    ]
+    assert float(rows[0]["miou_mean"]) == 0.5 and math.isnan(float(rows[0]["miou_std"]))
+    assert float(rows[0]["foreground_iou_mean"]) == pytest.approx(0.5)
+    assert math.isnan(float(rows[1]["miou_mean"]))
+    with open(os.path.join(workdir, "results.md")) as f:
+        markdown = f.read()
+    assert f"\nPartial results: 1 of 4 runs finished; 3 missing: {missing}.\n" in markdown
+    assert "| ce | 1 | 0.500 | 0.500 | 0.400 | 0.200 |" in markdown
+    assert "| dice | 0 | – | – | – | – |" in markdown
+    assert "Total wall time: 0.5 min (runs: 1)." in markdown
+    assert os.path.getsize(os.path.join(workdir, "results.png")) > 0
+
+    assert sweep.main([path, f"--workdir={workdir}"]) == 0  # the sweep trains the missing three
+    assert calls == [runs[k].directory(workdir) for k in (1, 2, 3)]
+    rows = read_csv(os.path.join(workdir, "results.csv"))
+    assert [(r["num_seeds"], r["missing_seeds"]) for r in rows] == [("2", ""), ("2", "")]
+    assert float(rows[1]["miou_mean"]) == pytest.approx(0.05)
 
 
 @pytest.mark.slow

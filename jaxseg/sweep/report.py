@@ -8,7 +8,7 @@ from typing import Any
 
 from jaxseg.sweep.chart import write_chart
 from jaxseg.sweep.results import RunResult, summarize
-from jaxseg.sweep.spec import Sweep
+from jaxseg.sweep.spec import Sweep, run_name, variants_of
 
 
 def minutes(seconds: float) -> str:
@@ -16,7 +16,32 @@ def minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
+def missing_runs(sweep: Sweep, results: Sequence[RunResult]) -> list[str]:
+    """The names (`<variant>/seed<k>`) of the sweep's runs that `results` lack, in order."""
+    finished = {(result.variant, result.seed) for result in results}
+    return [
+        run_name(variant.name, seed)
+        for variant in variants_of(sweep)
+        for seed in sweep.seeds
+        if (variant.name, seed) not in finished
+    ]
+
+
+def _progress(sweep: Sweep, results: Sequence[RunResult]) -> str:
+    """The line saying that all runs finished, or how many did and which are missing."""
+    missing = missing_runs(sweep, results)
+    total = len(results) + len(missing)
+    if not missing:
+        return f"All {total} runs finished."
+    return (
+        f"Partial results: {len(results)} of {total} runs finished; "
+        f"{len(missing)} missing: {', '.join(missing)}."
+    )
+
+
 def _mean_std(row: Mapping[str, Any], name: str) -> str:
+    if not row["num_seeds"]:
+        return "–"
     mean, std = row[f"{name}_mean"], row[f"{name}_std"]
     return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
 
@@ -33,6 +58,8 @@ def write_results(
     sweep: Sweep, title: str, results: Sequence[RunResult], workdir: str
 ) -> list[dict[str, Any]]:
     """Writes `results.csv`, `results.md` (headed `title`) and `results.png` into `workdir`.
+
+    `results` are the finished runs; `results.md` names the sweep's runs they lack.
 
     Returns:
       The rows of `summarize`.
@@ -52,6 +79,8 @@ def write_results(
             f"Base config `{sweep.config}`; seeds {', '.join(map(str, sweep.seeds))}; "
             "mean ± sample std over seeds."
         ),
+        "",
+        _progress(sweep, results),
         "",
         *_markdown_table(
             ["variant", "seeds", *sweep.metrics],

@@ -9,11 +9,13 @@ from typing import Any
 
 import numpy as np
 
+from jaxseg.config_files import config_differences
 from jaxseg.errors import SweepError
 from jaxseg.sweep.spec import Run, Sweep, variants_of
 
 # Derived metrics: name -> the per-class metrics.json prefix they average over foreground.
 DERIVED_METRICS = {"foreground_iou": "iou", "foreground_dice": "dice"}
+METRICS_FILE = "metrics.json"
 RUN_RECORD = "sweep_run.json"
 
 
@@ -68,12 +70,27 @@ class RunResult:
     wall_seconds: float
 
 
+def is_finished(run: Run, workdir: str) -> bool:
+    """Whether `run` has finished: its directory holds a `metrics.json` and, if it holds a
+    `config.json`, that is the run's config (a change to `num_train_steps`, say, makes a
+    finished run unfinished: it resumes to the new end)."""
+    directory = run.directory(workdir)
+    if not os.path.exists(os.path.join(directory, METRICS_FILE)):
+        return False
+    config_path = os.path.join(directory, "config.json")
+    return not os.path.exists(config_path) or not config_differences(
+        read_json(config_path), run.config
+    )
+
+
 def collect_results(sweep: Sweep, runs: Sequence[Run], workdir: str) -> list[RunResult]:
-    """The metrics of every finished run, read from its directory under `workdir`."""
+    """The metrics of those of `runs` that have finished, read from their directories."""
     results = []
     for run in runs:
+        if not is_finished(run, workdir):
+            continue
         directory = run.directory(workdir)
-        metrics = read_json(os.path.join(directory, "metrics.json"))
+        metrics = read_json(os.path.join(directory, METRICS_FILE))
         record_path = os.path.join(directory, RUN_RECORD)
         wall = read_json(record_path)["wall_seconds"] if os.path.exists(record_path) else math.nan
         values = {
@@ -84,19 +101,25 @@ def collect_results(sweep: Sweep, runs: Sequence[Run], workdir: str) -> list[Run
 
 
 def summarize(sweep: Sweep, results: Sequence[RunResult]) -> list[dict[str, Any]]:
-    """One row per variant (in sweep order): mean and sample std over seeds of each metric.
+    """One row per variant (in sweep order): mean and sample std over its finished seeds.
 
     Returns:
-      dicts with `variant`, `num_seeds`, `<metric>_mean`, `<metric>_std` (NaN for one
-      seed) and `wall_seconds` (the sum over seeds).
+      dicts with `variant`, `num_seeds` (the finished ones), `missing_seeds` (the others,
+      space-separated), `<metric>_mean` (NaN for no seed), `<metric>_std` (NaN for fewer
+      than two) and `wall_seconds` (the sum over seeds).
     """
     rows = []
     for variant in variants_of(sweep):
         mine = [result for result in results if result.variant == variant.name]
-        row: dict[str, Any] = {"variant": variant.name, "num_seeds": len(mine)}
+        finished = {result.seed for result in mine}
+        row: dict[str, Any] = {
+            "variant": variant.name,
+            "num_seeds": len(mine),
+            "missing_seeds": " ".join(str(s) for s in sweep.seeds if s not in finished),
+        }
         for name in sweep.metrics:
             values = np.array([result.values[name] for result in mine], np.float64)
-            row[f"{name}_mean"] = float(np.mean(values))
+            row[f"{name}_mean"] = float(np.mean(values)) if values.size else math.nan
             row[f"{name}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
         row["wall_seconds"] = float(sum(result.wall_seconds for result in mine))
         rows.append(row)

@@ -9,7 +9,7 @@ import numpy as np
 
 from jaxseg.config_files import check_workdir_config
 from jaxseg.sweep.report import minutes
-from jaxseg.sweep.results import RUN_RECORD, metric_value
+from jaxseg.sweep.results import RUN_RECORD, is_finished, metric_value
 from jaxseg.sweep.spec import Run, Sweep
 
 
@@ -24,7 +24,7 @@ def check_run_directories(runs: Sequence[Run], workdir: str) -> None:
 
 
 def run_sweep(sweep: Sweep, runs: Sequence[Run], workdir: str) -> bool:
-    """Trains every unfinished run in turn; returns whether all runs are finished.
+    """Trains every unfinished run of `runs` in turn; returns whether they all finished.
 
     Prints one progress line per run. A run stopped by SIGTERM stops the sweep (False).
 
@@ -38,7 +38,7 @@ def run_sweep(sweep: Sweep, runs: Sequence[Run], workdir: str) -> bool:
     for index, run in enumerate(runs, 1):
         directory = run.directory(workdir)
         label = f"[{index}/{len(runs)}] {run.variant} seed {run.seed}"
-        if os.path.exists(os.path.join(directory, "metrics.json")):
+        if is_finished(run, workdir):
             print(f"{label}: finished earlier, skipped ({directory})", flush=True)
             continue
         print(f"{label}: training in {directory}", flush=True)
@@ -55,9 +55,7 @@ def run_sweep(sweep: Sweep, runs: Sequence[Run], workdir: str) -> bool:
             f"{name} {metric_value(result, name, run.config.data.class_names):.4f}"
             for name in sweep.metrics
         )
-        remaining = sum(
-            not os.path.exists(os.path.join(r.directory(workdir), "metrics.json")) for r in runs
-        )
+        remaining = sum(not is_finished(r, workdir) for r in runs)
         estimate = (
             f"; {remaining} runs left, about {minutes(remaining * np.mean(trained_seconds))}"
         )

@@ -12,7 +12,7 @@ import ml_collections
 
 from jaxseg.config_files import load_config_file
 from jaxseg.config_validation import validate_config
-from jaxseg.errors import ConfigError, SweepError
+from jaxseg.errors import ConfigError, SweepError, did_you_mean
 from jaxseg.sweep.overrides import apply_overrides
 
 REPOSITORY_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -52,6 +52,11 @@ class Sweep:
     description: str = ""
 
 
+def run_name(variant: str, seed: int) -> str:
+    """`<variant>/seed<k>`: a run's name for `--run`, and its directory under the workdir."""
+    return f"{variant}/seed{seed}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Run:
     """One training run of a sweep: a variant at one seed, and its resolved config."""
@@ -60,6 +65,11 @@ class Run:
     seed: int
     overrides: dict[str, Any]
     config: ml_collections.ConfigDict
+
+    @property
+    def name(self) -> str:
+        """The run's `run_name`, e.g. `ce/seed0`."""
+        return run_name(self.variant, self.seed)
 
     def directory(self, workdir: str) -> str:
         """`workdir/<variant>/seed<k>`, where the run trains."""
@@ -165,3 +175,17 @@ def resolve_runs(sweep: Sweep) -> list[Run]:
                 raise ConfigError(f"variant {variant.name}: {error}") from error
             runs.append(Run(variant.name, seed, overrides, config))
     return runs
+
+
+def find_run(runs: Sequence[Run], name: str) -> Run:
+    """The run of `runs` named `name` (`<variant>/seed<k>`).
+
+    Raises:
+      SweepError: no run has that name; the message lists the names there are.
+    """
+    names = [run.name for run in runs]
+    if name not in names:
+        raise SweepError(
+            f"unknown run {name!r}{did_you_mean(name, names)}; the runs are {', '.join(names)}"
+        )
+    return runs[names.index(name)]
