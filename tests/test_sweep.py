@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import os
+import shlex
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from jaxseg import sweep, train
 from jaxseg.config_validation import ConfigError
 from jaxseg.data import pipeline, shapes
+from jaxseg.errors import WorkdirError
 
 CLASSES = ("background", "circle", "rectangle", "triangle")
 # The shipped U-Net config shrunk to seconds per run (as tests/test_train.py's tiny_config).
@@ -110,10 +112,13 @@ def test_runs_resolve_overrides_variant_over_base_and_seed():
             "duplicate variant name",
         ),
         ({"variants": {"a/b": {}}}, "variant name 'a/b'"),
-        ({"variants": {"a": {"model.skip_conections": False}}}, "did you mean 'model.skip_conn"),
-        ({"variants": {"a": {"modle.features": (4,)}}}, "config.modle does not exist"),
+        (
+            {"variants": {"a": {"model.skip_conections": False}}},
+            "no such field 'skip_conections' in config.model .did you mean 'skip_connections'",
+        ),
+        ({"variants": {"a": {"modle.features": (4,)}}}, "no such field 'modle' in config .did"),
         ({"variants": {"a": {"model": 1}}}, "is a config section"),
-        ({"variants": {"a": {"model.features.x": 1}}}, "config.model.features.x does not"),
+        ({"variants": {"a": {"model.features.x": 1}}}, "'x' in config.model.features$"),
         ({"variants": {"a": {"num_train_steps": "many"}}}, "override num_train_steps='many'"),
         ({"overrides": {"seed": 1}}, "sets 'seed'"),
         ({"seeds": ()}, "seeds must be a non-empty"),
@@ -141,6 +146,31 @@ def test_sweep_file_without_get_sweep(tmp_path):
     path.write_text("X = 1\n")
     with pytest.raises(sweep.SweepError, match="defines no get_sweep"):
         sweep.load_sweep(str(path))
+
+
+def test_null_metrics_are_undefined(tmp_path):
+    """metrics.json as training writes it (strict JSON, NaN -> null) reads back as NaN."""
+    workdir = str(tmp_path)
+    spec = sweep.Sweep(
+        config="configs/unet_shapes.py",
+        variants={"a": {}},
+        metrics=("miou", "foreground_iou"),
+        overrides=TINY,
+    )
+    (run,) = sweep.resolve_runs(spec)
+    os.makedirs(run.directory(workdir))
+    metrics = {"miou": math.nan, "iou/background": 0.9, "iou/circle": 0.5}
+    metrics.update({"iou/rectangle": math.nan, "iou/triangle": 0.3})
+    train.write_metrics(os.path.join(run.directory(workdir), "metrics.json"), metrics)
+    with open(os.path.join(run.directory(workdir), "metrics.json")) as f:
+        assert '"miou": null' in f.read()
+
+    (result,) = sweep.collect_results(spec, [run], workdir)
+    assert math.isnan(result.values["miou"])
+    # The undefined rectangle IoU is skipped: (0.5 + 0.3) / 2.
+    assert result.values["foreground_iou"] == pytest.approx(0.4)
+    undefined = {"iou/a": None, "iou/b": None}
+    assert math.isnan(sweep.metric_value(undefined, "foreground_iou", ("bg", "a", "b")))
 
 
 def test_derived_foreground_metrics_by_hand():
@@ -204,6 +234,8 @@ def test_results_of_finished_runs_by_hand(tmp_path):
     assert "| ce | 2 | 0.600 ± 0.141 | 0.300 ± 0.141 | 0.600 ± 0.141 |" in markdown
     assert "| dice | 2 | 0.600 ± 0.000 | 0.200 ± 0.141 | 0.500 ± 0.141 |" in markdown
     assert "Budget: two minutes." in markdown
+    assert "\nAll 4 runs finished.\n" in markdown
+    assert [row["missing_seeds"] for row in rows] == ["", ""]
     assert "Total wall time: 4.0 min (runs: 4)." in markdown
     assert os.path.getsize(os.path.join(workdir, "results.png")) > 0
 
@@ -215,23 +247,138 @@ def test_a_single_seed_has_no_std():
     assert row["miou_mean"] == 0.5 and math.isnan(row["miou_std"])
 
 
-def test_run_directory_of_another_config_stops_the_sweep(tmp_path):
-    spec = sweep.Sweep(
-        config="configs/unet_shapes.py",
-        variants={"a": {"loss.name": "ce"}},
-        metrics=("miou",),
-        overrides=TINY,
-    )
-    (run,) = sweep.resolve_runs(spec)
-    directory = run.directory(str(tmp_path))
+def test_run_directory_of_another_config_stops_the_sweep_before_training(
+    tmp_path, capsys, monkeypatch
+):
+    """The second run's directory holds another loss: the first run must not train."""
+    path = write_sweep_file(str(tmp_path), tiny_sweep_body("/nowhere", seeds=(0,)))
+    spec = sweep.load_sweep(path)
+    runs = sweep.resolve_runs(spec)
+    workdir = str(tmp_path / "sweep")
+    directory = runs[1].directory(workdir)
     os.makedirs(directory)
-    written = json.loads(run.config.to_json_best_effort())
-    written["loss"]["name"] = "dice"
-    written["num_train_steps"] = 99
+    written = json.loads(runs[1].config.to_json_best_effort())
+    written["num_train_steps"] = 99  # a resumable change alone is no conflict
     with open(os.path.join(directory, "config.json"), "w") as f:
         json.dump(written, f)
-    with pytest.raises(sweep.SweepError, match="another config .differs in loss.name, num_train"):
-        sweep.run_sweep(spec, [run], str(tmp_path))
+    sweep.check_run_directories(runs, workdir)
+
+    written["loss"]["name"] = "ce"
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(written, f)
+
+    def no_training(config, workdir):
+        raise AssertionError(f"trained {workdir}")
+
+    monkeypatch.setattr(train, "train_and_evaluate", no_training)
+    with pytest.raises(WorkdirError, match="config.loss.name is 'ce' there, 'dice' here"):
+        sweep.run_sweep(spec, runs, workdir)
+    assert sweep.main([path, f"--workdir={workdir}"]) == 2
+    error = capsys.readouterr().err.splitlines()
+    assert len(error) == 1
+    assert error[0].startswith(f"Sweep {path}: --workdir {directory} holds a run of another")
+    assert not os.path.exists(runs[0].directory(workdir))
+
+
+def fake_training(calls):
+    """A stand-in for `train.train_and_evaluate` that notes its workdir and writes what a
+    finished run leaves: config.json and a metrics.json whose miou is the seed / 10."""
+
+    def train_and_evaluate(config, workdir):
+        calls.append(workdir)
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort())
+        metrics = {"miou": config.seed / 10, "boundary_iou": 0.5}
+        for name in CLASSES:
+            metrics.update({f"iou/{name}": 0.5, f"dice/{name}": 0.5})
+        train.write_metrics(os.path.join(workdir, "metrics.json"), metrics)
+        return metrics
+
+    return train_and_evaluate
+
+
+def test_print_commands_one_per_run_each_running_just_that_run(tmp_path, capsys, monkeypatch):
+    path = write_sweep_file(str(tmp_path), tiny_sweep_body("/nowhere"))
+    workdir = str(tmp_path / "my runs")
+    assert sweep.main([path, "--print_commands", f"--workdir={workdir}"]) == 0
+    commands = capsys.readouterr().out.splitlines()
+    prefix = f"python -m jaxseg.sweep {path} --workdir='{workdir}' --run="
+    names = ["ce/seed0", "ce/seed1", "dice/seed0", "dice/seed1"]
+    assert commands == [prefix + name for name in names]
+    assert sweep.main([path, "--print_commands"]) == 0
+    default = capsys.readouterr().out.splitlines()[0]
+    assert default == f"python -m jaxseg.sweep {path} --workdir=runs/tiny_sweep --run=ce/seed0"
+
+    calls = []
+    monkeypatch.setattr(train, "train_and_evaluate", fake_training(calls))
+    argv = shlex.split(commands[2])
+    assert argv[:3] == ["python", "-m", "jaxseg.sweep"]
+    assert sweep.main(argv[3:]) == 0
+    assert calls == [os.path.join(workdir, "dice", "seed0")]
+    assert sorted(os.listdir(workdir)) == ["dice"]
+    assert os.listdir(os.path.join(workdir, "dice")) == ["seed0"]
+    output = capsys.readouterr().out
+    assert "[1/1] dice seed 0: training in" in output
+    assert f"--workdir='{workdir}' --report" in output.splitlines()[-1]
+
+    assert sweep.main(argv[3:]) == 0  # finished: a rerun of the command trains nothing
+    assert len(calls) == 1 and "finished earlier, skipped" in capsys.readouterr().out
+
+
+def test_unknown_run_is_one_line_naming_the_runs(tmp_path, capsys, monkeypatch):
+    path = write_sweep_file(str(tmp_path), tiny_sweep_body("/nowhere"))
+    calls = []
+    monkeypatch.setattr(train, "train_and_evaluate", fake_training(calls))
+    assert sweep.main([path, f"--workdir={tmp_path}", "--run=dise/seed1"]) == 2
+    assert capsys.readouterr().err == (
+        f"Sweep {path}: unknown run 'dise/seed1' (did you mean 'dice/seed1'?); "
+        "the runs are ce/seed0, ce/seed1, dice/seed0, dice/seed1\n"
+    )
+    assert calls == [] and os.listdir(tmp_path) == ["tiny_sweep.py"]
+
+
+def test_report_tabulates_the_finished_runs_and_names_the_missing(tmp_path, capsys, monkeypatch):
+    """ce/seed0 finished; ce/seed1 finished with fewer steps than the sweep's (unfinished)."""
+    path = write_sweep_file(str(tmp_path), tiny_sweep_body("/nowhere"))
+    workdir = str(tmp_path / "sweep")
+    runs = sweep.resolve_runs(sweep.load_sweep(path))
+    fake_run_directory(runs[0].directory(workdir), (0.5, 0.2, 0.3), 30.0)
+    fake_run_directory(runs[1].directory(workdir), (0.9, 0.9, 0.9), 30.0)
+    shorter = json.loads(runs[1].config.to_json_best_effort())
+    shorter["num_train_steps"] = 2
+    with open(os.path.join(runs[1].directory(workdir), "config.json"), "w") as f:
+        json.dump(shorter, f)
+    calls = []
+    monkeypatch.setattr(train, "train_and_evaluate", fake_training(calls))
+
+    assert sweep.main([path, f"--workdir={workdir}", "--report"]) == 0
+    assert calls == []
+    missing = "ce/seed1, dice/seed0, dice/seed1"
+    assert capsys.readouterr().out == (
+        f"Results: {os.path.join(workdir, 'results.md')} (3 of 4 runs missing: {missing})\n"
+    )
+    rows = read_csv(os.path.join(workdir, "results.csv"))
+    assert [(r["variant"], r["num_seeds"], r["missing_seeds"]) for r in rows] == [
+        ("ce", "1", "1"),
+        ("dice", "0", "0 1"),
+    ]
+    assert float(rows[0]["miou_mean"]) == 0.5 and math.isnan(float(rows[0]["miou_std"]))
+    assert float(rows[0]["foreground_iou_mean"]) == pytest.approx(0.5)
+    assert math.isnan(float(rows[1]["miou_mean"]))
+    with open(os.path.join(workdir, "results.md")) as f:
+        markdown = f.read()
+    assert f"\nPartial results: 1 of 4 runs finished; 3 missing: {missing}.\n" in markdown
+    assert "| ce | 1 | 0.500 | 0.500 | 0.400 | 0.200 |" in markdown
+    assert "| dice | 0 | – | – | – | – |" in markdown
+    assert "Total wall time: 0.5 min (runs: 1)." in markdown
+    assert os.path.getsize(os.path.join(workdir, "results.png")) > 0
+
+    assert sweep.main([path, f"--workdir={workdir}"]) == 0  # the sweep trains the missing three
+    assert calls == [runs[k].directory(workdir) for k in (1, 2, 3)]
+    rows = read_csv(os.path.join(workdir, "results.csv"))
+    assert [(r["num_seeds"], r["missing_seeds"]) for r in rows] == [("2", ""), ("2", "")]
+    assert float(rows[1]["miou_mean"]) == pytest.approx(0.05)
 
 
 @pytest.mark.slow
