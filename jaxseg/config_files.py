@@ -3,11 +3,11 @@
 import importlib.util
 import json
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import ml_collections
 
-from jaxseg.errors import WorkdirError
+from jaxseg.errors import WorkdirError, did_you_mean
 
 
 def load_config_file(path: str) -> ml_collections.ConfigDict:
@@ -110,3 +110,16 @@ def check_workdir_config(config: ml_collections.ConfigDict, workdir: str) -> Non
         f"--workdir {workdir} holds a run of another config ({path}): {listed}. Use a new "
         f"--workdir, or change only {', '.join(RESUMABLE_CHANGES)} to continue that run."
     )
+
+
+def unknown_field(config: ml_collections.ConfigDict, path: str) -> Optional[str]:
+    """None if the dotted `path` ("model.norm") names a field of `config`, else the reason:
+    "no such field 'normm' in config.model (did you mean 'norm'?)"."""
+    node, names = config, path.split(".")
+    for depth, name in enumerate(names):
+        if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+            parent = ".".join(["config", *names[:depth]])
+            choices = node.keys() if isinstance(node, ml_collections.ConfigDict) else ()
+            return f"no such field {name!r} in {parent}{did_you_mean(name, choices)}"
+        node = node[name]
+    return None

@@ -9,14 +9,13 @@ import os
 import sys
 from typing import Optional
 
-import ml_collections
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from jaxseg.config_files import load_config_file
-from jaxseg.errors import ConfigError, WorkdirError, did_you_mean
+from jaxseg.config_files import load_config_file, unknown_field
+from jaxseg.errors import ConfigError, WorkdirError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, metrics and pictures.")
@@ -64,18 +63,10 @@ def _bad_override_message(argv: list[str]) -> str:
     """One line naming the first `--config.a.b` override of a field the config file lacks."""
     config = load_config_file(_flag_value(argv, "config"))
     for arg in argv[1:]:
-        if not arg.startswith("--config."):
-            continue
-        node, names = config, arg[len("--config."):].split("=", 1)[0].split(".")
-        for depth, name in enumerate(names):
-            if not isinstance(node, ml_collections.ConfigDict) or name not in node:
-                parent = ".".join(["config", *names[:depth]])
-                choices = node.keys() if isinstance(node, ml_collections.ConfigDict) else ()
-                return (
-                    f"Invalid config override {arg}: no such field {name!r} in {parent}"
-                    f"{did_you_mean(name, choices)}."
-                )
-            node = node[name]
+        if arg.startswith("--config."):
+            reason = unknown_field(config, arg[len("--config."):].split("=", 1)[0])
+            if reason:
+                return f"Invalid config override {arg}: {reason}."
     overrides = " ".join(arg for arg in argv[1:] if arg.startswith("--config."))
     return f"Invalid config override among {overrides}."
 

@@ -28,11 +28,12 @@ _SELECTOR_KEYS = ("name",)
 
 
 def field(default: Any, check: Optional[Check] = None) -> Any:
-    """A dataclass field with `default` (copied per instance if a list/dict) and a check."""
-    metadata = {"check": check}
+    """A keyword-only dataclass field with `default` (copied per instance if a list or dict;
+    `MISSING`: the section must set it) and a `check`."""
+    options = {"metadata": {"check": check}, "kw_only": True}
     if isinstance(default, (list, dict)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
+        return dataclasses.field(default_factory=lambda: type(default)(default), **options)
+    return dataclasses.field(default=default, **options)
 
 
 def read(schema: type, section: Mapping[str, Any], path: str, config: Any = None) -> Any:

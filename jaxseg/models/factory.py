@@ -4,12 +4,29 @@ Models register themselves beside their code (`registry.MODELS.register`); see
 `jaxseg.models.unet` and `jaxseg.models.mask_rcnn_config`.
 """
 
+from typing import Callable
+
 import flax.linen as nn
 import ml_collections
 
-from jaxseg import registry
+from jaxseg import registry, schema
 
 
 def create_model(config: ml_collections.ConfigDict) -> nn.Module:
     """The Flax module of `config.model` for `config.data.num_classes` classes."""
     return registry.MODELS.get(config.model.name).target(config)
+
+
+def register_model(name: str, module: type, model_schema: type, *, task: str) -> Callable:
+    """Registers the Flax module class `module` as the model `name` of `task`.
+
+    Its builder reads `config.model` through `model_schema` (see `jaxseg.schema`) and takes
+    the class count from `config.data.num_classes`; it is returned.
+    """
+
+    def build(config: ml_collections.ConfigDict) -> nn.Module:
+        fields = schema.read(model_schema, config.model, "config.model", config)
+        return module(num_classes=config.data.num_classes, **schema.values(fields))
+
+    build.__doc__ = f"The `{module.__name__}` of an experiment config (`{name}`)."
+    return registry.MODELS.register(name, task=task, schema=model_schema)(build)

@@ -6,9 +6,9 @@ set in `config.model`; what a config leaves out takes the module's default.
 
 from typing import Any
 
-from jaxseg import registry, schema
+from jaxseg import schema
 from jaxseg.errors import ConfigError
-from jaxseg.models import resnet, roi_heads
+from jaxseg.models import factory, resnet, roi_heads
 from jaxseg.models.mask_rcnn import RPN_LEVELS, MaskRCNN
 
 # (pre-NMS top-k per level, post-NMS top-k per image) of training and inference.
@@ -117,9 +117,4 @@ MaskRCNNConfig = schema.from_module(
     cross_check=_check_relations,
 )
 
-
-@registry.MODELS.register("mask_rcnn", task="instance", schema=MaskRCNNConfig)
-def build_mask_rcnn(config: Any) -> MaskRCNN:
-    """The `MaskRCNN` of an experiment config's `model` section (classes from `config.data`)."""
-    fields = schema.read(MaskRCNNConfig, config.model, "config.model", config)
-    return MaskRCNN(num_classes=config.data.num_classes, **schema.values(fields))
+build_mask_rcnn = factory.register_model("mask_rcnn", MaskRCNN, MaskRCNNConfig, task="instance")

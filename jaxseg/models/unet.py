@@ -6,9 +6,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxseg import registry, schema
+from jaxseg import schema
 from jaxseg.errors import ConfigError
-from jaxseg.models import layers
+from jaxseg.models import factory, layers
 
 NORMS = ("batch", "group", "none")
 UPSAMPLES = ("transpose", "bilinear")
@@ -248,9 +248,4 @@ UNetConfig = schema.from_module(
     cross_check=_check_image_size,
 )
 
-
-@registry.MODELS.register("unet", task="semantic", schema=UNetConfig)
-def build_unet(config: Any) -> UNet:
-    """The `UNet` of an experiment config's `model` section (classes from `config.data`)."""
-    fields = schema.read(UNetConfig, config.model, "config.model", config)
-    return UNet(num_classes=config.data.num_classes, **schema.values(fields))
+build_unet = factory.register_model("unet", UNet, UNetConfig, task="semantic")

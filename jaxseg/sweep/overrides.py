@@ -5,18 +5,8 @@ from typing import Any
 
 import ml_collections
 
-from jaxseg.errors import SweepError, did_you_mean
-
-
-def _unknown_path(path: str, depth: int, node: Any) -> SweepError:
-    """The error for override `path` whose part `depth` is not a field of `node`."""
-    parts = path.split(".")
-    parent = ".".join(["config", *parts[:depth]])
-    choices = node.keys() if isinstance(node, ml_collections.ConfigDict) else ()
-    return SweepError(
-        f"unknown override path '{path}': no such field {parts[depth]!r} in {parent}"
-        f"{did_you_mean(parts[depth], choices)}"
-    )
+from jaxseg.config_files import unknown_field
+from jaxseg.errors import SweepError
 
 
 def apply_overrides(
@@ -29,13 +19,13 @@ def apply_overrides(
         to a whole section, or a value of the wrong type for the field.
     """
     for path, value in overrides.items():
+        reason = unknown_field(config, path)
+        if reason:
+            raise SweepError(f"unknown override path '{path}': {reason}")
         *parents, leaf = path.split(".")
         node = config
-        for depth, part in enumerate([*parents, leaf]):
-            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-                raise _unknown_path(path, depth, node)
-            if depth < len(parents):
-                node = node[part]
+        for part in parents:
+            node = node[part]
         if isinstance(node[leaf], ml_collections.ConfigDict):
             raise SweepError(f"override path '{path}' is a config section, not a field")
         try:
