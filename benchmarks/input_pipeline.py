@@ -15,7 +15,7 @@ of the shipped configs at their image sizes, without and with augmentation (scal
                with no JPEG/PNG decoding, which real COCO adds (a few ms per image).
 Batches are smaller than the configs' where those would take gigabytes (noted in the table).
 Then the real jitted U-Net train step (`train.CompiledSteps` on configs/unet_shapes.py, all
-local devices) on one fixed batch, fed synchronously (`train.sharded_train_batches`), and
+local devices) on one fixed batch, fed synchronously (`training.feed.sharded_train_batches`), and
 fed by `train.device_batches` (the training loop's feed: the same batches assembled and
 copied to the devices in a background thread), each with augmentation on.
 
@@ -38,6 +38,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from
 
 from jaxseg import config_files, sharding, train  # noqa: E402
 from jaxseg.data import augment, catalog, pipeline  # noqa: E402
+from jaxseg.training.feed import sharded_train_batches  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 AUGMENTED = augment.augmentation(scale_jitter=(0.8, 1.25), color_jitter=0.2)
@@ -162,7 +163,7 @@ def time_train_step(config, source, seconds: float) -> dict[str, float]:
     fields = steps.task.train_fields
 
     def synchronous():
-        return train.sharded_train_batches(config, source, 0, fields, mesh)
+        return sharded_train_batches(config, source, 0, fields, mesh)
 
     fixed = next(synchronous())
     feeds = {

@@ -2,13 +2,13 @@
 
 Each checkpoint step holds two items: `state` (params, batch statistics,
 optimizer state, step and RNG key, restored with the shardings of a template)
-and `meta` (JSON: the data position, accumulated training time and the metric
-history used for the training-curve picture). Every process calls `save` and
+and `meta` (JSON: the data position, accumulated training time and the metrics of
+the logging interval in progress). The metric history is in the work directory's
+`metrics.jsonl` (`jaxseg.metric_writer`). Every process calls `save` and
 `restore`, as orbax requires in multi-host runs.
 """
 
 import os
-import shutil
 import warnings
 from typing import Any, Optional
 
@@ -24,12 +24,12 @@ def _abstract_like(tree: Any) -> Any:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
-def remove_unfinished(directory: str) -> list[str]:
-    """Deletes checkpoint folders a killed save left half-written; returns their names.
+def warn_unfinished(directory: str) -> list[str]:
+    """Warns about each checkpoint folder a killed save left half-written; returns their names.
 
-    Orbax writes each checkpoint into `<step>.orbax-checkpoint-tmp-<time>` and
-    renames it when complete, so such a folder was never finished. Only the
-    primary process deletes; every process gets the same list.
+    Orbax writes each checkpoint into `<step>.orbax-checkpoint-tmp-<time>` and renames it
+    when complete, so such a folder was never finished; the checkpoint manager deletes
+    them (`cleanup_tmp_directories`).
     """
     if not os.path.isdir(directory):
         return []
@@ -39,8 +39,6 @@ def remove_unfinished(directory: str) -> list[str]:
             f"Skipping half-written checkpoint {os.path.join(directory, name)} "
             "(a save was interrupted); resuming from the newest complete one."
         )
-        if jax.process_index() == 0:
-            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
     return unfinished
 
 
@@ -48,14 +46,17 @@ class Checkpointer:
     """Saves every `save_interval_steps` steps, keeps the newest `max_to_keep`.
 
     Half-written checkpoints left by a killed process are skipped (with a
-    warning) and deleted when the checkpointer opens the directory.
+    warning) and deleted by orbax when the checkpointer opens the directory.
     """
 
     def __init__(self, directory: str, *, max_to_keep: int, save_interval_steps: int):
         directory = os.path.abspath(directory)
-        remove_unfinished(directory)
+        warn_unfinished(directory)
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, save_interval_steps=save_interval_steps, create=True
+            max_to_keep=max_to_keep,
+            save_interval_steps=save_interval_steps,
+            create=True,
+            cleanup_tmp_directories=True,
         )
         self._manager = ocp.CheckpointManager(
             directory, options=options, item_names=("state", "meta")

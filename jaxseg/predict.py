@@ -31,6 +31,7 @@ from jaxseg import tasks
 from jaxseg import train
 from jaxseg.config_files import load_workdir_config
 from jaxseg.data.images import IMAGE_EXTENSIONS, ImageReadError, read_rgb
+from jaxseg.training.state import eval_variables
 
 
 class PredictError(Exception):
@@ -75,7 +76,7 @@ def prediction_picture(
 ) -> np.ndarray:
     """The picture, uint8 RGB, of the model's prediction on an RGB uint8 image `[H, W, 3]`
     (the task's `Task.prediction_picture`)."""
-    return tasks.task_for(config).prediction_picture(train.eval_variables(state), image)
+    return tasks.task_for(config).prediction_picture(eval_variables(state), image)
 
 
 def list_images(path: str) -> list[str]:

@@ -14,6 +14,7 @@ it. Times depend on the CPU (the same step differs by 3x between machines here),
 them beside `record.json`'s `cpu` and `load_average`.
 """
 
+import argparse
 import datetime
 import json
 import os
@@ -24,23 +25,30 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from absl import app
-from absl import flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKDIR_FILES = ("metrics.json", "config.json")
 
 
 def cpu_model() -> str:
-    """The CPU's model name as /proc/cpuinfo (or, elsewhere, `platform`) reports it."""
+    """The CPU's model name as /proc/cpuinfo reports it, with its widest vector extension
+    ("AMD EPYC (AVX-512)"): machines of one model name here differ by 3x in speed."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return platform.processor() or platform.machine()
+    flags = fields.get("flags", "").split()
+    widest = next((name for flag, name in _VECTOR_EXTENSIONS if flag in flags), None)
+    name = fields.get("model name", platform.machine())
+    return f"{name} ({widest})" if widest else name
+
+
+# /proc/cpuinfo flags of x86 vector extensions, widest first.
+_VECTOR_EXTENSIONS = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"))
 
 
 def _git(*args: str) -> str:
@@ -94,26 +102,26 @@ def write_record(
     return record
 
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("name", None, "The record's folder name under results/.")
-flags.DEFINE_string("workdir", None, "The run's work directory (copies metrics.json, config.json).")
-flags.DEFINE_string("results", os.path.join(REPO, "results"), "Folder of the records.")
-
-
-def main(argv: list[str]) -> None:
-    command = argv[1:]
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """`python -m jaxseg.record --name=NAME [--workdir=DIR] [--results=DIR] -- COMMAND ...`."""
+    parser = argparse.ArgumentParser(prog="python -m jaxseg.record", description=__doc__)
+    parser.add_argument("--name", required=True, help="the record's folder under --results")
+    parser.add_argument("--workdir", help="the run's work directory (metrics.json, config.json)")
+    parser.add_argument("--results", default=os.path.join(REPO, "results"))
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
-        raise app.UsageError("Give the command after --, e.g. -- make train.")
+        parser.error("give the command after --, e.g. -- make train")
+    directory = os.path.join(args.results, args.name)
     try:
-        record = write_record(os.path.join(FLAGS.results, FLAGS.name), command, FLAGS.workdir)
+        record = write_record(directory, command, args.workdir)
     except subprocess.CalledProcessError as error:
         sys.exit(f"The command failed (exit {error.returncode}); no record written.")
     except FileNotFoundError as error:
         sys.exit(str(error))
-    print(f"Recorded {record['command']} at {record['commit'][:8]} on {record['cpu']} "
-          f"in {os.path.join(FLAGS.results, FLAGS.name)}.")
+    print(f"Recorded {record['command']} at {record['commit'][:8]} on {record['cpu']} in {directory}.")
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["name"])
-    app.run(main)
+    main()

@@ -13,6 +13,7 @@ from jaxseg.data import pipeline
 from jaxseg.models.factory import create_model
 from jaxseg.models.resnet import build_resnet
 from jaxseg.tasks import SemanticSegmentation
+from jaxseg.training.state import eval_params
 from tests.test_train import tiny_config
 
 SGD_CONSTANT = {
@@ -174,7 +175,7 @@ def test_ema_follows_numpy_recurrence_and_skips_nonfinite_steps(data_dir):
 def test_ema_off_keeps_no_copy(data_dir):
     _, state, _ = _setup(tiny_config(data_dir))
     assert state.ema_params is None
-    assert train.eval_params(state) is state.params
+    assert eval_params(state) is state.params
 
 
 def test_evaluation_uses_the_ema_params(data_dir):

@@ -138,7 +138,7 @@ def test_folder_without_images_is_named(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "readme.txt").write_text("no images here")
     message = _exit_message(tmp_path, tmp_path / "empty", tmp_path / "out")
-    assert message.startswith(f"--input: no images (.jpg, .jpeg, .png, ") and message.endswith(
+    assert message.startswith("--input: no images (.jpg, .jpeg, .png, ") and message.endswith(
         str(tmp_path / "empty")
     )
 

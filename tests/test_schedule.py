@@ -8,6 +8,7 @@ import pytest
 from configs import mask_rcnn_coco, unet_shapes
 from jaxseg import train
 from jaxseg.config_validation import ConfigError, validate_config
+from jaxseg.training import optim
 
 
 def _schedule(**optimizer):
@@ -88,7 +89,7 @@ def test_sgd_momentum_updates_match_the_hand_computed_ones(nesterov):
     config.optimizer.schedule = "constant"
     config.optimizer.update(name="sgd", momentum=0.9, weight_decay=0.0, grad_clip_norm=None)
     config.optimizer.nesterov = nesterov
-    tx = train.create_optimizer(config, train.create_learning_rate_schedule(config))
+    tx = optim.create_optimizer(config, train.create_learning_rate_schedule(config))
     lr, m, w = 0.1, 0.9, 1.0
     params = {"w": np.float32(w)}
     state = tx.init(params)

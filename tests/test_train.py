@@ -11,6 +11,7 @@ from PIL import Image
 from jaxseg import predict, sharding, tasks, train
 from jaxseg.data import pipeline
 from jaxseg.config_files import load_config_file, load_workdir_config
+from jaxseg.training.state import eval_variables
 
 pytestmark = pytest.mark.slow
 
@@ -132,7 +133,7 @@ def test_eval_metrics_match_numpy_recount(finished_run, data_dir):
     for index in range(len(source)):
         example = source[index]
         images = np.asarray(example["image"], np.float32)[None] / 255.0
-        prediction = np.asarray(task.logits(train.eval_variables(state), images))[0].argmax(-1)
+        prediction = np.asarray(task.logits(eval_variables(state), images))[0].argmax(-1)
         truth = example["semantic"]
         correct += np.sum(prediction == truth)
         for k in range(config.data.num_classes):
@@ -229,6 +230,6 @@ def test_predict_restores_an_ema_run_and_uses_the_average(data_dir, tmp_path):
         {"params": state.params, "batch_stats": state.batch_stats}, image, train=False
     )
     task = tasks.task_for(load_workdir_config(workdir))
-    actual = np.asarray(task.logits(train.eval_variables(state), image))
+    actual = np.asarray(task.logits(eval_variables(state), image))
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
     assert np.abs(actual - raw).max() > 1e-4

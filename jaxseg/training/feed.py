@@ -1,0 +1,42 @@
+"""Training batches as the loop takes them: assembled, sharded onto the mesh, prefetched."""
+
+from typing import Iterator, Mapping
+
+import jax
+import numpy as np
+
+from jaxseg import sharding
+from jaxseg.data import pipeline
+
+
+def select_fields(batch: Mapping[str, np.ndarray], names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The fields `names` of `batch`."""
+    return {name: batch[name] for name in names}
+
+
+def sharded_train_batches(
+    config, source, start_step: int, fields: tuple[str, ...], mesh
+) -> Iterator[dict[str, jax.Array]]:
+    """The training batches from `start_step` on, as the training loop takes them: this
+    process's rows of each global batch, flipped and augmented as `config.data` says, with
+    only `fields`, sharded over `mesh`'s devices (`[B_global, ...]` arrays)."""
+    batches = pipeline.train_batches(
+        source,
+        config.batch_size,
+        config.seed,
+        start_step,
+        flip=config.data.flip,
+        augmentation=pipeline.augmentation_from_data_config(config.data),
+        max_instances=config.data.max_instances,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    return (sharding.shard_batch(select_fields(batch, fields), mesh) for batch in batches)
+
+
+def device_batches(
+    config, source, start_step: int, fields: tuple[str, ...], mesh
+) -> Iterator[dict[str, jax.Array]]:
+    """`sharded_train_batches`, produced up to two steps ahead in a background thread, so
+    that assembling them and copying them to the devices overlap the running train step."""
+    return pipeline.prefetch(sharded_train_batches(config, source, start_step, fields, mesh))
