@@ -33,6 +33,7 @@ Run: python -m jaxseg.main --config=configs/mask_rcnn_coco.py --workdir=DIR
 import ml_collections
 
 from configs import mask_rcnn_r50_fpn
+from configs.base import data
 from jaxseg.data import catalog
 
 
@@ -47,25 +48,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 5000
     config.num_prediction_images = 8
 
-    config.data = ml_collections.ConfigDict()
-    config.data.name = "tfds"
+    config.data = data.real_images("tfds", image_size=1024, max_instances=100)
     config.data.tfds_name = "coco/2017_panoptic"
     config.data.train_split = "train"
     config.data.validation_split = "validation"
-    config.data.data_dir = ml_collections.FieldReference(None, field_type=str)
     config.data.download = True
     config.data.num_classes = len(catalog.COCO_CLASS_NAMES)
     config.data.class_names = catalog.COCO_CLASS_NAMES
-    config.data.image_size = 1024
-    # The semantic label of padding pixels (the semantic map is not used by Mask R-CNN).
-    config.data.ignore_label = 255
-    config.data.max_instances = 100
-    config.data.flip = True
-    # Training-only augmentations (jaxseg/data/augment.py).
-    config.data.scale_jitter = (0.8, 1.25)
-    config.data.color_jitter = 0.2
-    # 118k images: decode at every read instead of caching.
-    config.data.cache_decoded = False
 
     config.model.backbone_norm = "frozen_batch"
     config.model.freeze_at = 0

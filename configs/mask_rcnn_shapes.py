@@ -7,12 +7,12 @@ Run: python -m jaxseg.main --config=configs/mask_rcnn_shapes.py --workdir=DIR
 
 import ml_collections
 
-from configs import unet_shapes
+from configs.base import data, loop
 
 
 def get_config() -> ml_collections.ConfigDict:
-    """The shapes Mask R-CNN experiment: the U-Net experiment's data and loop, another model."""
-    config = unet_shapes.get_config()
+    """The shapes Mask R-CNN experiment: the default loop on the shapes data."""
+    config = loop.get_config()
     config.batch_size = 4
     config.eval_batch_size = 8
     config.num_train_steps = 4000
@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 500
     config.num_prediction_images = 8
 
-    config.data.max_instances = 8
+    config.data = data.shapes(max_instances=8)
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "mask_rcnn"
@@ -54,8 +54,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.fast_cpu_ops = True
     # Recompute the backbone's residual blocks in the backward pass (saves memory).
     config.model.remat = False
-
-    del config.loss
 
     config.optimizer.weight_decay = 1e-4
     config.optimizer.grad_clip_norm = 10.0

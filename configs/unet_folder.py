@@ -16,33 +16,21 @@ The classes default to background and foreground; set --config.data.num_classes=
 import ml_collections
 
 from configs import unet_shapes
+from configs.base import data
 
 
 def get_config() -> ml_collections.ConfigDict:
     """The shapes U-Net experiment on an images folder and a label maps folder at 256x256."""
     config = unet_shapes.get_config()
 
-    config.data = ml_collections.ConfigDict()
-    config.data.name = "semantic_folder"
-    config.data.data_dir = ml_collections.FieldReference(None, field_type=str)
-    # Required: the images folder and the label maps folder.
+    config.data = data.real_images("semantic_folder", image_size=256, max_instances=1)
     config.data.images = ml_collections.FieldReference(None, field_type=str)
     config.data.labels = ml_collections.FieldReference(None, field_type=str)
     config.data.image_suffix = ""
     config.data.label_suffix = ""
     config.data.num_classes = 2
     config.data.class_names = ("background", "foreground")
-    config.data.image_size = 256
     config.data.validation_fraction = 0.1
-    config.data.ignore_label = 255
-    config.data.max_instances = 1
-    config.data.flip = True
-    # Training-only augmentations (jaxseg/data/augment.py).
-    config.data.scale_jitter = (0.8, 1.25)
-    config.data.color_jitter = 0.2
-    # Real datasets can be large: decode the stored PNGs at every read instead of caching.
-    config.data.cache_decoded = False
 
-    # One value for both: label-map pixels and padding with it count in no loss or metric.
     config.loss.ignore_label = config.data.get_ref("ignore_label")
     return config

@@ -15,6 +15,7 @@ Run: python -m jaxseg.main --config=configs/unet_pets.py --workdir=DIR
 import ml_collections
 
 from configs import unet_shapes
+from configs.base import data
 from jaxseg.data import catalog
 
 
@@ -30,22 +31,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.warmup_steps = 500
     config.model.features = (32, 64, 128, 256)
 
-    config.data = ml_collections.ConfigDict()
-    config.data.name = "tfds"
+    config.data = data.real_images("tfds", image_size=128, max_instances=1)
     config.data.tfds_name = "oxford_iiit_pet"
     config.data.train_split = "train"
     config.data.validation_split = "test"
-    config.data.data_dir = ml_collections.FieldReference(None, field_type=str)
     config.data.download = True
     config.data.num_classes = len(catalog.PET_CLASS_NAMES)
     config.data.class_names = catalog.PET_CLASS_NAMES
-    config.data.image_size = 128
-    config.data.ignore_label = 255
-    config.data.max_instances = 1
-    config.data.flip = True
-    # Training-only augmentations (jaxseg/data/augment.py).
-    config.data.scale_jitter = (0.8, 1.25)
-    config.data.color_jitter = 0.2
     # Decoded examples take 82 KB each at 128x128: about 600 MB for both splits.
     config.data.cache_decoded = True
 
