@@ -5,17 +5,18 @@ typo or an impossible value fails in a second with one line such as
 `config.data.image_size=100 must be divisible by 8 ...`.
 """
 
+import dataclasses
 from typing import Any, Iterable
 
 import ml_collections
 
-from jaxseg.data import catalog, coco_folder, folders, pipeline
 from jaxseg import registry, schema
+from jaxseg.data import catalog, coco_folder, folders, pipeline
 from jaxseg.errors import ConfigError
+from jaxseg.training.loop_config import LoopConfig
+from jaxseg.training.optim import OptimizerConfig
 
 DATA_NAMES = pipeline.DATASETS
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "constant", "steps")
 
 
 def _get(config: ml_collections.ConfigDict, path: str) -> Any:
@@ -32,45 +33,13 @@ def _require_int(config, path: str, minimum: int) -> int:
     return schema.integer(minimum)(_get(config, path), f"config.{path}")
 
 
-def _require_positive_number(config, path: str) -> float:
-    return schema.positive_number(_get(config, path), f"config.{path}")
-
-
-def _require_fraction(config, path: str, interval: str, note: str = "") -> float:
-    """The number at `path`, which must lie in `interval` (see `schema.fraction`)."""
-    return schema.fraction(interval, note)(_get(config, path), f"config.{path}")
-
-
-def _require_bool(config, path: str) -> bool:
-    return schema.boolean(_get(config, path), f"config.{path}")
-
-
 def _require_choice(config, path: str, choices: Iterable[Any]) -> Any:
     return schema.one_of(*choices)(_get(config, path), f"config.{path}")
 
 
 def _validate_top_level(config) -> None:
-    _require_int(config, "seed", 0)
-    _require_int(config, "batch_size", 1)
-    _require_int(config, "eval_batch_size", 1)
-    _require_int(config, "num_train_steps", 1)
-    _require_positive_number(config, "learning_rate")
-    for field in (
-        "log_every_steps",
-        "eval_every_steps",
-        "checkpoint_every_steps",
-        "keep_checkpoints",
-    ):
-        _require_int(config, field, 1)
-    _require_int(config, "num_prediction_images", 0)
-    _require_int(config, "max_consecutive_nonfinite_steps", 1)
-    steps = _require_int(config, "grad_accumulation_steps", 1)
-    if config.batch_size % steps:
-        raise ConfigError(
-            f"config.grad_accumulation_steps={steps} must divide "
-            f"config.batch_size={config.batch_size}."
-        )
-    _require_fraction(config, "ema_decay", "[0, 1)", " (0 = no EMA)")
+    names = [spec.name for spec in dataclasses.fields(LoopConfig)]
+    schema.read(LoopConfig, {name: config[name] for name in names if name in config}, "config")
 
 
 def _validate_model(config) -> None:
@@ -171,55 +140,9 @@ def _validate_data(config) -> None:
     _validate_augmentation(config)
 
 
-def _validate_optimizer(config) -> None:
-    _require_choice(config, "optimizer.name", OPTIMIZERS)
-    _require_choice(config, "optimizer.schedule", SCHEDULES)
-    warmup = _require_int(config, "optimizer.warmup_steps", 0)
-    if warmup >= config.num_train_steps:
-        raise ConfigError(
-            f"config.optimizer.warmup_steps={warmup} must be smaller than "
-            f"config.num_train_steps={config.num_train_steps}."
-        )
-    _validate_decay_steps(config, warmup)
-    _require_bool(config, "optimizer.nesterov")
-    if _get(config, "optimizer.weight_decay") < 0:
-        raise ConfigError("config.optimizer.weight_decay must be >= 0.")
-    clip = _get(config, "optimizer.grad_clip_norm")
-    if clip is not None and clip <= 0:
-        raise ConfigError(
-            f"config.optimizer.grad_clip_norm={clip!r} must be > 0 (or None for no clipping)."
-        )
-
-
-def _validate_decay_steps(config, warmup: int) -> None:
-    """`optimizer.decay_steps`: ascending steps after the warmup, only with schedule "steps"."""
-    steps = _get(config, "optimizer.decay_steps")
-    if config.optimizer.schedule != "steps":
-        if steps:
-            raise ConfigError(
-                f"config.optimizer.decay_steps={steps!r} only apply to "
-                f"config.optimizer.schedule='steps' (it is {config.optimizer.schedule!r})."
-            )
-        return
-    _require_fraction(config, "optimizer.decay_factor", "(0, 1]")
-    if (
-        not isinstance(steps, (tuple, list))
-        or not steps
-        or any(isinstance(s, bool) or not isinstance(s, int) for s in steps)
-        or list(steps) != sorted(set(steps))
-        or steps[0] <= warmup
-        or steps[-1] > config.num_train_steps
-    ):
-        raise ConfigError(
-            f"config.optimizer.decay_steps={steps!r} must be ascending integers after "
-            f"config.optimizer.warmup_steps={warmup} and at most "
-            f"config.num_train_steps={config.num_train_steps}."
-        )
-
-
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError naming the first invalid field of `config`."""
     _validate_top_level(config)
     _validate_data(config)
     _validate_model(config)
-    _validate_optimizer(config)
+    schema.read_section(OptimizerConfig, config, "optimizer")

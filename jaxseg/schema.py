@@ -91,6 +91,13 @@ def positive_number(value: Any, path: str) -> float:
     return value
 
 
+def non_negative_number(value: Any, path: str) -> float:
+    """A number >= 0."""
+    if not _is_number(value) or not value >= 0:
+        raise ConfigError(f"{path}={value!r} must be a number >= 0.")
+    return value
+
+
 _INTERVALS = {
     "(0, 1]": lambda value: 0.0 < value <= 1.0,
     "[0, 1)": lambda value: 0.0 <= value < 1.0,
@@ -196,3 +203,9 @@ def dtype(value: Any, path: str) -> Any:
     import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
     return jnp.dtype(one_of(*DTYPES)(value, path))
+
+
+def defaults(schema_class: type) -> dict[str, Any]:
+    """`{field: default}` of a schema whose fields all have defaults: the section a config
+    file starts from, so that each default is written once, in the schema."""
+    return values(schema_class())

@@ -1,8 +1,14 @@
 """Optimizers and learning-rate schedules of an experiment config (`config.optimizer`)."""
 
+import dataclasses
+from typing import Any, Optional
+
 import jax.numpy as jnp
 import ml_collections
 import optax
+
+from jaxseg import schema
+from jaxseg.errors import ConfigError
 
 
 def create_learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -56,3 +62,67 @@ def create_optimizer(
     if opt.grad_clip_norm is None:
         return update
     return optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), update)
+
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "constant", "steps")
+
+
+def _decay_steps(value: Any, path: str) -> tuple[int, ...]:
+    if not isinstance(value, (tuple, list)) or any(
+        isinstance(step, bool) or not isinstance(step, int) for step in value
+    ):
+        raise ConfigError(f"{path}={value!r} must be a tuple of integers.")
+    return tuple(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """The `config.optimizer` section (with `config.learning_rate` and `num_train_steps`).
+
+    Attributes:
+      name: "adamw", or "sgd" with momentum and weight decay.
+      weight_decay: decoupled (AdamW) or added to the gradient (SGD).
+      momentum: SGD's momentum.
+      nesterov: Nesterov momentum for SGD, else heavy-ball (as detectron2).
+      grad_clip_norm: global gradient-norm clipping, None for none.
+      schedule: "cosine" (to 0 at the last step), "constant" or "steps".
+      warmup_steps: linear warmup from 0, before the schedule.
+      decay_steps: schedule "steps": the learning rate is multiplied by `decay_factor` at
+        each of these ascending steps.
+      decay_factor: see `decay_steps`.
+    """
+
+    name: str = schema.field("adamw", schema.one_of(*OPTIMIZERS))
+    weight_decay: float = schema.field(1e-4, schema.non_negative_number)
+    momentum: float = schema.field(0.9, schema.fraction("[0, 1)"))
+    nesterov: bool = schema.field(True, schema.boolean)
+    grad_clip_norm: Optional[float] = schema.field(1.0, schema.optional(schema.positive_number))
+    schedule: str = schema.field("cosine", schema.one_of(*SCHEDULES))
+    warmup_steps: int = schema.field(100, schema.integer(0))
+    decay_steps: tuple = schema.field((), _decay_steps)
+    decay_factor: float = schema.field(0.1, schema.fraction("(0, 1]"))
+
+    def check(self, config: Any, path: str) -> None:
+        total = config.num_train_steps
+        if self.warmup_steps >= total:
+            raise ConfigError(
+                f"{path}.warmup_steps={self.warmup_steps} must be smaller than "
+                f"config.num_train_steps={total}."
+            )
+        steps = self.decay_steps
+        if self.schedule != "steps":
+            if steps:
+                raise ConfigError(
+                    f"{path}.decay_steps={steps!r} only apply to {path}.schedule='steps' "
+                    f"(it is {self.schedule!r})."
+                )
+            return
+        if not steps or list(steps) != sorted(set(steps)) or steps[0] <= self.warmup_steps or (
+            steps[-1] > total
+        ):
+            raise ConfigError(
+                f"{path}.decay_steps={steps!r} must be ascending integers after "
+                f"{path}.warmup_steps={self.warmup_steps} and at most "
+                f"config.num_train_steps={total}."
+            )
