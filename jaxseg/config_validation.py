@@ -6,17 +6,16 @@ typo or an impossible value fails in a second with one line such as
 """
 
 import dataclasses
-from typing import Any, Iterable
+from typing import Any
 
 import ml_collections
 
 from jaxseg import registry, schema
-from jaxseg.data import catalog, coco_folder, folders, pipeline
+from jaxseg.data import folders, pipeline
+from jaxseg.data.sources import checks
 from jaxseg.errors import ConfigError
 from jaxseg.training.loop_config import LoopConfig
 from jaxseg.training.optim import OptimizerConfig
-
-DATA_NAMES = pipeline.DATASETS
 
 
 def _get(config: ml_collections.ConfigDict, path: str) -> Any:
@@ -33,10 +32,6 @@ def _require_int(config, path: str, minimum: int) -> int:
     return schema.integer(minimum)(_get(config, path), f"config.{path}")
 
 
-def _require_choice(config, path: str, choices: Iterable[Any]) -> Any:
-    return schema.one_of(*choices)(_get(config, path), f"config.{path}")
-
-
 def _validate_top_level(config) -> None:
     names = [spec.name for spec in dataclasses.fields(LoopConfig)]
     schema.read(LoopConfig, {name: config[name] for name in names if name in config}, "config")
@@ -49,72 +44,8 @@ def _validate_model(config) -> None:
     registry.TASKS.get(entry.task).target.check_config(config)
 
 
-def _validate_class_names(config) -> None:
-    num_classes = _require_int(config, "data.num_classes", 2)
-    names = _get(config, "data.class_names")
-    if len(names) != num_classes:
-        raise ConfigError(
-            f"config.data.class_names has {len(names)} names but "
-            f"config.data.num_classes={num_classes}."
-        )
-
-
-def _as_config_error(prefix: str, function, *args):
-    """`function(*args)`; a ValueError becomes a ConfigError starting with `prefix`."""
-    try:
-        return function(*args)
-    except ValueError as error:
-        raise ConfigError(f"{prefix}{error}") from error
-
-
-def _validate_shapes_data(config) -> None:
-    _validate_class_names(config)
-    _require_int(config, "data.num_train", 1)
-    _require_int(config, "data.num_validation", 1)
-    _require_int(config, "data.num_test", 1)
-    _as_config_error("config.data: ", pipeline.shapes_config_from_data_config, config.data)
-
-
-def _check_ignore_label(config) -> None:
-    ignore_label = config.data.get("ignore_label", folders.DEFAULT_IGNORE_LABEL)
-    if "loss" in config and ignore_label != config.loss.get("ignore_label"):
-        raise ConfigError(
-            f"config.data.ignore_label={ignore_label!r} must equal "
-            f"config.loss.ignore_label={config.loss.get('ignore_label')!r}: the padding of "
-            "the images holds the data's ignore label."
-        )
-
-
-def _validate_coco_folder_data(config) -> None:
-    _check_ignore_label(config)
-    folder = _as_config_error(
-        "config.data.", pipeline.coco_folder_config_from_data_config, config.data
-    )
-    path, ignore_label = folder.annotations, folder.ignore_label
-    names = _as_config_error("config.data.annotations: ", coco_folder.read_class_names, path)
-    _as_config_error("config.data.", pipeline.check_class_names, config.data, names, path)
-    _as_config_error("config.data.", coco_folder.check_ignore_label, ignore_label, names, path)
-
-
-def _validate_semantic_folder_data(config) -> None:
-    _validate_class_names(config)
-    _check_ignore_label(config)
-    _as_config_error("config.data.", pipeline.semantic_folder_config_from_data_config, config.data)
-
-
-def _validate_catalog_data(config) -> None:
-    _check_ignore_label(config)
-    dataset = _as_config_error(
-        "config.data.", pipeline.catalog_config_from_data_config, config.data
-    )
-    names = catalog.class_names(dataset.tfds_name)
-    _as_config_error(
-        "config.data.", pipeline.check_class_names, config.data, names, dataset.tfds_name
-    )
-
-
 def _validate_augmentation(config) -> None:
-    augmentation = _as_config_error(
+    augmentation = checks.as_config_error(
         "config.data.", pipeline.augmentation_from_data_config, config.data
     )
     loss_ignore_label = config.loss.get("ignore_label") if "loss" in config else None
@@ -129,13 +60,8 @@ def _validate_augmentation(config) -> None:
 
 
 def _validate_data(config) -> None:
-    validators = {
-        "shapes": _validate_shapes_data,
-        "coco_folder": _validate_coco_folder_data,
-        "semantic_folder": _validate_semantic_folder_data,
-        "tfds": _validate_catalog_data,
-    }
-    validators[_require_choice(config, "data.name", DATA_NAMES)](config)
+    """The registered dataset kind's own checks, then the fields every kind shares."""
+    registry.DATASETS.get(_get(config, "data.name")).check(config)
     _require_int(config, "data.max_instances", 1)
     _validate_augmentation(config)
 

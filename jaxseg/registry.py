@@ -100,3 +100,4 @@ def _modules(package: str) -> Iterator[str]:
 MODELS = Registry("model", "config.model.name", ("jaxseg.models",))
 TASKS = Registry("task", "the model's task", ("jaxseg.tasks",))
 LOSSES = Registry("loss", "config.loss.name", ("jaxseg.losses",))
+DATASETS = Registry("dataset", "config.data.name", ("jaxseg.data.sources",))

@@ -21,6 +21,7 @@ from pycocotools import mask as mask_utils
 from jaxseg import train
 from jaxseg.config_files import load_config_file
 from jaxseg.data import coco_folder, folders, pipeline, storage
+from jaxseg.data.sources import coco_folder as coco_source
 from tests.test_train_mask_rcnn import tiny_mask_rcnn_config
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -138,7 +139,7 @@ def built(tmp_path_factory):
         sources = {split: pipeline.load_split(data_config, split) for split in folders.SPLITS}
     builder = storage.prepare(
         coco_folder.CocoFolder,
-        pipeline.coco_folder_config_from_data_config(data_config),
+        coco_source.coco_folder_config_from_data_config(data_config),
         data_config.data_dir,
     )
     examples, splits = {}, {}
@@ -363,7 +364,7 @@ def test_mask_rcnn_trains_and_evaluates_on_the_folder(tmp_path):
 def _stored_images(data_config) -> tuple[str, dict]:
     """The dataset's config name and {file name: stored image}, building the dataset if
     its config has no prepared data yet (skip warnings silenced)."""
-    config = pipeline.coco_folder_config_from_data_config(data_config)
+    config = coco_source.coco_folder_config_from_data_config(data_config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         builder = storage.prepare(coco_folder.CocoFolder, config, data_config.data_dir)
@@ -376,7 +377,7 @@ def _stored_images(data_config) -> tuple[str, dict]:
 
 
 def _is_prepared(data_config) -> bool:
-    config = pipeline.coco_folder_config_from_data_config(data_config)
+    config = coco_source.coco_folder_config_from_data_config(data_config)
     builder = coco_folder.CocoFolder(
         config=config, data_dir=data_config.data_dir, file_format="array_record"
     )
@@ -417,7 +418,7 @@ def test_unchanged_images_reuse_the_built_dataset(tmp_path):
     data_config = folder_data_config(annotations, images, tmp_path / "tfds")
     first_name, _ = _stored_images(data_config)
     assert _is_prepared(data_config)
-    assert pipeline.coco_folder_config_from_data_config(data_config).name == first_name
+    assert coco_source.coco_folder_config_from_data_config(data_config).name == first_name
 
 
 def test_unreadable_image_is_skipped_with_the_reason(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 
 from jaxseg import config_files
 from jaxseg.config_validation import ConfigError, validate_config
+from jaxseg.data.sources import catalog as catalog_source
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO, "configs")
@@ -417,8 +418,6 @@ def test_catalog_class_names_must_be_the_catalogs():
 
 
 def test_catalog_splits_take_slices_and_default_to_the_datasets():
-    from jaxseg.data import pipeline
-
     config = load_config_file("unet_pets.py")
     config.data.train_split = "train[:90%]"
     config.data.validation_split = "train[90%:]+test"
@@ -426,7 +425,7 @@ def test_catalog_splits_take_slices_and_default_to_the_datasets():
     del config.data.train_split
     del config.data.validation_split
     validate_config(config)
-    dataset = pipeline.catalog_config_from_data_config(config.data)
+    dataset = catalog_source.catalog_config_from_data_config(config.data)
     assert (dataset.train_split, dataset.validation_split) == ("train", "test")
 
 

@@ -15,6 +15,8 @@ from PIL import Image
 
 from jaxseg.data import coco_folder, folders, pipeline, semantic_folder, storage
 from jaxseg.data.images import ImageReadError, read_rgb
+from jaxseg.data.sources import coco_folder as coco_source
+from jaxseg.data.sources import semantic_folder as semantic_source
 from tests import test_coco_folder, test_semantic_folder
 
 RNG = np.random.default_rng(0)
@@ -219,7 +221,7 @@ def test_semantic_folder_of_16_bit_images_and_label_maps(tmp_path):
     )
     examples = _examples_by_name(
         semantic_folder.SemanticFolder,
-        pipeline.semantic_folder_config_from_data_config(data_config),
+        semantic_source.semantic_folder_config_from_data_config(data_config),
         data_config,
     )
     for offset, name in enumerate(("a.png", "b.tif")):
@@ -257,7 +259,7 @@ def test_coco_folder_of_16_bit_images(tmp_path):
     )
     examples = _examples_by_name(
         coco_folder.CocoFolder,
-        pipeline.coco_folder_config_from_data_config(data_config),
+        coco_source.coco_folder_config_from_data_config(data_config),
         data_config,
     )
     for offset, name in enumerate(("a.png", "b.tif")):

@@ -335,7 +335,8 @@ def test_index_field_names_the_source_examples(validation_source):
 
 def test_unknown_dataset_and_split_name_the_choices(data_config, tmp_path):
     unknown = ml_collections.ConfigDict({**data_config.to_dict(), "name": "voc"})
-    with pytest.raises(ValueError, match="unknown dataset 'voc'.*'semantic_folder'"):
+    registered = "'coco_folder', 'semantic_folder', 'shapes', 'tfds'"
+    with pytest.raises(ValueError, match=f"config.data.name='voc' is not a registered dataset: {registered}."):
         pipeline.load_split(unknown, "train")
     folder = ml_collections.ConfigDict({"name": "semantic_folder", "data_dir": str(tmp_path)})
     with pytest.raises(ValueError, match=r"split 'test' of semantic_folder; .*\('train', 'valid"):

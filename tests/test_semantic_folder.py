@@ -17,6 +17,7 @@ from PIL import Image
 from jaxseg import train
 from jaxseg.config_files import load_config_file
 from jaxseg.data import folders, pipeline, semantic_folder, storage
+from jaxseg.data.sources import semantic_folder as semantic_source
 from tests.test_train import tiny_config
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -96,7 +97,7 @@ def built(tmp_path_factory):
     data_config = folder_data_config(images, labels, root / "tfds")
     builder = storage.prepare(
         semantic_folder.SemanticFolder,
-        pipeline.semantic_folder_config_from_data_config(data_config),
+        semantic_source.semantic_folder_config_from_data_config(data_config),
         data_config.data_dir,
     )
     examples, splits = {}, {}
@@ -240,7 +241,7 @@ def test_unet_trains_and_evaluates_on_the_folders(tmp_path):
 def _stored(data_config) -> tuple[str, dict]:
     """The dataset's config name and {file name: (stored image, stored semantic map)},
     building the dataset if its config has no prepared data yet."""
-    config = pipeline.semantic_folder_config_from_data_config(data_config)
+    config = semantic_source.semantic_folder_config_from_data_config(data_config)
     builder = storage.prepare(semantic_folder.SemanticFolder, config, data_config.data_dir)
     stored = {}
     for split in folders.SPLITS:
@@ -252,7 +253,7 @@ def _stored(data_config) -> tuple[str, dict]:
 
 
 def _is_prepared(data_config) -> bool:
-    config = pipeline.semantic_folder_config_from_data_config(data_config)
+    config = semantic_source.semantic_folder_config_from_data_config(data_config)
     builder = semantic_folder.SemanticFolder(
         config=config, data_dir=data_config.data_dir, file_format="array_record"
     )
@@ -303,4 +304,4 @@ def test_unchanged_files_reuse_the_built_dataset(tmp_path):
     data_config = folder_data_config(images, labels, tmp_path / "tfds")
     first_name, _ = _stored(data_config)
     assert _is_prepared(data_config)
-    assert pipeline.semantic_folder_config_from_data_config(data_config).name == first_name
+    assert semantic_source.semantic_folder_config_from_data_config(data_config).name == first_name

@@ -11,7 +11,8 @@ import pytest
 
 from jaxseg import sweep, train
 from jaxseg.config_validation import ConfigError
-from jaxseg.data import pipeline, shapes
+from jaxseg.data import shapes
+from jaxseg.data.sources import shapes as shapes_source
 from jaxseg.errors import WorkdirError
 
 CLASSES = ("background", "circle", "rectangle", "triangle")
@@ -446,7 +447,7 @@ def test_shipped_experiments_resolve(name, num_runs, metric):
 def test_loss_imbalance_uses_the_small_rare_foreground_builder_config():
     path = os.path.join(sweep.REPOSITORY_ROOT, "experiments", "loss_imbalance.py")
     (run, *_) = sweep.resolve_runs(sweep.load_sweep(path))
-    generation = pipeline.shapes_config_from_data_config(run.config.data)
+    generation = shapes_source.shapes_config_from_data_config(run.config.data)
     expected = shapes.shapes_config(**shapes.SMALL_RARE_FOREGROUND)
     assert generation is expected
     assert (generation.max_shapes, generation.max_object_size) == (2, 0.12)

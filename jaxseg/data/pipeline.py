@@ -74,24 +74,13 @@ from collections.abc import Callable, Iterable, Iterator
 import ml_collections
 import numpy as np
 
-from jaxseg.data import augment, catalog, coco_folder, folders, semantic_folder, shapes, storage
+from jaxseg import registry
+from jaxseg.data import augment, folders, shapes
+from jaxseg.data.sources import shapes as shapes_source
 
-DATASETS = ("shapes", "coco_folder", "semantic_folder", "tfds")
 _PERMUTATION_STREAM = 0
 _FLIP_STREAM = 1
 _AUGMENT_STREAM = 2
-
-# Optional `data_config` fields and the `ShapesConfig` fields they set.
-_GENERATION_FIELDS = {
-    "min_shapes": "min_shapes",
-    "max_shapes": "max_shapes",
-    "min_object_size": "min_object_size",
-    "max_object_size": "max_object_size",
-    "empty_fraction": "empty_fraction",
-    "min_visible_pixels": "min_visible_pixels",
-    "generation_seed": "seed",
-}
-
 
 def default_data_config() -> ml_collections.ConfigDict:
     """The default `config.data` for the shapes dataset (see the module docstring)."""
@@ -105,75 +94,12 @@ def default_data_config() -> ml_collections.ConfigDict:
             "num_validation": defaults.num_validation,
             "num_test": defaults.num_test,
             "max_instances": 16,
-            **{field: getattr(defaults, attr) for field, attr in _GENERATION_FIELDS.items()},
+            **{
+                field: getattr(defaults, attr)
+                for field, attr in shapes_source.GENERATION_FIELDS.items()
+            },
             "cache_decoded": True,
         }
-    )
-
-
-def shapes_config_from_data_config(data_config) -> shapes.ShapesConfig:
-    """The validated `ShapesConfig` that `data_config` describes (ValueError if invalid)."""
-    if data_config.name != "shapes":
-        raise ValueError(f"data.name: unknown dataset {data_config.name!r}; expected 'shapes'")
-    params = {
-        "image_size": data_config.image_size,
-        "num_train": data_config.num_train,
-        "num_validation": data_config.num_validation,
-        "num_test": data_config.num_test,
-    }
-    for field, attr in _GENERATION_FIELDS.items():
-        if field in data_config:
-            params[attr] = data_config[field]
-    return shapes.shapes_config(**params)
-
-
-def coco_folder_config_from_data_config(data_config) -> coco_folder.CocoFolderConfig:
-    """The validated `CocoFolderConfig` that `data_config` describes (ValueError if invalid).
-
-    Error messages start with the name of the offending `data_config` field.
-    """
-    return coco_folder.coco_folder_config(
-        annotations=data_config.annotations,
-        images=data_config.images,
-        image_size=data_config.image_size,
-        validation_fraction=data_config.get(
-            "validation_fraction", folders.DEFAULT_VALIDATION_FRACTION
-        ),
-        ignore_label=data_config.get("ignore_label", folders.DEFAULT_IGNORE_LABEL),
-    )
-
-
-def semantic_folder_config_from_data_config(data_config) -> semantic_folder.SemanticFolderConfig:
-    """The validated `SemanticFolderConfig` that `data_config` describes (ValueError if invalid).
-
-    Error messages start with the name of the offending `data_config` field.
-    """
-    return semantic_folder.semantic_folder_config(
-        images=data_config.images,
-        labels=data_config.labels,
-        image_size=data_config.image_size,
-        num_classes=data_config.num_classes,
-        validation_fraction=data_config.get(
-            "validation_fraction", folders.DEFAULT_VALIDATION_FRACTION
-        ),
-        ignore_label=data_config.get("ignore_label", folders.DEFAULT_IGNORE_LABEL),
-        image_suffix=data_config.get("image_suffix", ""),
-        label_suffix=data_config.get("label_suffix", ""),
-    )
-
-
-def catalog_config_from_data_config(data_config) -> catalog.CatalogConfig:
-    """The validated `CatalogConfig` that `data_config` describes (ValueError if invalid).
-
-    Error messages start with the name of the offending `data_config` field.
-    """
-    return catalog.catalog_config(
-        tfds_name=data_config.get("tfds_name"),
-        image_size=data_config.image_size,
-        train_split=data_config.get("train_split"),
-        validation_split=data_config.get("validation_split"),
-        ignore_label=data_config.get("ignore_label", folders.DEFAULT_IGNORE_LABEL),
-        download=data_config.get("download", False),
     )
 
 
@@ -187,29 +113,6 @@ def augmentation_from_data_config(data_config) -> augment.Augmentation:
         color_jitter=data_config.get("color_jitter", 0.0),
         ignore_label=data_config.get("ignore_label", folders.DEFAULT_IGNORE_LABEL),
     )
-
-
-def check_class_names(data_config, class_names, source: str) -> None:
-    """ValueError unless `data_config` names the classes of a dataset as `class_names` does.
-
-    Args:
-      data_config: with num_classes and class_names; its class_names[0] (the background)
-        may be any name.
-      class_names: the dataset's K names, the background first.
-      source: where `class_names` come from, for the message.
-    """
-    expected = tuple(class_names)
-    given = data_config.class_names
-    if (
-        data_config.num_classes != len(expected)
-        or given is None
-        or tuple(given)[1:] != expected[1:]
-    ):
-        raise ValueError(
-            f"class_names={given!r} and num_classes={data_config.num_classes!r} do not match "
-            f"the {len(expected)} classes of {source}: set --config.data.num_classes="
-            f'{len(expected)} "--config.data.class_names={expected!r}"'
-        )
 
 
 class DecodedSource:
@@ -269,39 +172,6 @@ class DecodedSource:
         }
 
 
-def _shapes_builder(data_config, build: bool):
-    config = shapes_config_from_data_config(data_config)
-    return shapes.prepare_shapes(config, data_config.data_dir, build=build)
-
-
-def _coco_folder_builder(data_config, build: bool):
-    config = coco_folder_config_from_data_config(data_config)
-    builder = storage.prepare(coco_folder.CocoFolder, config, data_config.data_dir, build=build)
-    check_class_names(data_config, builder.info.metadata["class_names"], config.annotations)
-    return builder
-
-
-def _semantic_folder_builder(data_config, build: bool):
-    config = semantic_folder_config_from_data_config(data_config)
-    return storage.prepare(
-        semantic_folder.SemanticFolder, config, data_config.data_dir, build=build
-    )
-
-
-def _catalog_builder(data_config, build: bool):
-    config = catalog_config_from_data_config(data_config)
-    check_class_names(data_config, catalog.class_names(config.tfds_name), config.tfds_name)
-    return catalog.prepare_catalog(config, data_config.data_dir, build=build)
-
-
-_BUILDERS = {
-    "shapes": (_shapes_builder, shapes.SPLITS),
-    "coco_folder": (_coco_folder_builder, folders.SPLITS),
-    "semantic_folder": (_semantic_folder_builder, folders.SPLITS),
-    "tfds": (_catalog_builder, folders.SPLITS),
-}
-
-
 def load_split(data_config, split: str, *, build: bool = True) -> DecodedSource:
     """Opens one split of the dataset `data_config` describes, building it if missing.
 
@@ -318,14 +188,11 @@ def load_split(data_config, split: str, *, build: bool = True) -> DecodedSource:
     Raises:
       ValueError: an unknown dataset or split, an invalid `data_config`, unusable data.
     """
-    if data_config.name not in _BUILDERS:
-        raise ValueError(
-            f"data.name: unknown dataset {data_config.name!r}; expected one of {DATASETS}"
-        )
-    make_builder, splits = _BUILDERS[data_config.name]
+    dataset = registry.DATASETS.get(data_config.name)
+    splits = dataset.splits
     if split not in splits:
         raise ValueError(f"unknown split {split!r} of {data_config.name}; expected one of {splits}")
-    records = make_builder(data_config, build).as_data_source(split=split)
+    records = dataset.target(data_config, build).as_data_source(split=split)
     return DecodedSource(records, cache=bool(data_config.get("cache_decoded", True)))
 
 

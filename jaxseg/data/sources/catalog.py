@@ -1,0 +1,41 @@
+"""`config.data.name = "tfds"`: a TFDS catalog dataset converted on access
+(`jaxseg.data.catalog`: Oxford-IIIT Pet, COCO)."""
+
+from typing import Any
+
+from jaxseg import registry
+from jaxseg.data import catalog, folders
+from jaxseg.data.sources import checks
+
+
+def catalog_config_from_data_config(data_config: Any) -> catalog.CatalogConfig:
+    """The validated `CatalogConfig` that `data_config` describes (ValueError if invalid).
+
+    Error messages start with the name of the offending `data_config` field.
+    """
+    return catalog.catalog_config(
+        tfds_name=data_config.get("tfds_name"),
+        image_size=data_config.image_size,
+        train_split=data_config.get("train_split"),
+        validation_split=data_config.get("validation_split"),
+        ignore_label=data_config.get("ignore_label", folders.DEFAULT_IGNORE_LABEL),
+        download=data_config.get("download", False),
+    )
+
+
+def check(config: Any) -> None:
+    """The catalog name and splits, its class names, the ignore label."""
+    checks.ignore_label_matches_the_loss(config)
+    dataset = checks.as_config_error("config.data.", catalog_config_from_data_config, config.data)
+    names = catalog.class_names(dataset.tfds_name)
+    checks.as_config_error(
+        "config.data.", checks.check_class_names, config.data, names, dataset.tfds_name
+    )
+
+
+@registry.DATASETS.register("tfds", splits=folders.SPLITS, check=check)
+def open_builder(data_config: Any, build: bool):
+    """The prepared catalog dataset of `data_config` (downloaded only if it says so)."""
+    config = catalog_config_from_data_config(data_config)
+    checks.check_class_names(data_config, catalog.class_names(config.tfds_name), config.tfds_name)
+    return catalog.prepare_catalog(config, data_config.data_dir, build=build)

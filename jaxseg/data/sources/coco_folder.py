@@ -1,0 +1,47 @@
+"""`config.data.name = "coco_folder"`: a COCO-format JSON and its images folder
+(`jaxseg.data.coco_folder`)."""
+
+from typing import Any
+
+from jaxseg import registry
+from jaxseg.data import coco_folder, folders, storage
+from jaxseg.data.sources import checks
+
+
+def coco_folder_config_from_data_config(data_config: Any) -> coco_folder.CocoFolderConfig:
+    """The validated `CocoFolderConfig` that `data_config` describes (ValueError if invalid).
+
+    Error messages start with the name of the offending `data_config` field.
+    """
+    return coco_folder.coco_folder_config(
+        annotations=data_config.annotations,
+        images=data_config.images,
+        image_size=data_config.image_size,
+        validation_fraction=data_config.get(
+            "validation_fraction", folders.DEFAULT_VALIDATION_FRACTION
+        ),
+        ignore_label=data_config.get("ignore_label", folders.DEFAULT_IGNORE_LABEL),
+    )
+
+
+def check(config: Any) -> None:
+    """The paths, the JSON's categories against the class names, the ignore label."""
+    checks.ignore_label_matches_the_loss(config)
+    folder = checks.as_config_error(
+        "config.data.", coco_folder_config_from_data_config, config.data
+    )
+    path, ignore_label = folder.annotations, folder.ignore_label
+    names = checks.as_config_error("config.data.annotations: ", coco_folder.read_class_names, path)
+    checks.as_config_error("config.data.", checks.check_class_names, config.data, names, path)
+    checks.as_config_error(
+        "config.data.", coco_folder.check_ignore_label, ignore_label, names, path
+    )
+
+
+@registry.DATASETS.register("coco_folder", splits=folders.SPLITS, check=check)
+def open_builder(data_config: Any, build: bool):
+    """The prepared COCO-folder builder of `data_config` (built into data_dir if missing)."""
+    config = coco_folder_config_from_data_config(data_config)
+    builder = storage.prepare(coco_folder.CocoFolder, config, data_config.data_dir, build=build)
+    checks.check_class_names(data_config, builder.info.metadata["class_names"], config.annotations)
+    return builder

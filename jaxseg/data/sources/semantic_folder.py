@@ -1,0 +1,41 @@
+"""`config.data.name = "semantic_folder"`: images and PNG label maps in two folders
+(`jaxseg.data.semantic_folder`)."""
+
+from typing import Any
+
+from jaxseg import registry
+from jaxseg.data import folders, semantic_folder, storage
+from jaxseg.data.sources import checks
+
+
+def semantic_folder_config_from_data_config(data_config: Any) -> semantic_folder.SemanticFolderConfig:
+    """The validated `SemanticFolderConfig` that `data_config` describes (ValueError if invalid).
+
+    Error messages start with the name of the offending `data_config` field.
+    """
+    return semantic_folder.semantic_folder_config(
+        images=data_config.images,
+        labels=data_config.labels,
+        image_size=data_config.image_size,
+        num_classes=data_config.num_classes,
+        validation_fraction=data_config.get(
+            "validation_fraction", folders.DEFAULT_VALIDATION_FRACTION
+        ),
+        ignore_label=data_config.get("ignore_label", folders.DEFAULT_IGNORE_LABEL),
+        image_suffix=data_config.get("image_suffix", ""),
+        label_suffix=data_config.get("label_suffix", ""),
+    )
+
+
+def check(config: Any) -> None:
+    """The class names, the ignore label and the folders of `config.data`."""
+    checks.class_names_match_count(config)
+    checks.ignore_label_matches_the_loss(config)
+    checks.as_config_error("config.data.", semantic_folder_config_from_data_config, config.data)
+
+
+@registry.DATASETS.register("semantic_folder", splits=folders.SPLITS, check=check)
+def open_builder(data_config: Any, build: bool):
+    """The prepared semantic-folder builder of `data_config` (built into data_dir if missing)."""
+    config = semantic_folder_config_from_data_config(data_config)
+    return storage.prepare(semantic_folder.SemanticFolder, config, data_config.data_dir, build=build)
