@@ -6,22 +6,9 @@
 process getting its own contiguous share of every global batch. `prefetch` assembles the
 next batches of a stream in a background thread while the caller computes.
 
-Datasets (`data_config.name`):
-  "shapes"            generated circles, rectangles and triangles (`jaxseg.data.shapes`);
-                      splits train, validation, test.
-  "coco_folder"       a local COCO-format instances JSON and images folder
-                      (`jaxseg.data.coco_folder`); splits train, validation.
-  "semantic_folder"   a local folder of images and one of PNG label maps
-                      (`jaxseg.data.semantic_folder`); splits train, validation.
-  "tfds"              a TFDS catalog dataset (Oxford-IIIT Pet, COCO), converted on access
-                      (`jaxseg.data.catalog`); splits train, validation.
-The folder datasets store, and the catalog datasets give, every image resized (aspect ratio
-kept) and padded to image_size x image_size; their semantic maps hold the ignore label in the
-padding.
-
-`data_config` fields (an `ml_collections.ConfigDict`; shapes defaults in
-`default_data_config`):
-  name                one of `DATASETS`.
+Dataset kinds (`data_config.name`) register themselves in `jaxseg/data/sources/`, one file
+each, which says which `data_config` fields that kind reads. Fields every kind has:
+  name                a registered dataset kind (`registry.DATASETS.names()`).
   data_dir            TFDS data directory; None = TFDS default (~/tensorflow_datasets).
   image_size          image side S in pixels (square images).
   max_instances       instance slots per example in batches (read by the caller, which
@@ -36,31 +23,6 @@ padding.
                       see `jaxseg.data.augment` (padding takes `ignore_label`, default 255).
   color_jitter        optional, default 0.0 (off): colour jitter strength in [0, 1],
                       training only; see `jaxseg.data.augment`.
-shapes only:
-  num_train, num_validation, num_test   examples per split.
-  min_shapes, max_shapes, min_object_size, max_object_size, empty_fraction,
-  min_visible_pixels, generation_seed   optional, see `jaxseg.data.shapes.ShapesConfig`
-                      (`generation_seed` is its `seed`); missing ones take the defaults.
-coco_folder and semantic_folder:
-  num_classes, class_names   K and the K class names, class_names[0] the background. For
-                      coco_folder they must be the JSON's categories by increasing id after
-                      the background (`check_class_names`).
-  validation_fraction optional, default 0.1: the share of the images in the validation split.
-  ignore_label        optional, default 255: the semantic label of padding pixels.
-coco_folder only:
-  annotations, images the instances JSON and the folder its `file_name`s are relative to.
-semantic_folder only:
-  images, labels      the images folder and the label maps folder.
-  image_suffix, label_suffix   optional, default "": file-name endings removed before
-                      matching (see `jaxseg.data.semantic_folder`).
-tfds:
-  tfds_name           a key of `jaxseg.data.catalog.CATALOG`, e.g. "oxford_iiit_pet".
-  num_classes, class_names   must be the catalog's (`catalog.class_names`).
-  train_split, validation_split   optional TFDS split expressions read as our train and
-                      validation splits; default the dataset's (pets: train, test).
-  ignore_label        optional, default 255: the semantic label of padding pixels.
-  download            optional, default False: download and prepare missing data (process
-                      0 only); otherwise missing data is an error saying how to prepare it.
 """
 
 from __future__ import annotations

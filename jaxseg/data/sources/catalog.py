@@ -1,5 +1,15 @@
-"""`config.data.name = "tfds"`: a TFDS catalog dataset converted on access
-(`jaxseg.data.catalog`: Oxford-IIIT Pet, COCO)."""
+"""`config.data.name = "tfds"`: a TFDS catalog dataset (Oxford-IIIT Pet, COCO), converted
+on access (`jaxseg.data.catalog`) to images resized (aspect ratio kept) and padded to
+image_size x image_size; splits train, validation.
+
+Fields besides the common ones (`jaxseg.data.pipeline`):
+  tfds_name           a key of `jaxseg.data.catalog.CATALOG`, e.g. "oxford_iiit_pet".
+  num_classes, class_names   must be the catalog's (`catalog.class_names`).
+  train_split, validation_split   optional TFDS split expressions read as our train and
+                      validation splits; default the dataset's (pets: train, test).
+  ignore_label        optional, default 255: the semantic label of padding pixels.
+  download            optional, default False: download and prepare missing data (process
+                      0 only); otherwise missing data is an error saying how to prepare it."""
 
 from typing import Any
 

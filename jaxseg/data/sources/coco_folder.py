@@ -1,5 +1,14 @@
-"""`config.data.name = "coco_folder"`: a COCO-format JSON and its images folder
-(`jaxseg.data.coco_folder`)."""
+"""`config.data.name = "coco_folder"`: a local COCO-format instances JSON and its images
+folder (`jaxseg.data.coco_folder`); splits train, validation. Every image is stored resized
+(aspect ratio kept) and padded to image_size x image_size, the semantic map holding the
+ignore label in the padding.
+
+Fields besides the common ones (`jaxseg.data.pipeline`):
+  annotations, images the instances JSON and the folder its `file_name`s are relative to.
+  num_classes, class_names   K and the K class names, class_names[0] the background; the
+                      others must be the JSON's categories by increasing id.
+  validation_fraction optional, default 0.1: the share of the images in the validation split.
+  ignore_label        optional, default 255: the semantic label of padding pixels."""
 
 from typing import Any
 

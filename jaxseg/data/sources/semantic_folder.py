@@ -1,5 +1,15 @@
-"""`config.data.name = "semantic_folder"`: images and PNG label maps in two folders
-(`jaxseg.data.semantic_folder`)."""
+"""`config.data.name = "semantic_folder"`: a local folder of images and one of PNG label
+maps (`jaxseg.data.semantic_folder`); splits train, validation. Every image is stored resized
+(aspect ratio kept) and padded to image_size x image_size, the label map holding the ignore
+label in the padding.
+
+Fields besides the common ones (`jaxseg.data.pipeline`):
+  images, labels      the images folder and the label maps folder.
+  num_classes, class_names   K and the K class names, class_names[0] the background.
+  image_suffix, label_suffix   optional, default "": file-name endings removed before
+                      matching (see `jaxseg.data.semantic_folder`).
+  validation_fraction optional, default 0.1: the share of the images in the validation split.
+  ignore_label        optional, default 255: the semantic label of padding pixels."""
 
 from typing import Any
 

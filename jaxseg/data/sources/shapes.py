@@ -1,4 +1,12 @@
-"""`config.data.name = "shapes"`: the generated shapes dataset (`jaxseg.data.shapes`)."""
+"""`config.data.name = "shapes"`: generated circles, rectangles and triangles
+(`jaxseg.data.shapes`); splits train, validation, test.
+
+Fields besides the common ones (`jaxseg.data.pipeline`):
+  num_classes, class_names   4 and the 4 names, the background first.
+  num_train, num_validation, num_test   examples per split.
+  min_shapes, max_shapes, min_object_size, max_object_size, empty_fraction,
+  min_visible_pixels, generation_seed   optional, see `jaxseg.data.shapes.ShapesConfig`
+                      (`generation_seed` is its `seed`); missing ones take the defaults."""
 
 from typing import Any
 
