@@ -4,9 +4,10 @@ import dataclasses
 
 import flax.linen as nn
 import ml_collections
+import numpy as np
 import pytest
 
-from jaxseg import registry, schema, tasks
+from jaxseg import losses, registry, schema, tasks
 from jaxseg.config_validation import validate_config
 from jaxseg.errors import ConfigError
 from jaxseg.models.factory import create_model, register_model
@@ -88,7 +89,14 @@ class _Constant(nn.Module):
 _ConstantConfig = schema.from_module(_Constant, {"scale": schema.positive_number}, exclude=("num_classes",))
 
 
-def test_a_model_registered_outside_the_core_validates_builds_and_gets_its_task():
+def _isolated(monkeypatch, kinds: registry.Registry) -> None:
+    """Entries registered by the test are gone after it."""
+    kinds.names()
+    monkeypatch.setattr(kinds, "_entries", dict(kinds._entries))
+
+
+def test_a_model_registered_outside_the_core_validates_builds_and_gets_its_task(monkeypatch):
+    _isolated(monkeypatch, registry.MODELS)
     register_model("constant_for_test", _Constant, _ConstantConfig, task="semantic")
     config = load_config_file("unet_shapes.py")
     config.model = ml_collections.ConfigDict({"name": "constant_for_test", "scale": 2.0})
@@ -99,3 +107,19 @@ def test_a_model_registered_outside_the_core_validates_builds_and_gets_its_task(
     config.model.scale = -1.0
     with pytest.raises(ConfigError, match=r"config.model.scale=-1.0 must be a number > 0."):
         validate_config(config)
+
+
+def test_a_loss_registered_outside_the_core_is_summed_by_name(monkeypatch):
+    _isolated(monkeypatch, registry.LOSSES)
+
+    @registry.LOSSES.register("mean_logit")
+    def mean_logit(logits, labels, ignore_label=255):
+        del labels, ignore_label
+        return logits.mean()
+
+    logits = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4) / 10
+    labels = np.zeros((1, 2, 3), np.int32)
+    total, components = losses.make_loss_fn("ce+mean_logit")(logits, labels)
+    expected_ce = float(losses.softmax_cross_entropy(logits, labels))
+    np.testing.assert_allclose(float(components["mean_logit"]), 1.15, rtol=1e-6)
+    np.testing.assert_allclose(float(total), expected_ce + 1.15, rtol=1e-6)
