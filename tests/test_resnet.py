@@ -228,7 +228,14 @@ def _numpy_max_pool_3x3_stride2(x):
 
 @pytest.mark.parametrize(
     "kernel_size, stride, dilation, fast_cpu_ops",
-    [(7, 2, 1, False), (3, 2, 1, False), (3, 1, 1, False), (1, 2, 1, False), (3, 1, 2, False), (3, 1, 3, True)],
+    [
+        (7, 2, 1, False),
+        (3, 2, 1, False),
+        (3, 1, 1, False),
+        (1, 2, 1, False),
+        (3, 1, 2, False),
+        (3, 1, 3, True),
+    ],
 )
 def test_conv_norm_pads_symmetrically_like_torchvision(kernel_size, stride, dilation, fast_cpu_ops):
     x = _images((2, 8, 10, 3), seed=2)
