@@ -7,6 +7,7 @@ import pytest
 
 from jaxseg.models import ResNet, build_resnet
 from jaxseg.models.resnet import ConvNorm, FrozenBatchNorm, max_pool_3x3_stride2, pointwise_conv
+from tests.helpers.references import numpy_conv, random_variables
 
 STRIDES = {"C2": 4, "C3": 8, "C4": 16, "C5": 32}
 
@@ -23,25 +24,6 @@ def _count(tree):
     return sum(leaf.size for leaf in jax.tree.leaves(tree))
 
 
-def _random_variables(model, x, seed=1):
-    """Variables with the model's structure drawn in numpy (compiling the Flax
-    initialisers takes seconds): He-scaled kernels, scales in [0.5, 1.5],
-    small biases, normal running means, running variances in [0.5, 2]."""
-    rng = np.random.default_rng(seed)
-
-    def draw(path, leaf):
-        name = path[-1].key
-        if name == "kernel":
-            values = rng.normal(0.0, np.sqrt(2.0 / np.prod(leaf.shape[:-1])), leaf.shape)
-        elif name in ("scale", "var"):
-            values = rng.uniform(0.5, 1.5 if name == "scale" else 2.0, leaf.shape)
-        else:
-            values = rng.normal(0.0, 1.0 if name == "mean" else 0.1, leaf.shape)
-        return jnp.asarray(values, leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(draw, jax.eval_shape(lambda: _init(model, x)))
-
-
 def _tiny_resnet(**options):
     """One BasicBlock per stage, widths 32..256: fast, with every kind of layer."""
     return ResNet(stage_sizes=(1, 1, 1, 1), bottleneck=False, num_filters=32, **options)
@@ -53,7 +35,7 @@ def _tiny_resnet(**options):
 def test_features_have_strides_and_channels_under_jit(name, channels):
     model = build_resnet(name)
     x = _images()
-    features = jax.jit(lambda v, x: model.apply(v, x, train=False))(_random_variables(model, x), x)
+    features = jax.jit(lambda v, x: model.apply(v, x, train=False))(random_variables(model, x), x)
     assert sorted(features) == ["C2", "C3", "C4", "C5"]
     for (key, stride), width in zip(STRIDES.items(), channels):
         assert features[key].shape == (2, 64 // stride, 64 // stride, width)
@@ -128,7 +110,7 @@ def test_frozen_batch_norm_is_the_affine_map_of_its_stored_statistics():
 def _train_and_eval(norm):
     model = _tiny_resnet(norm=norm)
     x = _images((2, 32, 32, 3))
-    variables = _random_variables(model, x)
+    variables = random_variables(model, x)
     trained, updates = jax.jit(lambda v: model.apply(v, x, train=True, mutable=["batch_stats"]))(variables)
     evaluated = jax.jit(lambda v: model.apply(v, x, train=False))(variables)
     return variables["batch_stats"], updates["batch_stats"], trained, evaluated
@@ -150,7 +132,7 @@ def test_batch_norm_resnet_uses_and_updates_batch_statistics():
 def test_group_norm_resnet_runs_without_batch_stats():
     model = _tiny_resnet(norm="group")
     x = _images((2, 32, 32, 3))
-    variables = _random_variables(model, x)
+    variables = random_variables(model, x)
     apply = jax.jit(lambda v, x: model.apply(v, x, train=True))
     features = apply(variables, x)
     assert set(variables) == {"params"}
@@ -165,10 +147,10 @@ def test_group_norm_resnet_runs_without_batch_stats():
 def test_group_norm_uses_gcd_groups_on_narrow_widths():
     x = _images((1, 32, 32, 3))
     model = ConvNorm(12, 3, 1, "group", relu=False, fast_cpu_ops=False, dtype=jnp.float32)
-    variables = _random_variables(model, x)
+    variables = random_variables(model, x)
     y = np.asarray(model.apply(variables, x, train=True))
     p = variables["params"]
-    conv = _numpy_conv(np.asarray(x), np.asarray(p["conv"]["kernel"]), 1, 1)
+    conv = numpy_conv(np.asarray(x), np.asarray(p["conv"]["kernel"]), 1, 1)
     groups = conv.reshape(1, 32 * 32, 4, 3)  # gcd(32, 12) = 4 groups of 3 channels
     mean = groups.mean(axis=(1, 3), keepdims=True)
     var = groups.var(axis=(1, 3), keepdims=True)
@@ -180,7 +162,7 @@ def test_group_norm_uses_gcd_groups_on_narrow_widths():
 def test_freeze_at_zeroes_gradients_of_frozen_stages_only(freeze_at, frozen):
     model = _tiny_resnet(norm="group", freeze_at=freeze_at)
     x = _images((1, 32, 32, 3))
-    params = _random_variables(model, x)["params"]
+    params = random_variables(model, x)["params"]
 
     def loss(p):
         features = model.apply({"params": p}, x, train=True)
@@ -200,6 +182,16 @@ def test_image_size_not_divisible_by_32_is_a_clear_error(size):
         _init(model, jnp.zeros((1, *size, 3)))
 
 
+@pytest.mark.parametrize("dilated, stride", [((False, False, True), 16), ((False, True, True), 8)])
+def test_dilated_resnet_needs_sizes_divisible_by_its_c5_stride(dilated, stride):
+    model = build_resnet("resnet18", replace_stride_with_dilation=dilated)
+    x = jnp.zeros((1, stride, 2 * stride, 3))
+    features, _ = jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), x, train=False))
+    assert features["C5"].shape[1:3] == (1, 2)
+    with pytest.raises(ValueError, match=f"divisible by {stride} "):
+        _init(model, jnp.zeros((1, stride + 4, stride, 3)))
+
+
 @pytest.mark.parametrize(
     "options, match",
     [
@@ -207,6 +199,8 @@ def test_image_size_not_divisible_by_32_is_a_clear_error(size):
         (dict(freeze_at=6), "freeze_at"),
         (dict(stage_sizes=(2, 2, 2)), "stage_sizes"),
         (dict(num_filters=0), "num_filters"),
+        (dict(replace_stride_with_dilation=(False, True)), "replace_stride_with_dilation"),
+        (dict(replace_stride_with_dilation=(0, 0, 1)), "replace_stride_with_dilation"),
     ],
 )
 def test_bad_options_are_clear_errors(options, match):
@@ -222,20 +216,6 @@ def test_bad_name_and_rank_are_clear_errors():
         _init(build_resnet("resnet18"), jnp.zeros((32, 32, 3)))
 
 
-def _numpy_conv(x, kernel, stride, pad):
-    """[N, H, W, Cin] x [k, k, Cin, Cout], symmetric zero padding, by definition."""
-    n, h, w, _ = x.shape
-    k = kernel.shape[0]
-    padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    out_h, out_w = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
-    out = np.zeros((n, out_h, out_w, kernel.shape[3]))
-    for i in range(out_h):
-        for j in range(out_w):
-            window = padded[:, i * stride : i * stride + k, j * stride : j * stride + k]
-            out[:, i, j] = np.einsum("nabc,abco->no", window, kernel)
-    return out
-
-
 def _numpy_max_pool_3x3_stride2(x):
     padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
     n, h, w, c = x.shape
@@ -246,16 +226,26 @@ def _numpy_max_pool_3x3_stride2(x):
     return out
 
 
-@pytest.mark.parametrize("kernel_size, stride", [(7, 2), (3, 2), (3, 1), (1, 2)])
-def test_conv_norm_pads_symmetrically_like_torchvision(kernel_size, stride):
+@pytest.mark.parametrize(
+    "kernel_size, stride, dilation, fast_cpu_ops",
+    [
+        (7, 2, 1, False),
+        (3, 2, 1, False),
+        (3, 1, 1, False),
+        (1, 2, 1, False),
+        (3, 1, 2, False),
+        (3, 1, 3, True),
+    ],
+)
+def test_conv_norm_pads_symmetrically_like_torchvision(kernel_size, stride, dilation, fast_cpu_ops):
     x = _images((2, 8, 10, 3), seed=2)
-    module = ConvNorm(
-        4, kernel_size, stride, "frozen_batch", relu=True, fast_cpu_ops=False, dtype=jnp.float32
-    )
-    variables = _random_variables(module, x)
+    module = ConvNorm(4, kernel_size, stride, "frozen_batch", True, fast_cpu_ops, jnp.float32, dilation)
+    variables = random_variables(module, x)
     y = module.apply(variables, x, train=False)
+    assert y.shape[1:3] == (-(-8 // stride), -(-10 // stride))
     p, s = variables["params"], variables["batch_stats"]["norm"]
-    conv = _numpy_conv(np.asarray(x), np.asarray(p["conv"]["kernel"]), stride, kernel_size // 2)
+    kernel = np.asarray(p["conv"]["kernel"])
+    conv = numpy_conv(np.asarray(x), kernel, stride, dilation * (kernel_size // 2), dilation)
     normed = (conv - s["mean"]) / np.sqrt(s["var"] + 1e-5) * p["norm"]["scale"] + p["norm"]["bias"]
     np.testing.assert_allclose(y, np.maximum(normed, 0), rtol=1e-4, atol=1e-4)
 
@@ -295,7 +285,7 @@ def test_fast_cpu_ops_give_the_same_features_and_gradients(bottleneck):
     x = _images((1, 32, 32, 3))
     plain = ResNet((1, 1, 1, 1), bottleneck, num_filters=8)
     fast = ResNet((1, 1, 1, 1), bottleneck, num_filters=8, fast_cpu_ops=True)
-    variables = _random_variables(plain, x)
+    variables = random_variables(plain, x)
 
     def loss(model, p):
         features = model.apply({**variables, "params": p}, x, train=True)
@@ -315,7 +305,7 @@ def test_pointwise_conv_is_a_strided_1x1_convolution(stride):
     x = np.asarray(_images((2, 6, 5, 3), seed=6))
     kernel = np.asarray(_images((1, 1, 3, 4), seed=7))
     y = pointwise_conv(jnp.asarray(x), jnp.asarray(kernel), (stride, stride), ((0, 0), (0, 0)))
-    np.testing.assert_allclose(y, _numpy_conv(x, kernel, stride, 0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y, numpy_conv(x, kernel, stride, 0), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="1x1 kernel"):
         pointwise_conv(jnp.asarray(x), jnp.zeros((3, 3, 3, 4)), (1, 1), ((1, 1), (1, 1)))
     with pytest.raises(ValueError, match="NHWC/HWIO"):

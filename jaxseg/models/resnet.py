@@ -3,6 +3,10 @@
 The layout is torchvision's / detectron2's "ResNet v1.5": a 7x7 stride-2 stem
 conv, a 3x3 stride-2 max-pool, four stages (res2..res5) whose first block
 strides by 2 (except res2), with the stride on the 3x3 conv of bottlenecks.
+Optionally res3..res5 trade their stride for dilation (torchvision's
+`replace_stride_with_dilation`, for DeepLab's output stride 16 or 8): the same
+parameters, and features whose every other row and column (per replaced
+stride) are the undilated network's at eval time.
 Paddings are symmetric (k // 2 on every side, as in torchvision), not Flax's
 'SAME', so weights converted from torchvision give the same outputs. Parameter
 and variable names follow `flax.linen.BatchNorm` ('scale', 'bias' in `params`,
@@ -146,12 +150,12 @@ def pointwise_conv(
 
 
 class ConvNorm(nn.Module):
-    """Bias-free k x k conv (stride s, padding k // 2) -> norm [-> ReLU].
+    """Bias-free k x k conv (stride s, dilation d, padding d * (k // 2)) -> norm [-> ReLU].
 
     [N, H, W, C] -> [N, ceil(H / s), ceil(W / s), features] for even H, W.
     With `fast_cpu_ops` (same parameters and outputs, faster gradients on
-    XLA:CPU), 1x1 convs are `pointwise_conv` and other stride-1 convs
-    `layers.row_blocked_conv`.
+    XLA:CPU), 1x1 convs are `pointwise_conv` and other undilated stride-1
+    convs `layers.row_blocked_conv`.
     """
 
     features: int
@@ -161,20 +165,22 @@ class ConvNorm(nn.Module):
     relu: bool
     fast_cpu_ops: bool
     dtype: Any
+    dilation: int = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        pad = self.kernel_size // 2
+        pad = self.dilation * (self.kernel_size // 2)
         conv_op = None
         if self.fast_cpu_ops and self.kernel_size == 1:
             conv_op = pointwise_conv
-        elif self.fast_cpu_ops and self.stride == 1:
+        elif self.fast_cpu_ops and self.stride == 1 and self.dilation == 1:
             conv_op = layers.row_blocked_conv
         x = nn.Conv(
             self.features,
             (self.kernel_size, self.kernel_size),
             strides=(self.stride, self.stride),
             padding=((pad, pad), (pad, pad)),
+            kernel_dilation=(self.dilation, self.dilation),
             use_bias=False,
             dtype=self.dtype,
             kernel_init=_CONV_INIT,
@@ -190,6 +196,8 @@ class BasicBlock(nn.Module):
 
     [N, H, W, C] -> [N, H / stride, W / stride, features]. The shortcut is a
     1x1 strided ConvNorm when the stride or the channel count changes.
+    `dilation` is conv1's; with `dilate` the block keeps the resolution
+    (stride 1 everywhere) and conv2 dilates by `dilation * stride` instead.
     """
 
     features: int
@@ -197,14 +205,23 @@ class BasicBlock(nn.Module):
     norm: str
     fast_cpu_ops: bool
     dtype: Any
+    dilation: int = 1
+    dilate: bool = False
     expansion = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         options = dict(norm=self.norm, fast_cpu_ops=self.fast_cpu_ops, dtype=self.dtype)
-        y = ConvNorm(self.features, 3, self.stride, relu=True, name="conv1", **options)(x, train)
-        y = ConvNorm(self.features, 3, 1, relu=False, name="conv2", **options)(y, train)
-        shortcut = _shortcut(x, self.features, self.stride, options, train)
+        stride, conv2_dilation = self.stride, self.dilation
+        if self.dilate:
+            stride, conv2_dilation = 1, self.dilation * self.stride
+        y = ConvNorm(
+            self.features, 3, stride, relu=True, dilation=self.dilation, name="conv1", **options
+        )(x, train)
+        y = ConvNorm(
+            self.features, 3, 1, relu=False, dilation=conv2_dilation, name="conv2", **options
+        )(y, train)
+        shortcut = _shortcut(x, self.features, stride, options, train)
         return nn.relu(y + shortcut)
 
 
@@ -212,8 +229,9 @@ class Bottleneck(nn.Module):
     """ResNet-50/101 block: 1x1 -> 3x3 (stride) -> 1x1 (4x wider), shortcut, ReLU.
 
     [N, H, W, C] -> [N, H / stride, W / stride, 4 * features]; the stride is on
-    the 3x3 conv (v1.5). The shortcut is a 1x1 strided ConvNorm when the stride
-    or the channel count changes.
+    the 3x3 conv (v1.5), whose dilation is `dilation`. The shortcut is a 1x1
+    strided ConvNorm when the stride or the channel count changes. With
+    `dilate` the block keeps the resolution (stride 1 everywhere).
     """
 
     features: int
@@ -221,16 +239,21 @@ class Bottleneck(nn.Module):
     norm: str
     fast_cpu_ops: bool
     dtype: Any
+    dilation: int = 1
+    dilate: bool = False
     expansion = 4
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         options = dict(norm=self.norm, fast_cpu_ops=self.fast_cpu_ops, dtype=self.dtype)
         out_features = self.features * self.expansion
+        stride = 1 if self.dilate else self.stride
         y = ConvNorm(self.features, 1, 1, relu=True, name="conv1", **options)(x, train)
-        y = ConvNorm(self.features, 3, self.stride, relu=True, name="conv2", **options)(y, train)
+        y = ConvNorm(
+            self.features, 3, stride, relu=True, dilation=self.dilation, name="conv2", **options
+        )(y, train)
         y = ConvNorm(out_features, 1, 1, relu=False, name="conv3", **options)(y, train)
-        shortcut = _shortcut(x, out_features, self.stride, options, train)
+        shortcut = _shortcut(x, out_features, stride, options, train)
         return nn.relu(y + shortcut)
 
 
@@ -265,14 +288,14 @@ def max_pool_3x3_stride2(x: jax.Array, fast_cpu_ops: bool = False) -> jax.Array:
     return pooled
 
 
-def _check_input(x: jax.Array) -> None:
+def _check_input(x: jax.Array, divisor: int) -> None:
     if x.ndim != 4:
         raise ValueError(f"images must be [N, H, W, C] (rank 4), got shape {x.shape}")
     height, width = x.shape[1:3]
-    if height == 0 or width == 0 or height % INPUT_DIVISOR or width % INPUT_DIVISOR:
+    if height == 0 or width == 0 or height % divisor or width % divisor:
         raise ValueError(
             f"image size {height}x{width} must be positive and divisible by "
-            f"{INPUT_DIVISOR} (the stride of C5)"
+            f"{divisor} (the stride of C5)"
         )
 
 
@@ -285,6 +308,9 @@ def _check_options(module: "ResNet") -> None:
         raise ValueError(f"num_filters must be >= 1, got {module.num_filters}")
     if not 0 <= module.freeze_at <= 5:
         raise ValueError(f"freeze_at must be in 0..5, got {module.freeze_at}")
+    dilated = tuple(module.replace_stride_with_dilation)
+    if len(dilated) != len(FEATURE_LEVELS) - 1 or any(not isinstance(d, bool) for d in dilated):
+        raise ValueError(f"replace_stride_with_dilation must be 3 bools (res3..res5), got {dilated}")
 
 
 class ResNet(nn.Module):
@@ -307,6 +333,11 @@ class ResNet(nn.Module):
         only block inputs are kept for the backward pass, the rest is recomputed
         (less memory, about one more forward pass of compute).
       dtype: computation dtype; parameters stay float32.
+      replace_stride_with_dilation: 3 bools for res3..res5 (torchvision's
+        option): a True stage keeps its input's resolution, its first block
+        at stride 1 and every later 3x3 conv dilated by the stride it gave
+        up (times earlier stages'): (False, False, True) gives C5 at stride
+        16, (False, True, True) C4 and C5 at stride 8. Parameters are the same.
     """
 
     stage_sizes: Sequence[int]
@@ -317,6 +348,7 @@ class ResNet(nn.Module):
     fast_cpu_ops: bool = False
     remat: bool = False
     dtype: Any = jnp.float32
+    replace_stride_with_dilation: Sequence[bool] = (False, False, False)
 
     @property
     def out_channels(self) -> dict[str, int]:
@@ -331,12 +363,13 @@ class ResNet(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
         """[N, H, W, C] images -> {"C2": [N, H/4, W/4, C2], ..., "C5": [N, H/32, W/32, C5]}.
 
-        H and W must be divisible by 32. Features are in `dtype`; channel
-        counts are `out_channels` (64..512 for ResNet-18/34, 256..2048 for
-        ResNet-50/101 with num_filters=64).
+        H and W must be divisible by 32, the stride of C5 (16 or 8 with
+        `replace_stride_with_dilation`, which also sets the strides of C3..C5).
+        Features are in `dtype`; channel counts are `out_channels` (64..512 for
+        ResNet-18/34, 256..2048 for ResNet-50/101 with num_filters=64).
         """
         _check_options(self)
-        _check_input(x)
+        _check_input(x, INPUT_DIVISOR // 2 ** sum(self.replace_stride_with_dilation))
         options = dict(norm=self.norm, fast_cpu_ops=self.fast_cpu_ops, dtype=self.dtype)
         block_cls = Bottleneck if self.bottleneck else BasicBlock
         if self.remat:
@@ -350,12 +383,21 @@ class ResNet(nn.Module):
             x = lax.stop_gradient(x)
 
         features = {}
+        dilation = 1
         for index, (level, num_blocks) in enumerate(zip(FEATURE_LEVELS, self.stage_sizes)):
+            dilate = index > 0 and self.replace_stride_with_dilation[index - 1]
             for block in range(num_blocks):
                 stride = 2 if block == 0 and index > 0 else 1
                 x = block_cls(
-                    self.num_filters * 2**index, stride, name=f"res{level}_{block}", **options
+                    self.num_filters * 2**index,
+                    stride,
+                    dilation=dilation,
+                    dilate=dilate,
+                    name=f"res{level}_{block}",
+                    **options,
                 )(x, train)
+                if dilate:
+                    dilation *= stride
             if self.freeze_at >= level:
                 x = lax.stop_gradient(x)
             features[f"C{level}"] = x

@@ -1,0 +1,302 @@
+"""DeepLabv3+ (Chen et al., 2018) for semantic segmentation, in Flax Linen.
+
+A dilated ResNet (`resnet.ResNet` with `replace_stride_with_dilation`) gives C5
+at output stride 16 (res5 dilated) or 8 (res4 and res5 dilated); ASPP on C5
+(a 1x1 conv, a 3x3 atrous conv per rate, image pooling, each conv -> norm ->
+ReLU, concatenated, projected by a 1x1 conv -> norm -> ReLU, dropout); the
+decoder concatenates C2 (stride 4) reduced to 48 channels with the ASPP output
+upsampled bilinearly to C2's size, refines with two 3x3 convs, classifies with
+a 1x1 conv and upsamples bilinearly to the input size.
+
+Called as the U-Net: `model.init(key, images, train=False)`, then
+`model.apply(variables, images, train=True, mutable=["batch_stats"],
+rngs={"dropout": key})` or `model.apply(variables, images, train=False)`, with
+`images [N, H, W, 3]` float32 in [0, 1] (H, W divisible by the output stride)
+and logits `[N, H, W, num_classes]` float32.
+
+`DeepLabConfig` is the schema of an experiment's `config.model` section
+(`name = NAME`) and `build(config)` the model of a whole experiment config.
+"""
+import dataclasses
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from jaxseg.errors import ConfigError, did_you_mean
+from jaxseg.models.resnet import (
+    GROUP_NORM_GROUPS,
+    NORM_EPSILON,
+    RESNETS,
+    ConvNorm,
+    build_resnet,
+    make_norm,
+)
+
+NAME = "deeplabv3plus"
+OUTPUT_STRIDES = (8, 16)
+NORMS = ("batch", "group")
+DTYPES = ("float32", "bfloat16")
+# The output stride the ASPP rates are given for; they scale inversely with it.
+RATES_OUTPUT_STRIDE = 16
+# Channels of the decoder's 1x1 reduction of C2 (the paper's 48).
+SKIP_CHANNELS = 48
+# ResNet stages res3..res5 whose stride becomes dilation, per output stride.
+_DILATED_STAGES = {16: (False, False, True), 8: (False, True, True)}
+
+
+def atrous_rates(rates: Sequence[int], output_stride: int) -> tuple[int, ...]:
+    """ASPP dilation rates at `output_stride`: `rates` are for stride 16, doubled at stride 8."""
+    return tuple(rate * RATES_OUTPUT_STRIDE // output_stride for rate in rates)
+
+
+def resize_bilinear(x: jax.Array, height: int, width: int) -> jax.Array:
+    """Bilinear resize with half-pixel centres: [N, h, w, C] -> [N, height, width, C], same dtype."""
+    return jax.image.resize(x, (x.shape[0], height, width, x.shape[3]), method="bilinear")
+
+
+def pooled_group_count(channels: int) -> int:
+    """Groups of the image-pooling branch's group norm on its [N, 1, 1, channels] map.
+
+    gcd(32, channels) as elsewhere, halved where that leaves one channel per
+    group (channels a power of 2 up to 32): a single value per group would
+    normalize to 0 and cut the branch off.
+    """
+    groups = math.gcd(GROUP_NORM_GROUPS, channels)
+    return groups // 2 if groups == channels > 1 else groups
+
+
+class ImagePooling(nn.Module):
+    """ASPP's image-level branch: global mean -> 1x1 conv -> norm -> ReLU -> broadcast.
+
+    [N, H, W, C] -> [N, H, W, features], constant over H and W (the bilinear
+    upsampling of a 1x1 map). Norm "batch" needs more than one image per batch
+    when training (with one, the normalized value is 0).
+    """
+
+    features: int
+    norm: str
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        n, h, w, _ = x.shape
+        pooled = jnp.mean(x, axis=(1, 2), keepdims=True)
+        y = nn.Conv(self.features, (1, 1), use_bias=False, dtype=self.dtype, name="conv")(pooled)
+        if self.norm == "group":
+            groups = pooled_group_count(self.features)
+            y = nn.GroupNorm(num_groups=groups, epsilon=NORM_EPSILON, dtype=self.dtype, name="norm")(y)
+        else:
+            y = make_norm(self.norm, self.features, train, self.dtype, "norm")(y)
+        return jnp.broadcast_to(nn.relu(y), (n, h, w, self.features))
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling: [N, h, w, C] -> [N, h, w, features].
+
+    Branches "branch0" (1x1 conv), "branch1".."branchK" (3x3 convs dilated by
+    `rates`, in order), "pooling" (`ImagePooling`), each `features` wide with
+    norm and ReLU; concatenated in that order ([N, h, w, (K + 2) * features]),
+    then "projection" (1x1 conv, norm, ReLU) and dropout (a 'dropout' rng
+    when training with a rate > 0).
+    """
+
+    features: int
+    rates: Sequence[int]
+    norm: str
+    dropout_rate: float
+    fast_cpu_ops: bool
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        options = dict(norm=self.norm, relu=True, fast_cpu_ops=self.fast_cpu_ops, dtype=self.dtype)
+        branches = [ConvNorm(self.features, 1, 1, name="branch0", **options)(x, train)]
+        for index, rate in enumerate(self.rates, 1):
+            conv = ConvNorm(self.features, 3, 1, dilation=rate, name=f"branch{index}", **options)
+            branches.append(conv(x, train))
+        branches.append(ImagePooling(self.features, self.norm, self.dtype, name="pooling")(x, train))
+        y = jnp.concatenate(branches, axis=-1)
+        y = ConvNorm(self.features, 1, 1, name="projection", **options)(y, train)
+        return nn.Dropout(self.dropout_rate, deterministic=not train)(y)
+
+
+class Decoder(nn.Module):
+    """DeepLabv3+'s decoder: ASPP output and C2 -> logits at C2's resolution.
+
+    `x` [N, h, w, C] is resized bilinearly to C2's [H4, W4] and concatenated
+    with "skip" (C2 [N, H4, W4, C2] through a 1x1 conv to `SKIP_CHANNELS`,
+    norm, ReLU); "conv0" and "conv1" (3x3, `channels`, norm, ReLU) and
+    "classifier" (1x1 conv with bias) give [N, H4, W4, num_classes] in `dtype`.
+    """
+
+    num_classes: int
+    channels: int
+    norm: str
+    fast_cpu_ops: bool
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x: jax.Array, c2: jax.Array, train: bool) -> jax.Array:
+        options = dict(norm=self.norm, relu=True, fast_cpu_ops=self.fast_cpu_ops, dtype=self.dtype)
+        skip = ConvNorm(SKIP_CHANNELS, 1, 1, name="skip", **options)(c2, train)
+        y = jnp.concatenate([resize_bilinear(x, *c2.shape[1:3]), skip], axis=-1)
+        for index in range(2):
+            y = ConvNorm(self.channels, 3, 1, name=f"conv{index}", **options)(y, train)
+        return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(y)
+
+
+class DeepLabV3Plus(nn.Module):
+    """DeepLabv3+ with a dilated ResNet backbone; see the module docstring for the API.
+
+    Attributes:
+      num_classes: output channels (background included).
+      backbone: ResNet name ("resnet18", "resnet34", "resnet50", "resnet101").
+      backbone_width: ResNet stem / res2 width (64 in the paper; smaller for tiny models).
+      output_stride: 16 (res5 dilated by 2) or 8 (res4 by 2, res5 by 4).
+      aspp_rates: the 3x3 ASPP convs' rates at output stride 16 (doubled at 8).
+      aspp_channels: width of every ASPP branch and of its projection.
+      decoder_channels: width of the decoder's two 3x3 convs.
+      norm: "batch" (statistics in `batch_stats`, running averages when not
+        training) or "group", for the backbone and the heads alike.
+      dropout_rate: dropout after the ASPP projection; a 'dropout' rng when training.
+      dtype: computation dtype; parameters and logits stay float32.
+      fast_cpu_ops: XLA:CPU-fast formulations of the undilated convs and the
+        stem pool (see `ResNet.fast_cpu_ops`); same parameters and outputs.
+    """
+
+    num_classes: int
+    backbone: str = "resnet50"
+    backbone_width: int = 64
+    output_stride: int = 16
+    aspp_rates: Sequence[int] = (6, 12, 18)
+    aspp_channels: int = 256
+    decoder_channels: int = 256
+    norm: str = "batch"
+    dropout_rate: float = 0.1
+    dtype: Any = jnp.float32
+    fast_cpu_ops: bool = False
+
+    @nn.compact
+    def __call__(self, images: jax.Array, train: bool) -> jax.Array:
+        """[N, H, W, 3] float32 images in [0, 1] -> [N, H, W, num_classes] float32 logits.
+
+        H and W must be divisible by `output_stride`. The backbone's features
+        ("backbone", a dict C2..C5) are seen by `capture_intermediates`.
+        """
+        if self.output_stride not in OUTPUT_STRIDES:
+            raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {self.output_stride}")
+        if self.num_classes < 1 or not self.aspp_rates:
+            raise ValueError(
+                f"num_classes must be >= 1 and aspp_rates non-empty, got {self.num_classes}, "
+                f"{tuple(self.aspp_rates)}"
+            )
+        options = dict(norm=self.norm, fast_cpu_ops=self.fast_cpu_ops, dtype=self.dtype)
+        backbone = build_resnet(
+            self.backbone,
+            num_filters=self.backbone_width,
+            replace_stride_with_dilation=_DILATED_STAGES[self.output_stride],
+            name="backbone",
+            **options,
+        )
+        features = backbone(images, train)
+        rates = atrous_rates(self.aspp_rates, self.output_stride)
+        x = ASPP(self.aspp_channels, rates, dropout_rate=self.dropout_rate, name="aspp", **options)(
+            features["C5"], train
+        )
+        logits = Decoder(self.num_classes, self.decoder_channels, name="decoder", **options)(
+            x, features["C2"], train
+        )
+        return resize_bilinear(logits.astype(jnp.float32), *images.shape[1:3])
+
+
+def _is_int(value: Any, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepLabConfig:
+    """The fields a `config.model` section of DeepLabv3+ may set besides `name`.
+
+    Defaults are `DeepLabV3Plus`'s; `dtype` is a name ("float32", "bfloat16")
+    and `aspp_rates` a tuple of ints. The class count is not a field: it is
+    `config.data.num_classes`.
+    """
+
+    backbone: str = DeepLabV3Plus.backbone
+    backbone_width: int = DeepLabV3Plus.backbone_width
+    output_stride: int = DeepLabV3Plus.output_stride
+    aspp_rates: tuple[int, ...] = DeepLabV3Plus.aspp_rates
+    aspp_channels: int = DeepLabV3Plus.aspp_channels
+    decoder_channels: int = DeepLabV3Plus.decoder_channels
+    norm: str = DeepLabV3Plus.norm
+    dropout_rate: float = DeepLabV3Plus.dropout_rate
+    dtype: str = "float32"
+    fast_cpu_ops: bool = DeepLabV3Plus.fast_cpu_ops
+
+    @classmethod
+    def from_section(cls, model: ml_collections.ConfigDict) -> "DeepLabConfig":
+        """The schema of a `config.model` section; an unknown key is a `ConfigError`."""
+        known = [field.name for field in dataclasses.fields(cls)]
+        values = {}
+        for key, value in model.items():
+            if key == "name":
+                continue
+            if key not in known:
+                raise ConfigError(f"config.model.{key} is not a DeepLabv3+ field{did_you_mean(key, known)}.")
+            values[key] = tuple(value) if isinstance(value, list) else value
+        return cls(**values)
+
+    def check(self) -> None:
+        """Raises `ConfigError`, one line naming the first bad field, e.g.
+        `config.model.output_stride=12 must be 8 or 16.`"""
+        rates, stride = self.aspp_rates, self.output_stride
+        requirements = (
+            ("backbone", self.backbone in tuple(RESNETS), f"one of {', '.join(RESNETS)}"),
+            ("backbone_width", _is_int(self.backbone_width, 1), "an integer >= 1"),
+            ("output_stride", _is_int(stride, 1) and stride in OUTPUT_STRIDES, "8 or 16"),
+            (
+                "aspp_rates",
+                isinstance(rates, tuple) and bool(rates) and all(_is_int(rate, 1) for rate in rates),
+                "a non-empty tuple of integers >= 1",
+            ),
+            ("aspp_channels", _is_int(self.aspp_channels, 1), "an integer >= 1"),
+            ("decoder_channels", _is_int(self.decoder_channels, 1), "an integer >= 1"),
+            ("norm", self.norm in NORMS, "'batch' or 'group'"),
+            (
+                "dropout_rate",
+                isinstance(self.dropout_rate, (int, float))
+                and not isinstance(self.dropout_rate, bool)
+                and 0 <= self.dropout_rate < 1,
+                "a number in [0, 1)",
+            ),
+            ("dtype", self.dtype in DTYPES, "'float32' or 'bfloat16'"),
+            ("fast_cpu_ops", isinstance(self.fast_cpu_ops, bool), "True or False"),
+        )
+        for field, satisfied, requirement in requirements:
+            if not satisfied:
+                raise ConfigError(f"config.model.{field}={getattr(self, field)!r} must be {requirement}.")
+
+    def model(self, num_classes: int) -> DeepLabV3Plus:
+        """The `DeepLabV3Plus` of these fields for `num_classes` classes."""
+        fields = dataclasses.asdict(self)
+        fields["dtype"] = jnp.dtype(self.dtype)
+        return DeepLabV3Plus(num_classes=num_classes, **fields)
+
+
+def build(config: ml_collections.ConfigDict) -> DeepLabV3Plus:
+    """The DeepLabv3+ of an experiment config: `config.model` (see `DeepLabConfig`)
+    and `config.data.num_classes` classes. Bad fields are one-line `ConfigError`s,
+    among them a `config.data.image_size` the output stride does not divide."""
+    model_config = DeepLabConfig.from_section(config.model)
+    model_config.check()
+    size = config.data.get("image_size")
+    if isinstance(size, int) and size % model_config.output_stride:
+        raise ConfigError(
+            f"config.data.image_size={size} must be divisible by "
+            f"config.model.output_stride={model_config.output_stride}."
+        )
+    return model_config.model(config.data.num_classes)
