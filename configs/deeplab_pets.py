@@ -4,7 +4,7 @@ The data, schedule and loss of configs/unet_pets.py (128x128 trimaps, batch 16, 
 steps; see there for the classes, the splits and how the dataset is prepared) with the
 DeepLabv3+ of configs/deeplab_shapes.py at the paper's widths: ResNet-18's own (64) and
 256-channel ASPP and decoder.
-Run (once jaxseg/registry.py knows "deeplabv3plus"):
+Run:
 python -m jaxseg.main --config=configs/deeplab_pets.py --workdir=DIR
 """
 

@@ -6,7 +6,7 @@ step costs no more than the U-Net's (median 688 ms vs 911 ms, same run, 2 shared
 EPYC cores). At 128x128 and output stride 16, C5 is 8x8: the paper's ASPP rates
 (6, 12, 18), chosen for 513x513 crops (C5 33x33), would leave the 12 and 18 convs
 nothing but their centre tap inside the map, so the rates here are scaled down to it.
-Run (once jaxseg/registry.py knows "deeplabv3plus"):
+Run:
 python -m jaxseg.main --config=configs/deeplab_shapes.py --workdir=DIR
 """
 

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 
 from configs import deeplab_pets, deeplab_shapes
+from jaxseg import registry, tasks
+from jaxseg.config_validation import validate_config
 from jaxseg.errors import ConfigError
 from jaxseg.models import ResNet, deeplab
 from jaxseg.models.deeplab import ASPP, DeepLabConfig, DeepLabV3Plus
-from jaxseg.tasks import base
+from jaxseg.models.factory import create_model
 from jaxseg.tasks.semantic import SemanticSegmentation
 from tests.helpers.references import numpy_conv, random_variables
 
@@ -211,12 +213,12 @@ def _shapes_config():
     return config
 
 
-def test_the_semantic_task_runs_it_unchanged(monkeypatch):
-    # The task's own init, loss and eval calls (its model comes from the stubbed factory).
-    monkeypatch.setattr(base, "create_model", deeplab.build)
+def test_the_semantic_task_runs_it_unchanged():
+    # Found through the registry: the task's own init, loss and eval calls.
     config = _shapes_config()
-    task = SemanticSegmentation(config)
-    assert isinstance(task.model, DeepLabV3Plus)
+    validate_config(config)
+    task = tasks.task_for(config)
+    assert isinstance(task, SemanticSegmentation) and isinstance(task.model, DeepLabV3Plus)
     variables = jax.jit(lambda key: task.init_variables(key, (64, 64, 3)))(jax.random.key(0))
     assert set(variables) == {"params", "batch_stats"}
     batch = {
@@ -242,10 +244,11 @@ def test_the_semantic_task_runs_it_unchanged(monkeypatch):
         (deeplab_pets, 3, dict(backbone="resnet18", backbone_width=64, aspp_channels=256)),
     ],
 )
-def test_build_makes_the_configs_model(module, num_classes, values):
+def test_the_configs_are_valid_and_build_their_model(module, num_classes, values):
     config = module.get_config()
-    assert config.model.name == deeplab.NAME
-    model = deeplab.build(config)
+    validate_config(config)
+    assert registry.MODELS.get(config.model.name).task == "semantic"
+    model = create_model(config)
     assert isinstance(model, DeepLabV3Plus) and model.num_classes == num_classes
     for field, value in values.items():
         assert getattr(model, field) == value, field
@@ -256,64 +259,59 @@ def test_config_schema_is_the_models_fields_and_defaults():
     model_fields = {
         field.name for field in dataclasses.fields(DeepLabV3Plus) if field.init
     } - {"num_classes", "parent", "name"}
-    config = DeepLabConfig()
     assert {field.name for field in dataclasses.fields(DeepLabConfig)} == model_fields
-    config.check()
-    model = config.model(7)
+    defaults = DeepLabConfig()
     for field in model_fields:
-        assert getattr(model, field) == getattr(DeepLabV3Plus(7), field), field
+        assert getattr(defaults, field) == getattr(DeepLabV3Plus(7), field), field
     with pytest.raises(dataclasses.FrozenInstanceError):
-        config.output_stride = 8
+        defaults.output_stride = 8
 
 
 @pytest.mark.parametrize(
-    "field, value, requirement",
+    "field, value, message",
     [
-        ("output_stride", 12, "8 or 16"),
-        ("output_stride", True, "8 or 16"),
-        ("backbone", "resnet20", "one of resnet18, resnet34, resnet50, resnet101"),
-        ("backbone_width", 0, "an integer >= 1"),
-        ("aspp_rates", (6, 0, 18), "a non-empty tuple of integers >= 1"),
-        ("aspp_rates", (), "a non-empty tuple of integers >= 1"),
-        ("aspp_rates", [6, 12], "a non-empty tuple of integers >= 1"),
-        ("aspp_channels", 2.5, "an integer >= 1"),
-        ("decoder_channels", -1, "an integer >= 1"),
-        ("norm", "frozen_batch", "'batch' or 'group'"),
-        ("dropout_rate", 1.0, "a number in [0, 1)"),
-        ("dropout_rate", "0.1", "a number in [0, 1)"),
-        ("dtype", "float16", "'float32' or 'bfloat16'"),
-        ("fast_cpu_ops", 1, "True or False"),
+        ("output_stride", 12, "must be 8 or 16."),
+        ("output_stride", True, "must be 8 or 16."),
+        ("backbone", "resnet20", "is not one of resnet18, resnet34, resnet50, resnet101."),
+        ("backbone_width", 0, "must be an integer >= 1."),
+        ("aspp_rates", (6, 0, 18), "must be a non-empty tuple of positive ints."),
+        ("aspp_rates", (), "must be a non-empty tuple of positive ints."),
+        ("aspp_channels", 2.5, "must be an integer >= 1."),
+        ("decoder_channels", -1, "must be an integer >= 1."),
+        ("norm", "frozen_batch", "is not one of batch, group."),
+        ("dropout_rate", 1.0, "must be a number in [0, 1)."),
+        ("dropout_rate", "0.1", "must be a number in [0, 1)."),
+        ("dtype", "float16", "is not one of float32, bfloat16."),
+        ("fast_cpu_ops", 1, "must be True or False."),
     ],
 )
-def test_check_names_the_bad_field_in_one_line(field, value, requirement):
-    with pytest.raises(ConfigError) as error:
-        DeepLabConfig(**{field: value}).check()
-    assert str(error.value) == f"config.model.{field}={value!r} must be {requirement}."
-
-
-def test_build_checks_the_section_its_keys_and_the_image_size():
+def test_a_bad_field_is_one_line_naming_it(field, value, message):
     config = _shapes_config()
-    config.model.output_stride = 12
+    with config.model.ignore_type():
+        config.model[field] = value
     with pytest.raises(ConfigError) as error:
-        deeplab.build(config)
-    assert str(error.value) == "config.model.output_stride=12 must be 8 or 16."
+        validate_config(config)
+    assert str(error.value) == f"config.model.{field}={value!r} {message}"
+
+
+def test_unknown_keys_and_image_sizes_the_stride_does_not_divide():
     config = _shapes_config()
     config.model.aspp_rate = (1, 2, 3)
     with pytest.raises(ConfigError) as error:
-        deeplab.build(config)
+        validate_config(config)
     assert str(error.value) == (
-        "config.model.aspp_rate is not a DeepLabv3+ field (did you mean 'aspp_rates'?)."
+        "config.model.aspp_rate is not a field of DeepLabV3PlusConfig (did you mean 'aspp_rates'?)."
     )
     config = _shapes_config()
     config.data.image_size = 120
     with pytest.raises(ConfigError) as error:
-        deeplab.build(config)
+        validate_config(config)
     assert str(error.value) == (
         "config.data.image_size=120 must be divisible by config.model.output_stride=16."
     )
     config.model.output_stride = 8
     config.model.aspp_rates = [1, 2]  # a list (from an override) is a tuple
-    assert deeplab.build(config).aspp_rates == (1, 2)
+    assert create_model(config).aspp_rates == (1, 2)
 
 
 @pytest.mark.parametrize("channels, groups", [(256, 32), (48, 16), (32, 16), (16, 8), (2, 1), (3, 1), (1, 1)])

@@ -14,19 +14,20 @@ rngs={"dropout": key})` or `model.apply(variables, images, train=False)`, with
 `images [N, H, W, 3]` float32 in [0, 1] (H, W divisible by the output stride)
 and logits `[N, H, W, num_classes]` float32.
 
-`DeepLabConfig` is the schema of an experiment's `config.model` section
-(`name = NAME`) and `build(config)` the model of a whole experiment config.
+`DeepLabConfig` is the schema of an experiment's `config.model` section (`name = NAME`),
+built from the module's own fields and defaults; `build(config)`, registered as `NAME`,
+is the model of a whole experiment config.
 """
-import dataclasses
 import math
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 
-from jaxseg.errors import ConfigError, did_you_mean
+from jaxseg import schema
+from jaxseg.errors import ConfigError
+from jaxseg.models import factory
 from jaxseg.models.resnet import (
     GROUP_NORM_GROUPS,
     NORM_EPSILON,
@@ -39,7 +40,6 @@ from jaxseg.models.resnet import (
 NAME = "deeplabv3plus"
 OUTPUT_STRIDES = (8, 16)
 NORMS = ("batch", "group")
-DTYPES = ("float32", "bfloat16")
 # The output stride the ASPP rates are given for; they scale inversely with it.
 RATES_OUTPUT_STRIDE = 16
 # Channels of the decoder's 1x1 reduction of C2 (the paper's 48).
@@ -213,90 +213,37 @@ class DeepLabV3Plus(nn.Module):
         return resize_bilinear(logits.astype(jnp.float32), *images.shape[1:3])
 
 
-def _is_int(value: Any, minimum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+def _output_stride(value: Any, path: str) -> int:
+    if isinstance(value, bool) or value not in OUTPUT_STRIDES:
+        raise ConfigError(f"{path}={value!r} must be 8 or 16.")
+    return value
 
 
-@dataclasses.dataclass(frozen=True)
-class DeepLabConfig:
-    """The fields a `config.model` section of DeepLabv3+ may set besides `name`.
-
-    Defaults are `DeepLabV3Plus`'s; `dtype` is a name ("float32", "bfloat16")
-    and `aspp_rates` a tuple of ints. The class count is not a field: it is
-    `config.data.num_classes`.
-    """
-
-    backbone: str = DeepLabV3Plus.backbone
-    backbone_width: int = DeepLabV3Plus.backbone_width
-    output_stride: int = DeepLabV3Plus.output_stride
-    aspp_rates: tuple[int, ...] = DeepLabV3Plus.aspp_rates
-    aspp_channels: int = DeepLabV3Plus.aspp_channels
-    decoder_channels: int = DeepLabV3Plus.decoder_channels
-    norm: str = DeepLabV3Plus.norm
-    dropout_rate: float = DeepLabV3Plus.dropout_rate
-    dtype: str = "float32"
-    fast_cpu_ops: bool = DeepLabV3Plus.fast_cpu_ops
-
-    @classmethod
-    def from_section(cls, model: ml_collections.ConfigDict) -> "DeepLabConfig":
-        """The schema of a `config.model` section; an unknown key is a `ConfigError`."""
-        known = [field.name for field in dataclasses.fields(cls)]
-        values = {}
-        for key, value in model.items():
-            if key == "name":
-                continue
-            if key not in known:
-                raise ConfigError(f"config.model.{key} is not a DeepLabv3+ field{did_you_mean(key, known)}.")
-            values[key] = tuple(value) if isinstance(value, list) else value
-        return cls(**values)
-
-    def check(self) -> None:
-        """Raises `ConfigError`, one line naming the first bad field, e.g.
-        `config.model.output_stride=12 must be 8 or 16.`"""
-        rates, stride = self.aspp_rates, self.output_stride
-        requirements = (
-            ("backbone", self.backbone in tuple(RESNETS), f"one of {', '.join(RESNETS)}"),
-            ("backbone_width", _is_int(self.backbone_width, 1), "an integer >= 1"),
-            ("output_stride", _is_int(stride, 1) and stride in OUTPUT_STRIDES, "8 or 16"),
-            (
-                "aspp_rates",
-                isinstance(rates, tuple) and bool(rates) and all(_is_int(rate, 1) for rate in rates),
-                "a non-empty tuple of integers >= 1",
-            ),
-            ("aspp_channels", _is_int(self.aspp_channels, 1), "an integer >= 1"),
-            ("decoder_channels", _is_int(self.decoder_channels, 1), "an integer >= 1"),
-            ("norm", self.norm in NORMS, "'batch' or 'group'"),
-            (
-                "dropout_rate",
-                isinstance(self.dropout_rate, (int, float))
-                and not isinstance(self.dropout_rate, bool)
-                and 0 <= self.dropout_rate < 1,
-                "a number in [0, 1)",
-            ),
-            ("dtype", self.dtype in DTYPES, "'float32' or 'bfloat16'"),
-            ("fast_cpu_ops", isinstance(self.fast_cpu_ops, bool), "True or False"),
-        )
-        for field, satisfied, requirement in requirements:
-            if not satisfied:
-                raise ConfigError(f"config.model.{field}={getattr(self, field)!r} must be {requirement}.")
-
-    def model(self, num_classes: int) -> DeepLabV3Plus:
-        """The `DeepLabV3Plus` of these fields for `num_classes` classes."""
-        fields = dataclasses.asdict(self)
-        fields["dtype"] = jnp.dtype(self.dtype)
-        return DeepLabV3Plus(num_classes=num_classes, **fields)
-
-
-def build(config: ml_collections.ConfigDict) -> DeepLabV3Plus:
-    """The DeepLabv3+ of an experiment config: `config.model` (see `DeepLabConfig`)
-    and `config.data.num_classes` classes. Bad fields are one-line `ConfigError`s,
-    among them a `config.data.image_size` the output stride does not divide."""
-    model_config = DeepLabConfig.from_section(config.model)
-    model_config.check()
-    size = config.data.get("image_size")
-    if isinstance(size, int) and size % model_config.output_stride:
+def _check_image_size(model: Any, config: Any, path: str) -> None:
+    size = config.data.image_size
+    if size % model.output_stride:
         raise ConfigError(
             f"config.data.image_size={size} must be divisible by "
-            f"config.model.output_stride={model_config.output_stride}."
+            f"{path}.output_stride={model.output_stride}."
         )
-    return model_config.model(config.data.num_classes)
+
+
+DeepLabConfig = schema.from_module(
+    DeepLabV3Plus,
+    {
+        "backbone": schema.one_of(*RESNETS),
+        "backbone_width": schema.integer(1),
+        "output_stride": _output_stride,
+        "aspp_rates": schema.positive_ints,
+        "aspp_channels": schema.integer(1),
+        "decoder_channels": schema.integer(1),
+        "norm": schema.one_of(*NORMS),
+        "dropout_rate": schema.fraction("[0, 1)"),
+        "dtype": schema.dtype,
+        "fast_cpu_ops": schema.boolean,
+    },
+    exclude=("num_classes",),
+    cross_check=_check_image_size,
+)
+
+build = factory.register_model(NAME, DeepLabV3Plus, DeepLabConfig, task="semantic")
