@@ -1,6 +1,6 @@
 """Images/s of the input pipeline alone, and whether it keeps up with the U-Net train step.
 
-Times `pipeline.train_batches` (one thread, as `pipeline.prefetch` runs it) on the datasets
+Times `batching.train_batches` (one thread, as `prefetching.prefetch` runs it) on the datasets
 of the shipped configs at their image sizes, without and with augmentation (scale jitter
 (0.8, 1.25), colour jitter 0.2, as the real-data configs set them; flips in both):
   shapes       configs/unet_shapes.py (128, batch 8) and configs/mask_rcnn_shapes.py (128,
@@ -37,7 +37,7 @@ from PIL import Image
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a clone
 
 from jaxseg import config_files, sharding, train  # noqa: E402
-from jaxseg.data import augment, catalog, pipeline  # noqa: E402
+from jaxseg.data import augment, batching, catalog, pipeline  # noqa: E402
 from jaxseg.training.feed import sharded_train_batches  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ def load_config(name: str):
 
 def images_per_second(source, batch_size, max_instances, augmentation, seconds) -> float:
     """Images/s of `train_batches` over at least `seconds` (and 2 batches) after one batch."""
-    batches = pipeline.train_batches(
+    batches = batching.train_batches(
         source, batch_size, 0, augmentation=augmentation, max_instances=max_instances
     )
     next(batches)

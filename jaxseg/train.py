@@ -26,7 +26,7 @@ from jaxseg import sharding
 from jaxseg import tasks
 from jaxseg import visualize
 from jaxseg.config_validation import validate_config
-from jaxseg.data import pipeline
+from jaxseg.data import batching, pipeline
 from jaxseg.metric_writer import MetricWriter
 from jaxseg.preemption import PreemptionWatcher
 from jaxseg.training.feed import device_batches, select_fields
@@ -51,7 +51,7 @@ def evaluate(
       their index in `source`.
     """
     evaluation = steps.task.new_evaluation(source)
-    batches = pipeline.eval_batches(
+    batches = batching.eval_batches(
         source,
         config.eval_batch_size,
         max_instances=config.data.max_instances,

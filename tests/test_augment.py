@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxseg import config_files, sharding, train
-from jaxseg.data import augment, pipeline
+from jaxseg.data import augment, batching
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
 SIZE = 16
@@ -225,7 +225,7 @@ def source():
 
 
 def _batches(source, count, **kwargs):
-    stream = pipeline.train_batches(source, 4, max_instances=4, **kwargs)
+    stream = batching.train_batches(source, 4, max_instances=4, **kwargs)
     return [next(stream) for _ in range(count)]
 
 
@@ -285,7 +285,7 @@ def test_augmentation_off_leaves_batches_unchanged(source):
 
 
 def test_eval_batches_are_not_augmented(source):
-    for batch in pipeline.eval_batches(source, 4, max_instances=4):
+    for batch in batching.eval_batches(source, 4, max_instances=4):
         for row, index in enumerate(batch["index"]):
             if index < 0:
                 continue
@@ -297,7 +297,7 @@ def test_training_loop_batches_follow_the_data_config(source):
     config = config_files.load_config_file(os.path.join(CONFIG_DIR, "unet_shapes.py"))
     config.data.scale_jitter = (0.7, 1.4)
     config.data.color_jitter = 0.25
-    expected = pipeline.train_batches(
+    expected = batching.train_batches(
         source,
         config.batch_size,
         config.seed,

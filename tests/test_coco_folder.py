@@ -20,7 +20,7 @@ from pycocotools import mask as mask_utils
 
 from jaxseg import train
 from jaxseg.config_files import load_config_file
-from jaxseg.data import coco_folder, folders, pipeline, storage
+from jaxseg.data import batching, coco_folder, folders, pipeline, storage
 from jaxseg.data.sources import coco_folder as coco_source
 from tests.test_train_mask_rcnn import tiny_mask_rcnn_config
 
@@ -246,7 +246,7 @@ def test_skipped_entries_are_warned_by_name(built):
 def test_batches_have_static_shapes(built):
     data_config, _, _, _, _, _ = built
     source = pipeline.load_split(data_config, "train")
-    batch = next(pipeline.train_batches(source, 2, seed=0, max_instances=4))
+    batch = next(batching.train_batches(source, 2, seed=0, max_instances=4))
     assert batch["image"].shape == (2, SIZE, SIZE, 3)
     assert batch["masks"].shape == (2, 4, SIZE, SIZE)
     assert batch["semantic"].shape == (2, SIZE, SIZE)

@@ -9,7 +9,7 @@ import pytest
 
 from jaxseg import losses, sharding, train
 from jaxseg.config_validation import ConfigError
-from jaxseg.data import pipeline
+from jaxseg.data import batching, pipeline
 from jaxseg.models.factory import create_model
 from jaxseg.models.resnet import build_resnet
 from jaxseg.tasks import SemanticSegmentation
@@ -38,7 +38,7 @@ def _setup(config, num_devices=1):
 
 def _train_batches(config):
     source = pipeline.load_split(config.data, "train")
-    for batch in pipeline.train_batches(
+    for batch in batching.train_batches(
         source, config.batch_size, config.seed, max_instances=config.data.max_instances
     ):
         yield {name: batch[name] for name in SemanticSegmentation.train_fields}
@@ -186,7 +186,7 @@ def test_evaluation_uses_the_ema_params(data_dir):
     ema["head"]["bias"] = jnp.array([0.0, 0.0, 100.0, 0.0])
     state = state.replace(ema_params=ema)
     val = pipeline.load_split(config.data, "validation")
-    batch = next(pipeline.eval_batches(val, 8, max_instances=config.data.max_instances))
+    batch = next(batching.eval_batches(val, 8, max_instances=config.data.max_instances))
     _, predictions = steps.eval(state, sharding.shard_batch(
         {name: batch[name] for name in SemanticSegmentation.eval_fields}, mesh
     ))

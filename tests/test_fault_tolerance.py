@@ -14,7 +14,7 @@ import pytest
 
 from jaxseg import predict, sharding, train
 from jaxseg.checkpointing import TMP_MARKER, Checkpointer
-from jaxseg.data import pipeline
+from jaxseg.data import batching, pipeline
 from jaxseg.tasks import SemanticSegmentation
 from tests.test_train import restore_final_state, tiny_config
 
@@ -37,7 +37,7 @@ def test_nonfinite_step_is_skipped_and_counted(data_dir):
     config = tiny_config(data_dir, optimizer__warmup_steps=0)
     mesh, state, steps = _one_device_steps(config)
     source = pipeline.load_split(config.data, "train")
-    batch = next(pipeline.train_batches(source, 8, 0, max_instances=16))
+    batch = next(batching.train_batches(source, 8, 0, max_instances=16))
     batch = {name: batch[name] for name in SemanticSegmentation.train_fields}
     before = jax.tree.map(np.asarray, (state.params, state.batch_stats, state.opt_state))
 

@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxseg.data import augment, folders, pipeline
+from jaxseg.data import augment, batching, folders, pipeline, prefetching
 
 SIZE = 32
 MAX_INSTANCES = 6  # = max_shapes, so no example is truncated
@@ -132,7 +132,7 @@ def test_load_split_rejects_unknown_split(data_config):
 
 
 def test_train_batch_shapes_dtypes_and_padding(train_source):
-    batch = next(pipeline.train_batches(train_source, 8, seed=0, max_instances=MAX_INSTANCES))
+    batch = next(batching.train_batches(train_source, 8, seed=0, max_instances=MAX_INSTANCES))
     expected = {
         "image": ((8, SIZE, SIZE, 3), np.float32),
         "semantic": ((8, SIZE, SIZE), np.int32),
@@ -154,7 +154,7 @@ def test_train_batch_shapes_dtypes_and_padding(train_source):
 def test_flips_are_applied_to_all_fields_together(train_source):
     by_image = {_key(train_source[i]["image"]): i for i in range(len(train_source))}
     patterns = []
-    for batch in _take(pipeline.train_batches(train_source, 10, seed=3,
+    for batch in _take(batching.train_batches(train_source, 10, seed=3,
                                               max_instances=MAX_INSTANCES), 6):
         pattern = []
         for row in range(10):
@@ -186,14 +186,14 @@ def test_flips_are_applied_to_all_fields_together(train_source):
 
 def test_no_flip_option_keeps_images(train_source):
     keys = {_key(train_source[i]["image"]) for i in range(len(train_source))}
-    batch = next(pipeline.train_batches(train_source, 20, seed=5, flip=False,
+    batch = next(batching.train_batches(train_source, 20, seed=5, flip=False,
                                         max_instances=MAX_INSTANCES))
     assert {_key(_to_uint8(image)) for image in batch["image"]} == keys
 
 
 def test_each_epoch_is_a_permutation(train_source):
     def order(seed):
-        batches = _take(pipeline.train_batches(train_source, 8, seed=seed, flip=False,
+        batches = _take(batching.train_batches(train_source, 8, seed=seed, flip=False,
                                                max_instances=MAX_INSTANCES), 5)
         semantic = np.concatenate([b["semantic"] for b in batches])  # 40 = two epochs
         images = np.concatenate([b["image"] for b in batches])
@@ -208,25 +208,25 @@ def test_each_epoch_is_a_permutation(train_source):
 
 def test_resuming_at_a_step_gives_the_same_batches(train_source):
     kwargs = dict(max_instances=MAX_INSTANCES)
-    straight = _take(pipeline.train_batches(train_source, 6, 11, **kwargs), 9)
-    resumed = _take(pipeline.train_batches(train_source, 6, 11, start_step=4, **kwargs), 5)
+    straight = _take(batching.train_batches(train_source, 6, 11, **kwargs), 9)
+    resumed = _take(batching.train_batches(train_source, 6, 11, start_step=4, **kwargs), 5)
     _assert_batches_equal(straight[4:], resumed)
 
 
 def test_process_shares_concatenate_to_the_global_batch(train_source, validation_source):
     kwargs = dict(max_instances=MAX_INSTANCES)
-    whole = _take(pipeline.train_batches(train_source, 8, 2, **kwargs), 4)
+    whole = _take(batching.train_batches(train_source, 8, 2, **kwargs), 4)
     shares = [
-        _take(pipeline.train_batches(train_source, 8, 2, process_index=p, process_count=2,
+        _take(batching.train_batches(train_source, 8, 2, process_index=p, process_count=2,
                                      **kwargs), 4)
         for p in range(2)
     ]
     joined = [{k: np.concatenate([a[k], b[k]]) for k in a} for a, b in zip(*shares)]
     _assert_batches_equal(whole, joined)
 
-    whole = list(pipeline.eval_batches(validation_source, 4, **kwargs))
+    whole = list(batching.eval_batches(validation_source, 4, **kwargs))
     shares = [
-        list(pipeline.eval_batches(validation_source, 4, process_index=p, process_count=2,
+        list(batching.eval_batches(validation_source, 4, process_index=p, process_count=2,
                                    **kwargs))
         for p in range(2)
     ]
@@ -238,7 +238,7 @@ def test_process_shares_concatenate_to_the_global_batch(train_source, validation
 def test_eval_covers_every_example_once_in_order(validation_source, batch_size, process_count):
     num = len(validation_source)
     shares = [
-        list(pipeline.eval_batches(validation_source, batch_size, max_instances=MAX_INSTANCES,
+        list(batching.eval_batches(validation_source, batch_size, max_instances=MAX_INSTANCES,
                                    process_index=p, process_count=process_count))
         for p in range(process_count)
     ]
@@ -283,7 +283,7 @@ def test_too_many_instances_keep_the_largest_and_warn_once():
     source = [_square_example([2, 5, 3, 4]), _square_example([1, 2, 3, 4]),
               _square_example([])]
     with pytest.warns(UserWarning, match="max_instances=2") as record:
-        batch = next(pipeline.eval_batches(source, 3, max_instances=2))
+        batch = next(batching.eval_batches(source, 3, max_instances=2))
     assert len(record) == 1
     np.testing.assert_array_equal(batch["boxes"][0], [[2, 0, 7, 5], [10, 0, 14, 4]])
     np.testing.assert_array_equal(batch["labels"][0], source[0]["labels"][[1, 3]])
@@ -304,31 +304,31 @@ def test_too_many_instances_keep_the_largest_and_warn_once():
 def test_bad_batching_arguments(train_source, kwargs, message):
     kwargs = {"max_instances": MAX_INSTANCES, **kwargs}
     with pytest.raises(ValueError, match=message):
-        pipeline.train_batches(train_source, seed=0, **kwargs)
+        batching.train_batches(train_source, seed=0, **kwargs)
     with pytest.raises(ValueError, match=message):
-        pipeline.eval_batches(train_source, **kwargs)
+        batching.eval_batches(train_source, **kwargs)
 
 
 def test_bad_stream_position_and_empty_source(train_source):
     with pytest.raises(ValueError, match="start_step"):
-        pipeline.train_batches(train_source, 4, 0, start_step=-1, max_instances=2)
+        batching.train_batches(train_source, 4, 0, start_step=-1, max_instances=2)
     with pytest.raises(ValueError, match="seed"):
-        pipeline.train_batches(train_source, 4, -3, max_instances=2)
+        batching.train_batches(train_source, 4, -3, max_instances=2)
     with pytest.raises(ValueError, match="empty"):
-        pipeline.eval_batches([], 4, max_instances=2)
+        batching.eval_batches([], 4, max_instances=2)
 
 
 def test_index_field_names_the_source_examples(validation_source):
     source = validation_source
     seen = []
-    for batch in pipeline.eval_batches(source, 4, max_instances=MAX_INSTANCES):
+    for batch in batching.eval_batches(source, 4, max_instances=MAX_INSTANCES):
         for row in np.flatnonzero(batch["valid"]):
             example = source[int(batch["index"][row])]
             np.testing.assert_allclose(batch["image"][row], example["image"] / 255.0, atol=1e-6)
         seen.extend(batch["index"][batch["valid"]].tolist())
         assert np.all(batch["index"][~batch["valid"]] == -1)
     assert seen == list(range(len(source)))
-    train = next(pipeline.train_batches(source, 4, 0, flip=False, max_instances=MAX_INSTANCES))
+    train = next(batching.train_batches(source, 4, 0, flip=False, max_instances=MAX_INSTANCES))
     for row, index in enumerate(train["index"]):
         np.testing.assert_array_equal(train["semantic"][row], source[int(index)]["semantic"])
 
@@ -387,10 +387,10 @@ def _prefetch_threads():
 
 def test_prefetch_yields_the_same_batches_in_order(train_source):
     kwargs = dict(max_instances=MAX_INSTANCES, augmentation=augment.augmentation((0.7, 1.3), 0.3))
-    plain = _take(pipeline.train_batches(train_source, 6, 4, start_step=2, **kwargs), 7)
-    fetched = pipeline.prefetch(pipeline.train_batches(train_source, 6, 4, start_step=2, **kwargs))
+    plain = _take(batching.train_batches(train_source, 6, 4, start_step=2, **kwargs), 7)
+    fetched = prefetching.prefetch(batching.train_batches(train_source, 6, 4, start_step=2, **kwargs))
     _assert_batches_equal(plain, _take(fetched, 7))
-    assert list(pipeline.prefetch(range(10), size=3)) == list(range(10))
+    assert list(prefetching.prefetch(range(10), size=3)) == list(range(10))
 
 
 def test_prefetch_raises_the_producer_error_in_the_consumer():
@@ -398,7 +398,7 @@ def test_prefetch_raises_the_producer_error_in_the_consumer():
         yield from range(3)
         raise ZeroDivisionError("producer failed at item 3")
 
-    fetched = pipeline.prefetch(failing())
+    fetched = prefetching.prefetch(failing())
     assert _take(fetched, 3) == [0, 1, 2]
     with pytest.raises(ZeroDivisionError, match="producer failed at item 3"):
         next(fetched)
@@ -407,7 +407,7 @@ def test_prefetch_raises_the_producer_error_in_the_consumer():
 def test_prefetch_thread_stops_when_the_consumer_closes():
     # Only this test's own thread is followed: other tests' threads may end at any time.
     before = set(_prefetch_threads())
-    fetched = pipeline.prefetch(itertools.count(), size=2)
+    fetched = prefetching.prefetch(itertools.count(), size=2)
     assert _take(fetched, 3) == [0, 1, 2]
     started = set(_prefetch_threads()) - before
     assert len(started) == 1
@@ -421,7 +421,7 @@ def test_prefetch_thread_stops_when_the_consumer_closes():
 @pytest.mark.parametrize("size", [0, 1.5, True])
 def test_prefetch_rejects_bad_sizes(size):
     with pytest.raises(ValueError, match="size must be a positive int"):
-        pipeline.prefetch(range(3), size=size)
+        prefetching.prefetch(range(3), size=size)
 
 
 def test_program_exits_cleanly_with_a_prefetch_left_open():
@@ -429,11 +429,11 @@ def test_program_exits_cleanly_with_a_prefetch_left_open():
     # killing it there, as the interpreter does with daemon threads, aborts the process.
     script = (
         "import numpy as np\n"
-        "from jaxseg.data import pipeline\n"
+        "from jaxseg.data import prefetching\n"
         "def busy():\n"
         "    while True:\n"
         "        yield [np.unique([0, 0, 1]) for _ in range(1000)]\n"
-        "batches = pipeline.prefetch(busy(), size=1)\n"
+        "batches = prefetching.prefetch(busy(), size=1)\n"
         "next(batches), next(batches)\n"
         "print('done')\n"
     )

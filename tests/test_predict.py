@@ -17,7 +17,7 @@ from absl.testing import flagsaver
 from PIL import Image
 
 from jaxseg import predict
-from jaxseg.data import folders, pipeline
+from jaxseg.data import batching, folders, pipeline
 from jaxseg.data.images import read_rgb
 from jaxseg.tasks.base import model_input
 from tests import test_semantic_folder
@@ -43,7 +43,7 @@ def test_model_input_is_the_pipelines_batch_image(tmp_path):
     assert inputs.shape == (1, SIZE, SIZE, 3) and inputs.dtype == np.float32
     for split in folders.SPLITS:
         source = pipeline.load_split(data_config, split)
-        batch = next(pipeline.eval_batches(source, 1, max_instances=1))
+        batch = next(batching.eval_batches(source, 1, max_instances=1))
         np.testing.assert_array_equal(np.asarray(inputs), batch["image"])
     assert not np.asarray(inputs)[0, 19:].any()
 

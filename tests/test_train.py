@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from jaxseg import predict, sharding, tasks, train
-from jaxseg.data import pipeline
+from jaxseg.data import batching, pipeline
 from jaxseg.config_files import load_config_file, load_workdir_config
 from jaxseg.training.state import eval_variables
 
@@ -54,7 +54,7 @@ def first_train_steps(steps: train.CompiledSteps, config, mesh, schedule, num_st
     its training split: (each step's metrics as floats, the final state)."""
     source = pipeline.load_split(config.data, "train")
     state = train.initial_state(config, mesh, schedule)
-    batches = pipeline.train_batches(
+    batches = batching.train_batches(
         source,
         config.batch_size,
         config.seed,

@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from jaxseg.data import folders, pipeline
+from jaxseg.data import batching, folders
 from jaxseg.models.factory import create_model
 
 Variables = Mapping[str, Any]
@@ -21,7 +21,7 @@ def model_input(image: np.ndarray, image_size: int) -> tuple[jax.Array, folders.
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be uint8 [H, W, 3], got {image.dtype} {image.shape}.")
     canvas, placement = folders.fit_image(image, image_size)
-    return jax.numpy.asarray(pipeline.unit_range(canvas[None])), placement
+    return jax.numpy.asarray(batching.unit_range(canvas[None])), placement
 
 
 class Evaluation(abc.ABC):

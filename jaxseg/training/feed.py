@@ -6,7 +6,7 @@ import jax
 import numpy as np
 
 from jaxseg import sharding
-from jaxseg.data import pipeline
+from jaxseg.data import batching, pipeline, prefetching
 
 
 def select_fields(batch: Mapping[str, np.ndarray], names: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -20,7 +20,7 @@ def sharded_train_batches(
     """The training batches from `start_step` on, as the training loop takes them: this
     process's rows of each global batch, flipped and augmented as `config.data` says, with
     only `fields`, sharded over `mesh`'s devices (`[B_global, ...]` arrays)."""
-    batches = pipeline.train_batches(
+    batches = batching.train_batches(
         source,
         config.batch_size,
         config.seed,
@@ -39,4 +39,4 @@ def device_batches(
 ) -> Iterator[dict[str, jax.Array]]:
     """`sharded_train_batches`, produced up to two steps ahead in a background thread, so
     that assembling them and copying them to the devices overlap the running train step."""
-    return pipeline.prefetch(sharded_train_batches(config, source, start_step, fields, mesh))
+    return prefetching.prefetch(sharded_train_batches(config, source, start_step, fields, mesh))
