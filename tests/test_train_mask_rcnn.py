@@ -1,4 +1,5 @@
-"""Mask R-CNN through the training loop: outputs, COCO metrics, 1 vs 8 devices, predict."""
+"""Mask R-CNN through the training loop: outputs, COCO metrics, learning held-out shapes,
+1 vs 8 devices, predict."""
 
 import json
 import os
@@ -19,6 +20,37 @@ from tests.test_train import apply_overrides, first_train_steps
 pytestmark = pytest.mark.slow
 
 SIZE = 64
+# A run of the real loop that learns in about a minute: easy data (1-2 shapes of 16-32
+# pixels, no empty image), a wider model than `tiny_mask_rcnn_config`'s and more sampled
+# anchors and RoIs. Validation mask AP at 300 steps, seed 0 here: 0.25 (mask AP50 0.54);
+# seeds 1, 2 here: 0.38, 0.31; seeds 0-4 on a 1-device process: 0.37, 0.28, 0.28, 0.32,
+# 0.32 (AP50 0.54-0.67). The untrained model scores about 0.
+LEARNING_STEPS = 300
+LEARNING = dict(
+    num_train_steps=LEARNING_STEPS,
+    eval_every_steps=LEARNING_STEPS,
+    checkpoint_every_steps=LEARNING_STEPS,
+    log_every_steps=50,
+    learning_rate=2e-3,
+    optimizer__warmup_steps=20,
+    data__num_train=256,
+    data__num_validation=16,
+    data__empty_fraction=0.0,
+    data__min_shapes=1,
+    data__max_shapes=2,
+    data__min_object_size=0.25,
+    data__max_object_size=0.5,
+    data__max_instances=2,
+    model__backbone_width=16,
+    model__fpn_channels=32,
+    model__box_head_dim=64,
+    model__mask_head_channels=16,
+    model__rpn_batch_size_per_image=64,
+    model__roi_batch_size_per_image=64,
+)
+LEARNED_MASK_AP = 0.15
+LEARNED_MASK_AP50 = 0.35
+UNTRAINED_MASK_AP = 0.02
 
 
 def tiny_mask_rcnn_config(data_dir: str, **overrides):
@@ -151,3 +183,32 @@ def test_eight_devices_agree_with_one_and_steps_repeat_exactly(data_dir):
 
 def _assert_close(one, eight):
     np.testing.assert_allclose(one, eight, atol=1e-4, rtol=1e-4)
+
+
+def test_learns_held_out_shapes_through_train_and_evaluate(data_dir, tmp_path):
+    """300 steps from scratch through `train_and_evaluate` (config, data, model, loss, COCO
+    eval): validation mask AP > 0.15, where the same model untrained scores < 0.02.
+
+    The validation images are held out: none of them is a training image.
+    """
+    config = tiny_mask_rcnn_config(data_dir, **LEARNING)
+    devices = jax.devices()[:1]
+    result = train.train_and_evaluate(config, str(tmp_path / "run"), devices)
+
+    mesh = sharding.create_mesh(devices)
+    schedule = train.create_learning_rate_schedule(config)
+    validation = pipeline.load_split(config.data, "validation")
+    untrained, _ = train.evaluate(
+        train.CompiledSteps(config, mesh, schedule),
+        train.initial_state(config, mesh, schedule),
+        validation,
+        config,
+        mesh,
+    )
+    training = pipeline.load_split(config.data, "train")
+    seen = {training[index]["image"].tobytes() for index in range(len(training))}
+    assert not any(validation[i]["image"].tobytes() in seen for i in range(len(validation)))
+    assert result["step"] == LEARNING_STEPS and result["nonfinite_steps"] == 0
+    assert untrained["mask_ap"] < UNTRAINED_MASK_AP, untrained
+    assert result["mask_ap"] > LEARNED_MASK_AP, result
+    assert result["mask_ap50"] > LEARNED_MASK_AP50, result

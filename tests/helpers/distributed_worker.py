@@ -1,8 +1,15 @@
-"""One process of the multi-process training test: trains a tiny U-Net, saves its params.
+"""One process of the multi-process training tests: trains a tiny model, saves what it ended with.
 
-Usage: python tests/helpers/distributed_worker.py WORKDIR DATA_DIR OUT_NPZ NUM_STEPS
+Usage: python tests/helpers/distributed_worker.py TASK WORKDIR DATA_DIR OUT_NPZ NUM_STEPS
            [COORDINATOR NUM_PROCESSES PROCESS_ID]
-Without the last three it runs as one process over all its local devices.
+TASK is a key of `CONFIGS`: "unet" (tests/test_train.py's `tiny_config`) or "mask_rcnn"
+(tests/test_train_mask_rcnn.py's `tiny_mask_rcnn_config`). Without the last three
+arguments it runs as one process over all its local devices.
+
+The NPZ holds `step`, `process_count`, `device_count`; every final param and batch
+statistic under its key path (names starting with "["); `loss/<name>`, the logged value
+of every `train/*loss*` curve at each step (logged every step), read back from the final
+checkpoint's record; and `metric/<name>`, every evaluation metric of the run's result.
 """
 
 import os
@@ -14,16 +21,45 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxseg import sharding, train  # noqa: E402
+from jaxseg.checkpointing import Checkpointer  # noqa: E402
 from tests.test_train import tiny_config  # noqa: E402
+from tests.test_train_mask_rcnn import tiny_mask_rcnn_config  # noqa: E402
+
+CONFIGS = {"unet": tiny_config, "mask_rcnn": tiny_mask_rcnn_config}
+# Per-task overrides. Mask R-CNN trains with SGD: Adam's update divides by the gradient's
+# scale, so a near-zero gradient (some box-delta biases of the background class) turns
+# reduction-order noise between the two layouts into lr-sized, visibly different steps.
+# No prediction pictures (they take seconds and nothing here looks at them).
+OVERRIDES = {
+    "unet": {},
+    "mask_rcnn": {"optimizer__name": "sgd", "learning_rate": 0.02, "num_prediction_images": 0},
+}
+# Result entries that are not evaluation metrics (timings differ between runs).
+NOT_METRICS = ("step", "train_loss", "train_seconds", "train_images_per_sec", "nonfinite_steps")
+
+
+def logged_losses(workdir: str, state) -> dict[str, np.ndarray]:
+    """`loss/<name>`: the per-step values of each `train/*loss*` curve in the newest checkpoint's
+    record of `workdir` (restored, as every process must, with `state` as the template)."""
+    checkpointer = Checkpointer(
+        os.path.join(workdir, "checkpoints"), max_to_keep=1, save_interval_steps=1
+    )
+    _, meta = checkpointer.restore(state)
+    checkpointer.close()
+    return {
+        f"loss/{name[len('train/'):]}": np.asarray([value for _, value in points])
+        for name, points in meta["history"].items()
+        if name.startswith("train/") and "loss" in name
+    }
 
 
 def main(argv):
-    workdir, data_dir, out_path, num_steps = argv[1:5]
-    if len(argv) > 5:
-        coordinator, num_processes, process_id = argv[5:8]
+    task, workdir, data_dir, out_path, num_steps = argv[1:6]
+    if len(argv) > 6:
+        coordinator, num_processes, process_id = argv[6:9]
         sharding.initialize_distributed(coordinator, int(num_processes), int(process_id))
     steps = int(num_steps)
-    config = tiny_config(
+    config = CONFIGS[task](
         data_dir,
         num_train_steps=steps,
         log_every_steps=1,
@@ -31,16 +67,20 @@ def main(argv):
         eval_every_steps=steps,
         optimizer__schedule="constant",
         optimizer__warmup_steps=0,
+        **OVERRIDES[task],
     )
     state, result = train.run_training(config, workdir)
     leaves = jax.tree_util.tree_flatten_with_path((state.params, state.batch_stats))[0]
     arrays = {jax.tree_util.keystr(path): sharding.to_host(leaf) for path, leaf in leaves}
+    metrics = {f"metric/{name}": value for name, value in result.items() if name not in NOT_METRICS}
     np.savez(
         out_path,
         step=result["step"],
         process_count=jax.process_count(),
         device_count=jax.device_count(),
         **arrays,
+        **logged_losses(workdir, state),
+        **metrics,
     )
 
 
