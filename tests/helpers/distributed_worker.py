@@ -8,8 +8,8 @@ arguments it runs as one process over all its local devices.
 
 The NPZ holds `step`, `process_count`, `device_count`; every final param and batch
 statistic under its key path (names starting with "["); `loss/<name>`, the logged value
-of every `train/*loss*` curve at each step (logged every step), read back from the final
-checkpoint's record; and `metric/<name>`, every evaluation metric of the run's result.
+of every `train/*loss*` curve at each step (logged every step), read back from the run's
+metrics.jsonl; and `metric/<name>`, every evaluation metric of the run's result.
 """
 
 import os
@@ -18,10 +18,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import jax  # noqa: E402
+from jax.experimental import multihost_utils  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxseg import sharding, train  # noqa: E402
-from jaxseg.checkpointing import Checkpointer  # noqa: E402
+from jaxseg.metric_writer import read_history  # noqa: E402
 from tests.test_train import tiny_config  # noqa: E402
 from tests.test_train_mask_rcnn import tiny_mask_rcnn_config  # noqa: E402
 
@@ -38,17 +39,14 @@ OVERRIDES = {
 NOT_METRICS = ("step", "train_loss", "train_seconds", "train_images_per_sec", "nonfinite_steps")
 
 
-def logged_losses(workdir: str, state) -> dict[str, np.ndarray]:
-    """`loss/<name>`: the per-step values of each `train/*loss*` curve in the newest checkpoint's
-    record of `workdir` (restored, as every process must, with `state` as the template)."""
-    checkpointer = Checkpointer(
-        os.path.join(workdir, "checkpoints"), max_to_keep=1, save_interval_steps=1
-    )
-    _, meta = checkpointer.restore(state)
-    checkpointer.close()
+def logged_losses(workdir: str, num_steps: int) -> dict[str, np.ndarray]:
+    """`loss/<name>`: the per-step values of each `train/*loss*` curve in `workdir`'s
+    metrics.jsonl (written by process 0; read by every process once all have finished)."""
+    multihost_utils.sync_global_devices("training finished")
+    _, history = read_history(os.path.join(workdir, "metrics.jsonl"), num_steps)
     return {
         f"loss/{name[len('train/'):]}": np.asarray([value for _, value in points])
-        for name, points in meta["history"].items()
+        for name, points in history.items()
         if name.startswith("train/") and "loss" in name
     }
 
@@ -79,7 +77,7 @@ def main(argv):
         process_count=jax.process_count(),
         device_count=jax.device_count(),
         **arrays,
-        **logged_losses(workdir, state),
+        **logged_losses(workdir, steps),
         **metrics,
     )
 
