@@ -19,7 +19,6 @@ import sys
 
 import jax
 import ml_collections
-import numpy as np
 from absl import app
 from absl import flags
 from absl import logging
@@ -71,14 +70,6 @@ def load_trained_state(workdir: str) -> tuple[ml_collections.ConfigDict, train.T
     return config, state
 
 
-def prediction_picture(
-    config: ml_collections.ConfigDict, state: train.TrainState, image: np.ndarray
-) -> np.ndarray:
-    """The picture, uint8 RGB, of the model's prediction on an RGB uint8 image `[H, W, 3]`
-    (the task's `Task.prediction_picture`)."""
-    return tasks.task_for(config).prediction_picture(eval_variables(state), image)
-
-
 def list_images(path: str) -> list[str]:
     """`path` itself if it is a file, else the image files directly inside it, sorted.
 
@@ -100,7 +91,8 @@ def list_images(path: str) -> list[str]:
 
 
 def write_overlays(workdir: str, input_path: str, output_dir: str) -> list[str]:
-    """Writes one prediction picture (`prediction_picture`) per input image; returns their paths.
+    """Writes one prediction picture (the run's `Task.prediction_picture`) per input image;
+    returns their paths. The task, and so its jitted model call, is built once for all images.
 
     Every input image is read once before the checkpoint is restored, so a bad one stops
     the run before the slow part.
@@ -113,13 +105,14 @@ def write_overlays(workdir: str, input_path: str, output_dir: str) -> list[str]:
     for path in paths:
         read_rgb(path)
     config, state = load_trained_state(workdir)
+    task, variables = tasks.task_for(config), eval_variables(state)
     os.makedirs(output_dir, exist_ok=True)
     written = []
     for path in paths:
         image = read_rgb(path)
         stem = os.path.splitext(os.path.basename(path))[0]
         out_path = os.path.join(output_dir, f"{stem}_overlay.png")
-        Image.fromarray(prediction_picture(config, state, image)).save(out_path)
+        Image.fromarray(task.prediction_picture(variables, image)).save(out_path)
         written.append(out_path)
     return written
 
