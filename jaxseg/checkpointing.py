@@ -66,6 +66,10 @@ class Checkpointer:
         """The newest finished checkpoint's step, or None when there is none."""
         return self._manager.latest_step()
 
+    def all_steps(self) -> list[int]:
+        """The steps of the finished checkpoints, increasing."""
+        return sorted(self._manager.all_steps())
+
     def save(self, step: int, state: Any, meta: dict, *, force: bool = False) -> bool:
         """Starts saving `state` and `meta` at `step` (asynchronously); returns whether it saves.
 

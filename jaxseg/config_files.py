@@ -123,3 +123,24 @@ def unknown_field(config: ml_collections.ConfigDict, path: str) -> Optional[str]
             return f"no such field {name!r} in {parent}{did_you_mean(name, choices)}"
         node = node[name]
     return None
+
+
+def flag_value(argv: list[str], name: str) -> Optional[str]:
+    """The value of `--name=value` or `--name value` in `argv`, or None."""
+    for position, arg in enumerate(argv):
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+        if arg == f"--{name}" and position + 1 < len(argv):
+            return argv[position + 1]
+    return None
+
+
+def bad_override_message(config: ml_collections.ConfigDict, argv: list[str]) -> str:
+    """One line naming the first `--config.a.b` override in `argv` of a field `config` lacks."""
+    for arg in argv[1:]:
+        if arg.startswith("--config."):
+            reason = unknown_field(config, arg[len("--config."):].split("=", 1)[0])
+            if reason:
+                return f"Invalid config override {arg}: {reason}."
+    overrides = " ".join(arg for arg in argv[1:] if arg.startswith("--config."))
+    return f"Invalid config override among {overrides}."

@@ -7,14 +7,12 @@ with one line naming the field.
 
 import os
 import sys
-from typing import Optional
-
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from jaxseg.config_files import load_config_file, unknown_field
+from jaxseg.config_files import bad_override_message, flag_value, load_config_file
 from jaxseg.errors import ConfigError, WorkdirError
 
 FLAGS = flags.FLAGS
@@ -40,35 +38,14 @@ def parse_flags(argv: list[str]) -> list[str]:
     try:
         remaining = FLAGS(argv)
     except (KeyError, AttributeError):
-        sys.exit(_bad_override_message(argv))
+        config = load_config_file(flag_value(argv, "config"))
+        sys.exit(bad_override_message(config, argv))
     except flags.Error as error:
         sys.exit(f"Invalid flag: {error}")
     config_path = config_flags.get_config_filename(FLAGS["config"])
     if config_path and not os.path.isfile(config_path):
         sys.exit(f"Config file {config_path} not found (--config={config_path}).")
     return remaining
-
-
-def _flag_value(argv: list[str], name: str) -> Optional[str]:
-    """The value of `--name=value` or `--name value` in `argv`, or None."""
-    for position, arg in enumerate(argv):
-        if arg.startswith(f"--{name}="):
-            return arg.split("=", 1)[1]
-        if arg == f"--{name}" and position + 1 < len(argv):
-            return argv[position + 1]
-    return None
-
-
-def _bad_override_message(argv: list[str]) -> str:
-    """One line naming the first `--config.a.b` override of a field the config file lacks."""
-    config = load_config_file(_flag_value(argv, "config"))
-    for arg in argv[1:]:
-        if arg.startswith("--config."):
-            reason = unknown_field(config, arg[len("--config."):].split("=", 1)[0])
-            if reason:
-                return f"Invalid config override {arg}: {reason}."
-    overrides = " ".join(arg for arg in argv[1:] if arg.startswith("--config."))
-    return f"Invalid config override among {overrides}."
 
 
 def main(argv):

@@ -17,57 +17,19 @@ config.json, no checkpoint) stop with one line naming the path.
 import os
 import sys
 
-import jax
-import ml_collections
 from absl import app
 from absl import flags
 from absl import logging
 from PIL import Image
 
-from jaxseg import checkpointing
-from jaxseg import sharding
 from jaxseg import tasks
-from jaxseg import train
-from jaxseg.config_files import load_workdir_config
+from jaxseg import trained_run
 from jaxseg.data.images import IMAGE_EXTENSIONS, ImageReadError, read_rgb
 from jaxseg.training.state import eval_variables
 
 
 class PredictError(Exception):
-    """A flag naming no usable input or training run; the message is one line naming it."""
-
-
-def load_trained_state(workdir: str) -> tuple[ml_collections.ConfigDict, train.TrainState]:
-    """The config and the newest checkpointed train state of `workdir`.
-
-    Raises:
-      PredictError: `workdir` has no readable config.json or no finished checkpoint.
-    """
-    try:
-        config = load_workdir_config(workdir)
-    except FileNotFoundError as error:
-        raise PredictError(f"--workdir: {error}") from None
-    except ValueError as error:
-        path = os.path.join(workdir, "config.json")
-        raise PredictError(f"--workdir: {path} is not valid JSON ({error})") from None
-    directory = os.path.join(workdir, "checkpoints")
-    # Checked first: the checkpointer would create the folder.
-    if not os.path.isdir(directory):
-        raise PredictError(f"--workdir: no checkpoints folder {directory}; has the run saved one?")
-    checkpointer = checkpointing.Checkpointer(
-        directory,
-        max_to_keep=config.keep_checkpoints,
-        save_interval_steps=config.checkpoint_every_steps,
-    )
-    try:
-        if checkpointer.latest_step() is None:
-            raise PredictError(f"--workdir: no finished checkpoint in {directory}")
-        mesh = sharding.create_mesh(jax.devices()[:1])
-        schedule = train.create_learning_rate_schedule(config)
-        state, _ = checkpointer.restore(train.initial_state(config, mesh, schedule))
-    finally:
-        checkpointer.close()
-    return config, state
+    """An --input naming no usable image; the message is one line naming it."""
 
 
 def list_images(path: str) -> list[str]:
@@ -98,13 +60,14 @@ def write_overlays(workdir: str, input_path: str, output_dir: str) -> list[str]:
     the run before the slow part.
 
     Raises:
-      PredictError: no input images, or `workdir` is not a training run.
+      PredictError: no input images.
+      RunError: `workdir` is not a training run.
       ImageReadError: an input file that is not a readable image.
     """
     paths = list_images(input_path)
     for path in paths:
         read_rgb(path)
-    config, state = load_trained_state(workdir)
+    config, state = trained_run.load_trained_state(workdir)
     task, variables = tasks.task_for(config), eval_variables(state)
     os.makedirs(output_dir, exist_ok=True)
     written = []
@@ -128,7 +91,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     try:
         written = write_overlays(FLAGS.workdir, FLAGS.input, FLAGS.output)
-    except (PredictError, ImageReadError) as error:
+    except (PredictError, trained_run.RunError, ImageReadError) as error:
         sys.exit(str(error))
     print(f"Wrote {len(written)} prediction pictures to {FLAGS.output}.")
 

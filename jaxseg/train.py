@@ -40,9 +40,18 @@ class NonFiniteTrainingError(RuntimeError):
 
 
 def evaluate(
-    steps: CompiledSteps, state: TrainState, source, config: ml_collections.ConfigDict, mesh
+    steps: CompiledSteps,
+    state: TrainState,
+    source,
+    config: ml_collections.ConfigDict,
+    mesh,
+    results_dir: Optional[str] = None,
 ) -> tuple[dict[str, float], dict[int, Any]]:
     """The task's metrics over the whole split `source`, in ordered padded batches.
+
+    With `results_dir`, process 0 writes the metrics there as `metrics.json` with the
+    task's raw results (`Evaluation.write_results`: `coco_results.json` and
+    `image_ids.json`, or `confusion.csv`).
 
     Returns:
       The metrics (semantic: `miou`, `pixel_accuracy`, `mean_dice`, `iou/<class>`;
@@ -72,7 +81,12 @@ def evaluate(
             state, sharding.shard_batch(select_fields(batch, steps.task.eval_fields), mesh)
         )
         evaluation.add(outputs, batch)
-    return evaluation.result()
+    metrics, predictions = evaluation.result()
+    if results_dir is not None and jax.process_index() == 0:
+        os.makedirs(results_dir, exist_ok=True)
+        evaluation.write_results(results_dir)
+        write_metrics(os.path.join(results_dir, "metrics.json"), metrics)
+    return metrics, predictions
 
 
 def _json_value(value: Any) -> Any:
@@ -196,7 +210,9 @@ def run_training(
         enabled=is_writer,
         resume_step=int(sharding.to_host(state.step)),
     )
-    run = _TrainingRun(config, mesh, CompiledSteps(config, mesh, schedule), checkpointer, writer)
+    run = _TrainingRun(
+        config, mesh, CompiledSteps(config, mesh, schedule), checkpointer, writer, workdir
+    )
     run.timer.seconds = meta["train_seconds"]
     run.pending = list(meta.get("pending_metrics", []))
     try:
@@ -235,8 +251,11 @@ def run_training(
 class _TrainingRun:
     """The training loop of one call of `train_and_evaluate`, and what it last measured."""
 
-    def __init__(self, config, mesh, steps: CompiledSteps, checkpointer, writer: MetricWriter):
+    def __init__(
+        self, config, mesh, steps: CompiledSteps, checkpointer, writer: MetricWriter, workdir: str
+    ):
         self.config = config
+        self.workdir = workdir
         self.mesh = mesh
         self.steps = steps
         self.checkpointer = checkpointer
@@ -260,9 +279,11 @@ class _TrainingRun:
         return points[-1][1] if points else float("nan")
 
     def evaluate(self, state: TrainState, val_source, step: int) -> None:
-        """Evaluates on the validation split, logs the metrics and keeps them."""
+        """Evaluates on the validation split, logs the metrics and keeps them; writes them
+        with the raw results into `workdir/eval/validation_step<step>/`."""
+        results_dir = os.path.join(self.workdir, "eval", f"validation_step{step}")
         self.eval_metrics, self.predictions = evaluate(
-            self.steps, state, val_source, self.config, self.mesh
+            self.steps, state, val_source, self.config, self.mesh, results_dir
         )
         # Undefined metrics (NaN, e.g. AP of a size range with no object) are not logged.
         defined = {f"val/{k}": v for k, v in self.eval_metrics.items() if np.isfinite(v)}

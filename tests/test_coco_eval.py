@@ -190,16 +190,22 @@ def test_detections_to_coco_converts_and_drops_invalid():
     masks[2, :3, :3] = True
     results = detections_to_coco(5, boxes, np.array([0.9, np.nan, 0.25]), np.array([2, 0, 1]),
                                  masks, valid=np.array([True, False, True]))
-    assert results[:2] == [
+    boxes_only = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
+    assert boxes_only == [
         {"image_id": 5, "category_id": 2, "score": pytest.approx(0.9), "bbox": [1.5, 2.0, 2.5, 5.0]},
         {"image_id": 5, "category_id": 1, "score": 0.25, "bbox": [0.0, 0.0, 3.0, 3.0]},
     ]
-    assert [(r["category_id"], r["score"]) for r in results[2:]] == [(2, pytest.approx(0.9)), (1, 0.25)]
-    np.testing.assert_array_equal(mask_utils.decode(results[2]["segmentation"]), masks[0])
-    np.testing.assert_array_equal(mask_utils.decode(results[3]["segmentation"]), masks[2])
+    np.testing.assert_array_equal(mask_utils.decode(results[0]["segmentation"]), masks[0])
+    np.testing.assert_array_equal(mask_utils.decode(results[1]["segmentation"]), masks[2])
     json.dumps(results)
     no_masks = detections_to_coco(5, boxes[[0, 2]], np.array([0.9, 0.25]), np.array([2, 1]))
-    assert no_masks == results[:2]
+    assert no_masks == boxes_only
+    encoded = detections_to_coco(5, boxes[[0, 2]], np.array([0.9, 0.25]), np.array([2, 1]),
+                                 rles=encode_masks(masks[[0, 2]]))
+    assert encoded == results
+    with pytest.raises(ValueError, match="one RLE per valid detection"):
+        detections_to_coco(5, boxes[[0, 2]], np.array([0.9, 0.25]), np.array([2, 1]),
+                           rles=encode_masks(masks[:1]))
 
 
 def test_detections_to_coco_empty_cases():
@@ -215,7 +221,7 @@ def test_detections_to_coco_empty_cases():
     (dict(scores=np.ones(3)), r"scores must have shape \[2\]"),
     (dict(scores=np.array([0.5, np.inf])), "scores .* finite"),
     (dict(classes=np.array([1.0, 2.0])), "classes must have an integer dtype"),
-    (dict(classes=np.array([1, 0])), "labels >= 1"),
+    (dict(classes=np.array([1, 0])), "category ids >= 1"),
     (dict(valid=np.array([1, 1])), "valid must be bool"),
     (dict(masks=np.zeros((3, 8, 8), bool)), r"masks must have shape \[2, H, W\]"),
     (dict(boxes=np.array([[0, 0, 4, 4], [3, 3, 2, 5]], float)), "x2 >= x1"),
@@ -406,7 +412,7 @@ def test_evaluator_bad_input():
     gt = ground_truth_to_coco([example], CLASS_NAMES)
     evaluator = COCOEvaluator(gt)
     boxes, scores, classes = example["boxes"], np.ones(1), example["labels"]
-    with pytest.raises(ValueError, match="image_id 1 is not in the ground truth"):
+    with pytest.raises(ValueError, match="image_id 1 is not an evaluated image"):
         evaluator.add(1, boxes, scores, classes)
     with pytest.raises(ValueError, match=r"classes \[4\] are not categories"):
         evaluator.add(0, boxes, scores, np.array([4]))

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxseg import predict, sharding, train
+from jaxseg import sharding, train, trained_run
 from jaxseg.checkpointing import TMP_MARKER, Checkpointer
 from jaxseg.data import batching, pipeline
 from jaxseg.tasks import SemanticSegmentation
@@ -88,7 +88,7 @@ def test_training_stops_after_consecutive_nonfinite_steps(data_dir, tmp_path, mo
     workdir = str(tmp_path / "poisoned")
     with pytest.raises(train.NonFiniteTrainingError, match="max_consecutive_nonfinite_steps=3"):
         train.train_and_evaluate(config, workdir)
-    _, state = predict.load_trained_state(workdir)
+    _, state = trained_run.load_trained_state(workdir)
     assert int(state.nonfinite_steps) >= 3 and int(state.step) < 12
     jax.tree.map(
         np.testing.assert_array_equal,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxseg import predict, sharding, tasks, train
+from jaxseg import predict, sharding, tasks, train, trained_run
 from jaxseg.data import batching, pipeline
 from jaxseg.config_files import load_config_file, load_workdir_config
 from jaxseg.training.state import eval_variables
@@ -73,7 +73,7 @@ def first_train_steps(steps: train.CompiledSteps, config, mesh, schedule, num_st
 
 def restore_final_state(workdir):
     """The newest checkpointed params and batch statistics of `workdir`, as numpy arrays."""
-    _, state = predict.load_trained_state(workdir)
+    _, state = trained_run.load_trained_state(workdir)
     return jax.tree.map(np.asarray, {"params": state.params, "batch_stats": state.batch_stats})
 
 
@@ -124,7 +124,7 @@ def test_outputs_written(finished_run):
 def test_eval_metrics_match_numpy_recount(finished_run, data_dir):
     """Validation mIoU recomputed from scratch in numpy from the restored model's predictions."""
     config, workdir, result = finished_run
-    _, state = predict.load_trained_state(workdir)
+    _, state = trained_run.load_trained_state(workdir)
     task = tasks.task_for(config)
     source = pipeline.load_split(config.data, "validation")
     intersection = np.zeros(config.data.num_classes)
@@ -213,14 +213,14 @@ def test_predict_writes_overlays_at_the_input_size(finished_run, tmp_path):
 
 
 def test_predict_rejects_missing_workdir(tmp_path):
-    with pytest.raises(predict.PredictError, match="config.json"):
-        predict.load_trained_state(str(tmp_path))
+    with pytest.raises(trained_run.RunError, match="config.json"):
+        trained_run.load_trained_state(str(tmp_path))
 
 
 def test_predict_restores_an_ema_run_and_uses_the_average(data_dir, tmp_path):
     workdir = str(tmp_path / "ema")
     train.train_and_evaluate(tiny_config(data_dir, num_train_steps=3, ema_decay=0.9), workdir)
-    _, state = predict.load_trained_state(workdir)
+    _, state = trained_run.load_trained_state(workdir)
     assert state.ema_params is not None
     image = np.zeros((1, 32, 32, 3), np.float32)
     expected = state.apply_fn(

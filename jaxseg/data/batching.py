@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from jaxseg.data import augment, shapes
+from jaxseg.data import augment, pipeline, shapes
 
 _PERMUTATION_STREAM = 0
 _FLIP_STREAM = 1
@@ -94,6 +94,7 @@ def _assemble_batch(source, indices, flips, valid, max_instances, transform=None
         "instance_valid": np.zeros((size, max_instances), bool),
         "valid": np.asarray(valid, bool).copy(),
         "index": np.where(valid, indices, -1).astype(np.int32),
+        "image_hw": np.tile(np.array([height, width], np.int32), (size, 1)),
     }
     truncated = False
     for row in np.flatnonzero(valid):
@@ -168,7 +169,8 @@ def train_batches(
     Yields dicts: image float32 [B, S, S, 3] in [0, 1], semantic int32 [B, S, S],
     masks uint8 [B, M, S, S], boxes float32 [B, M, 4], labels int32 [B, M] (0 = empty
     slot), instance_valid bool [B, M], valid bool [B] (all True), index int32 [B] (the
-    example's position in `source`), M = max_instances.
+    example's position in `source`), image_hw int32 [B, 2] (the whole canvas (S, S):
+    flips and scale jitter move the image on it), M = max_instances.
     Examples with more than M instances keep the M largest (warned once).
     """
     local_size = _local_batch_size(batch_size, process_index, process_count)
@@ -251,7 +253,8 @@ def eval_batches(
     contiguous slice [p·B, (p+1)·B) of it, B = batch_size / process_count. There are
     ceil(len(source) / batch_size) batches on every process; rows past the end are
     padding: all zeros, `valid` False, `index` -1. No flips. Same fields as
-    `train_batches`.
+    `train_batches`; `image_hw` is each image's extent on the canvas where `source` is a
+    `pipeline.DecodedSource` that knows it (`placement`).
     """
     local_size = _local_batch_size(batch_size, process_index, process_count)
     _check_source_and_instances(source, max_instances)
@@ -267,6 +270,10 @@ def _eval_stream(source, batch_size, local_size, max_instances, process):
         indices = np.arange(start, start + local_size, dtype=np.int64)
         valid = indices < num_examples
         batch, truncated = _assemble_batch(source, indices, no_flips, valid, max_instances)
+        if isinstance(source, pipeline.DecodedSource):
+            for row in np.flatnonzero(valid):
+                placed = source.placement(int(indices[row]))
+                batch["image_hw"][row] = (placed.valid_height, placed.valid_width)
         if truncated and not warned:
             _warn_truncated(max_instances)
             warned = True

@@ -12,8 +12,9 @@ Label Studio and others write it) and a folder of images whose `file_name`s it l
   (resized) masks; the JSON's `bbox` is not read.
 - Crowd annotations (`iscrowd` = 1) are not instances: they are left out of masks, boxes
   and labels, as COCO leaves them out of training targets. Their pixels are painted with
-  their class in the semantic map. (COCO's evaluation ignores detections on crowd regions;
-  this dataset keeps no crowd regions, so such detections count as false positives.)
+  their class in the semantic map. Evaluation scores against the JSON itself, crowd
+  regions included (`jaxseg.evaluation.frames.coco_json_frame`), so detections on them are
+  ignored as COCO's evaluation ignores them.
 - Geometry and splits: see `jaxseg.data.folders` (resize with aspect ratio kept, padding,
   the validation split a fraction of the images chosen by file-name hash). Images without
   annotations are kept.
@@ -111,12 +112,14 @@ class CocoJson:
 
     images: the image dicts, in file order (each has an int "id" and a str "file_name").
     annotations: the raw annotation entries, in file order (checked while building).
+    categories: the category dicts, by increasing id.
     labels: category id -> contiguous label 1..K-1.
     class_names: K names, "background" first, then the category names by id.
     """
 
     images: list
     annotations: list
+    categories: list
     labels: dict
     class_names: tuple
 
@@ -177,6 +180,7 @@ def read_coco_json(path: str) -> CocoJson:
     return CocoJson(
         images=images,
         annotations=annotations,
+        categories=categories,
         labels={category["id"]: label for label, category in enumerate(categories, 1)},
         class_names=(BACKGROUND, *names),
     )
@@ -366,14 +370,15 @@ def make_example(entry: dict, annotations: list, config: CocoFolderConfig, label
         instance_labels,
         entry["id"],
         entry["file_name"],
+        (height, width),
     )
 
 
 class CocoFolder(tfds.core.GeneratorBasedBuilder):
     """A local COCO-format dataset (see the module docstring)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "First release.", "1.1.0": "The source image's height and width."}
     # As in shapes.py: naming the file avoids TFDS's import of `importlib_resources`.
     code_path = epath.Path(__file__)
 

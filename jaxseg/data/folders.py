@@ -27,6 +27,8 @@ Stored features (TFDS `array_record` format, read without TensorFlow through
   labels     int32 [n]        class ids in 1..K-1.
   image_id   int64            the image's id in the source.
   file_name  text             the image's path relative to the images folder.
+  height     int64            the source image's own height and width in pixels (its frame,
+  width      int64            in which evaluation scores; `placement` maps the canvas to it).
 """
 
 from __future__ import annotations
@@ -164,14 +166,21 @@ class Placement:
         return np.clip(np.asarray(boxes, np.float32) * scale, 0.0, limits)
 
 
+def placement(source_hw: tuple[int, int], size: int) -> Placement:
+    """Where an image of (height, width) `source_hw` lies on its `size` x `size` canvas."""
+    return Placement(*source_hw, *resized_shape(*source_hw, size))
+
+
 def fit_image(image: np.ndarray, size: int) -> tuple[np.ndarray, Placement]:
     """uint8 [h, w, 3] -> uint8 [S, S, 3] canvas (bilinear resize with the aspect ratio
     kept, zero padding) and the image's `Placement` on it."""
-    height, width = resized_shape(image.shape[0], image.shape[1], size)
-    resized = Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR)
+    placed = placement(image.shape[:2], size)
+    resized = Image.fromarray(image).resize(
+        (placed.valid_width, placed.valid_height), Image.Resampling.BILINEAR
+    )
     canvas = np.zeros((size, size, 3), np.uint8)
-    canvas[:height, :width] = np.asarray(resized)
-    return canvas, Placement(image.shape[0], image.shape[1], height, width)
+    canvas[: placed.valid_height, : placed.valid_width] = np.asarray(resized)
+    return canvas, placed
 
 
 def fit_nearest(array: np.ndarray, size: int, fill: int) -> np.ndarray:
@@ -228,20 +237,25 @@ def features(size: int) -> tfds.features.FeaturesDict:
             "labels": tfds.features.Tensor(shape=(None,), dtype=np.int32),
             "image_id": tfds.features.Scalar(dtype=np.int64),
             "file_name": tfds.features.Text(),
+            "height": tfds.features.Scalar(dtype=np.int64),
+            "width": tfds.features.Scalar(dtype=np.int64),
         }
     )
 
 
-def encode_example(image, semantic, masks, labels, image_id: int, file_name: str) -> dict:
+def encode_example(
+    image, semantic, masks, labels, image_id: int, file_name: str, source_hw: tuple[int, int]
+) -> dict:
     """The stored form of one example.
 
     Args:
-      image: uint8 [S, S, 3].
+      image: uint8 [S, S, 3] canvas.
       semantic: uint8 [S, S].
       masks: uint8 [S, S, n] 0/1 instance masks, each with at least one pixel.
       labels: int [n] class ids 1..K-1.
       image_id: the image's id in the source.
       file_name: the image's path relative to the images folder.
+      source_hw: (height, width) of the source image.
     """
     count = masks.shape[2]
     rles = mask_utils.encode(np.asfortranarray(masks, np.uint8)) if count else []
@@ -254,6 +268,8 @@ def encode_example(image, semantic, masks, labels, image_id: int, file_name: str
         "labels": np.asarray(labels, np.int32).reshape(count),
         "image_id": int(image_id),
         "file_name": file_name,
+        "height": int(source_hw[0]),
+        "width": int(source_hw[1]),
     }
 
 

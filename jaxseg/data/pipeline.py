@@ -73,6 +73,10 @@ class DecodedSource:
     visible part of each instance; folder datasets: each annotation's mask, which may
     overlap others), boxes float32 [n, 4] (x1, y1, x2, y2, exclusive ends), labels int32
     [n] (1..K-1); n may be 0.
+
+    `image_id(i)` is the example's id in its dataset (folder datasets: the source's own id;
+    others: i), `placement(i)` where the source image lies on the S x S canvas
+    (`folders.Placement`; the whole canvas where the records keep no source size).
     """
 
     def __init__(self, records, *, cache: bool = True):
@@ -93,21 +97,35 @@ class DecodedSource:
             instances = record["instance_ids"][..., 0]
         else:
             instances = np.asarray(record["mask_rles"], dtype=np.object_)
+        size = record["semantic"].shape[0]
         compact = (
             record["image"],
             record["semantic"][..., 0],
             instances,
             np.asarray(record["boxes"], np.float32).reshape(-1, 4),
             np.asarray(record["labels"], np.int32).reshape(-1),
+            int(record.get("image_id", index)),
+            folders.placement((int(record.get("height", size)), int(record.get("width", size))), size),
         )
         if self._cache is not None:
             self._cache[index] = compact
         return compact
 
-    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    def _checked_compact(self, index: int) -> tuple:
         if not shapes.is_integer(index) or not 0 <= index < len(self):
             raise IndexError(f"index {index!r} out of range for a source of {len(self)}")
-        image, semantic, instances, boxes, labels = self._compact(int(index))
+        return self._compact(int(index))
+
+    def image_id(self, index: int) -> int:
+        """The dataset's id of example `index` (see the class docstring)."""
+        return self._checked_compact(index)[5]
+
+    def placement(self, index: int) -> folders.Placement:
+        """Where example `index`'s source image lies on the canvas."""
+        return self._checked_compact(index)[6]
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        image, semantic, instances, boxes, labels, _, _ = self._checked_compact(index)
         if instances.ndim == 2:
             numbers = np.arange(1, len(labels) + 1, dtype=np.uint8)
             masks = (instances[None] == numbers[:, None, None]).astype(np.uint8)

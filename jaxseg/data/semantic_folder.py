@@ -202,14 +202,15 @@ def make_example(image_id: int, image_file: str, label_file: str, config) -> dic
         [],
         image_id,
         image_file,
+        image.shape[:2],
     )
 
 
 class SemanticFolder(tfds.core.GeneratorBasedBuilder):
     """Images and PNG label maps from two local folders (see the module docstring)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "First release.", "1.1.0": "The source image's height and width."}
     # As in shapes.py: naming the file avoids TFDS's import of `importlib_resources`.
     code_path = epath.Path(__file__)
 

@@ -1,18 +1,20 @@
 """COCO box and mask AP of instance predictions, computed by pycocotools.
 
-The ground truth of a split is converted to a COCO-format dict once
-(`ground_truth_to_coco`, cached with `write_coco_json` / `load_coco_json`); a
-`COCOEvaluator` built from it collects each image's detections (`add`) and runs
+The ground truth is a COCO-format dict: a dataset's own instances JSON, or one converted
+from examples (`ground_truth_to_coco`; `write_coco_json` / `load_coco_json` store it); which
+one a split uses is its frame's choice (`jaxseg.evaluation.frames`). A `COCOEvaluator`
+built from it collects each image's detections (`add`) and runs
 `pycocotools.cocoeval.COCOeval` for boxes ('bbox') and, when masks were given, masks
-('segm').
+('segm'), over the evaluated images (`params.imgIds`).
 
 Conventions:
 - jaxseg boxes are (x1, y1, x2, y2) in pixels with exclusive ends; COCO boxes are
   [x, y, w, h] with w = x2 - x1 and h = y2 - y1.
-- Category ids are the dataset's labels 1..K-1; `class_names[k]` names label k and
-  `class_names[0]` is the background, which is never a category.
+- Detections carry the ground truth's category ids. `ground_truth_to_coco` uses the
+  labels 1..K-1 as ids; `class_names[k]` names label k and `class_names[0]` is the
+  background, which is never a category.
 - Masks are stored as RLE from `pycocotools.mask.encode`, counts decoded to str (JSON).
-- A ground-truth annotation's `area` is its mask's pixel count, as in COCO's own
+- `ground_truth_to_coco` gives an annotation's `area` as its mask's pixel count, as in COCO's own
   annotations: both box and mask AP put an object in the small (area < 32²), medium
   (32² <= area < 96²) or large (area >= 96²) range by its mask area. (For detections,
   pycocotools uses the box's w·h in box AP and the mask area in mask AP; a detection's area
@@ -207,23 +209,27 @@ def load_coco_json(path) -> dict:
         return json.load(file)
 
 
-def detections_to_coco(image_id, boxes, scores, classes, masks=None, valid=None) -> list[dict]:
-    """COCO result dicts of one image's detections.
+def detections_to_coco(
+    image_id, boxes, scores, classes, masks=None, valid=None, *, rles=None
+) -> list[dict]:
+    """COCO result dicts of one image's detections, as detectron2 writes them.
 
     Args:
       image_id: the image's id in the ground truth (non-negative int).
       boxes: `[D, 4]` float (x1, y1, x2, y2), pixels.
       scores: `[D]` float.
-      classes: `[D]` int labels (1..K-1).
+      classes: `[D]` int category ids (>= 1).
       masks: optional `[D, H, W]` bool or 0/1 full-image masks.
       valid: optional `[D]` bool; False marks padding, dropped (with its values unchecked).
         Default: all valid. D may be 0.
+      rles: instead of `masks`, the COCO RLEs (`encode_masks`) of the valid detections'
+        masks, in order.
 
     Returns:
-      One box result {image_id, category_id, score, bbox [x, y, w, h]} per valid
-      detection, then (with masks) one mask result {image_id, category_id, score,
-      segmentation (RLE)} per valid detection. Keep the two kinds apart when writing COCO
-      result files: pycocotools reads a result with a "bbox" as a box result.
+      One result {image_id, category_id, score, bbox [x, y, w, h]} per valid detection,
+      with its mask's RLE as "segmentation" when masks are given. Score boxes without the
+      "segmentation" and masks without the "bbox" (`COCOEvaluator` does): pycocotools takes
+      a result's area from its "bbox" when it has one.
     """
     if not _is_integer(image_id) or image_id < 0:
         raise ValueError(f"image_id must be a non-negative int, got {image_id!r}")
@@ -241,17 +247,27 @@ def detections_to_coco(image_id, boxes, scores, classes, masks=None, valid=None)
     if not np.all(np.isfinite(scores)):
         raise ValueError("scores (valid rows) must be finite")
     if np.any(classes < 1):
-        raise ValueError(f"classes (valid rows) must be labels >= 1, got {classes.tolist()}")
-    common = [{"image_id": int(image_id), "category_id": int(label), "score": float(score)}
-              for label, score in zip(classes, scores)]
-    results = [dict(base, bbox=bbox) for base, bbox in zip(common, _to_xywh(boxes))]
+        raise ValueError(f"classes (valid rows) must be category ids >= 1, got {classes.tolist()}")
+    results = [
+        {"image_id": int(image_id), "category_id": int(label), "score": float(score), "bbox": bbox}
+        for label, score, bbox in zip(classes, scores, _to_xywh(boxes))
+    ]
     if masks is not None:
         masks = np.asarray(masks)
         if masks.ndim != 3 or len(masks) != count:
             raise ValueError(f"masks must have shape [{count}, H, W], got {masks.shape}")
         rles = encode_masks(_check_masks(masks[keep], "masks (valid rows)"))
-        results += [dict(base, segmentation=rle) for base, rle in zip(common, rles)]
+    if rles is not None:
+        if len(rles) != len(results):
+            raise ValueError(f"rles must hold one RLE per valid detection ({len(results)})")
+        for result, rle in zip(results, rles):
+            result["segmentation"] = rle
     return results
+
+
+def write_results(path, results: list[dict]) -> None:
+    """Writes COCO results (`detections_to_coco` dicts) as a results JSON pycocotools reads."""
+    write_coco_json(path, results)
 
 
 @contextlib.contextmanager
@@ -272,53 +288,63 @@ def _coco_index(dataset: dict) -> COCO:
 class COCOEvaluator:
     """Collects detections image by image and computes COCO box (and mask) AP.
 
-    Usage: `evaluator = COCOEvaluator(ground_truth)`; `evaluator.add(image_id, ...)` once
-    per image; `evaluator.evaluate()`. The first `add` decides whether masks are
-    evaluated: every `add` must then give masks, or none may.
+    Usage: `evaluator = COCOEvaluator(ground_truth, image_ids)`; `evaluator.add(image_id,
+    ...)` once per image; `evaluator.evaluate()`. The first `add` decides whether masks
+    are evaluated: every `add` must then give masks, or none may. The AP is pycocotools'
+    on the ground truth with `params.imgIds = image_ids`; `results()` are the COCO results
+    it scores (what `write_results` writes).
     """
 
-    def __init__(self, ground_truth: dict):
-        """`ground_truth`: a dict from `ground_truth_to_coco` (or `load_coco_json`)."""
+    def __init__(self, ground_truth: dict, image_ids=None):
+        """`ground_truth`: a COCO-format dict (`ground_truth_to_coco`, `load_coco_json` or a
+        dataset's own instances JSON); `image_ids`: the evaluated images (default: all)."""
         missing = {"images", "annotations", "categories"} - set(ground_truth)
         if missing:
             raise ValueError(f"ground_truth lacks the COCO field(s) {sorted(missing)}")
         if not ground_truth["images"]:
             raise ValueError("ground_truth must hold at least one image")
         self._ground_truth = _coco_index(ground_truth)
-        self._image_sizes = {image["id"]: (image["height"], image["width"])
+        self._image_sizes = {image["id"]: (image.get("height"), image.get("width"))
                              for image in ground_truth["images"]}
+        known = sorted(self._image_sizes)
+        self.image_ids = known if image_ids is None else sorted(int(i) for i in image_ids)
+        unknown = sorted(set(self.image_ids) - set(known))
+        if unknown:
+            raise ValueError(f"image_ids {unknown[:5]} are not images of the ground truth")
         self._category_ids = {category["id"] for category in ground_truth["categories"]}
-        self._box_results: list[dict] = []
-        self._mask_results: list[dict] = []
+        self._results: list[dict] = []
         self._added: set[int] = set()
         self._with_masks: bool | None = None
 
-    def add(self, image_id, boxes, scores, classes, masks=None, valid=None) -> None:
+    def add(self, image_id, boxes, scores, classes, masks=None, valid=None, *, rles=None) -> None:
         """Records one image's detections; arguments as in `detections_to_coco`.
 
         Masks must have the image's size `[D, H, W]`. Each image is added at most once.
         """
-        if image_id not in self._image_sizes:
-            raise ValueError(f"image_id {image_id!r} is not in the ground truth")
+        if image_id not in self.image_ids:
+            raise ValueError(f"image_id {image_id!r} is not an evaluated image of the ground truth")
         if image_id in self._added:
             raise ValueError(f"image_id {image_id} was already added")
-        with_masks = masks is not None
+        with_masks = masks is not None or rles is not None
         if self._with_masks is not None and with_masks != self._with_masks:
             raise ValueError(
                 "masks must be given for every image or for none; earlier images were added "
                 + ("with" if self._with_masks else "without") + " masks")
-        results = detections_to_coco(image_id, boxes, scores, classes, masks, valid)
-        if with_masks and np.shape(masks)[1:] != self._image_sizes[image_id]:
+        results = detections_to_coco(image_id, boxes, scores, classes, masks, valid, rles=rles)
+        if masks is not None and np.shape(masks)[1:] != self._image_sizes[image_id]:
             raise ValueError(
                 f"masks must have the image's size {self._image_sizes[image_id]}, got "
                 f"{np.shape(masks)[1:]}")
         unknown = {result["category_id"] for result in results} - self._category_ids
         if unknown:
             raise ValueError(f"classes {sorted(unknown)} are not categories of the ground truth")
-        self._box_results += [result for result in results if "bbox" in result]
-        self._mask_results += [result for result in results if "segmentation" in result]
+        self._results += results
         self._added.add(image_id)
         self._with_masks = with_masks
+
+    def results(self) -> list[dict]:
+        """The COCO results added so far (box and, with masks, segmentation in one dict)."""
+        return list(self._results)
 
     def _results_index(self, results: list[dict]) -> COCO:
         if not results:
@@ -326,10 +352,11 @@ class COCOEvaluator:
             return _coco_index({"images": dataset["images"], "categories": dataset["categories"],
                                 "annotations": []})
         with _silenced_stdout():
-            return self._ground_truth.loadRes([dict(result) for result in results])
+            return self._ground_truth.loadRes(results)
 
     def _stats(self, iou_type: str, results: list[dict]) -> np.ndarray:
         evaluation = COCOeval(self._ground_truth, self._results_index(results), iou_type)
+        evaluation.params.imgIds = self.image_ids
         with _silenced_stdout():
             evaluation.evaluate()
             evaluation.accumulate()
@@ -339,16 +366,20 @@ class COCOEvaluator:
     def evaluate(self) -> dict[str, float]:
         """COCO AP of the detections added so far.
 
+        Boxes are scored from the results without their "segmentation", masks from the
+        results without their "bbox" (detectron2's protocol).
+
         Returns:
           box_ap, box_ap50, box_ap75, box_ap_small, box_ap_medium, box_ap_large, and with
           masks the same six mask_ap* keys: Python floats in [0, 1], NaN where undefined
           (no ground-truth object in that population; see the module docstring).
         """
-        runs = [("box", "bbox", self._box_results)]
+        runs = [("box", "bbox", "segmentation")]
         if self._with_masks:
-            runs.append(("mask", "segm", self._mask_results))
+            runs.append(("mask", "segm", "bbox"))
         metrics = {}
-        for prefix, iou_type, results in runs:
+        for prefix, iou_type, dropped in runs:
+            results = [{k: v for k, v in r.items() if k != dropped} for r in self._results]
             stats = self._stats(iou_type, results)
             for suffix, value in zip(_STAT_SUFFIXES, stats):
                 metrics[f"{prefix}_ap{suffix}"] = float("nan") if value == _UNDEFINED_STAT else float(value)

@@ -36,6 +36,11 @@ class Evaluation(abc.ABC):
         """The split's metrics, and predictions of up to `config.num_prediction_images`
         examples keyed by their index in the split (for pictures)."""
 
+    @abc.abstractmethod
+    def write_results(self, directory: str) -> None:
+        """Writes the pass's raw results into the existing `directory` (instance:
+        `coco_results.json`, `image_ids.json`; semantic: `confusion.csv`)."""
+
 
 class Task(abc.ABC):
     """Model, loss, eval outputs, metrics and pictures of one kind of segmentation.

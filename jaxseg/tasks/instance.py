@@ -1,6 +1,9 @@
-"""Instance segmentation: Mask R-CNN scored by COCO box and mask AP (pycocotools)."""
+"""Instance segmentation: Mask R-CNN scored by COCO box and mask AP (pycocotools), in the
+dataset's own frame (`jaxseg.evaluation.frames`)."""
 
 import functools
+import json
+import os
 from typing import Mapping
 
 import jax
@@ -10,8 +13,10 @@ import numpy as np
 from jaxseg import registry
 from jaxseg import sharding
 from jaxseg import visualize_instances
-from jaxseg.evaluation.coco import COCOEvaluator, ground_truth_to_coco
+from jaxseg.evaluation import frames
+from jaxseg.evaluation.coco import COCOEvaluator, write_results
 from jaxseg.models.mask_rcnn import MaskRCNN
+from jaxseg.ops.mask_paste_host import paste_mask
 from jaxseg.tasks.base import Evaluation, Task, model_input
 
 # The six COCO APs of each of boxes and masks; `metrics.json` holds all twelve.
@@ -28,19 +33,21 @@ PICTURE_SCORE_THRESHOLD = 0.5
 class InstanceSegmentation(Task):
     """Mask R-CNN trained on padded instance fields, evaluated with COCO AP.
 
-    The validation ground truth is converted to COCO format once per split (all of an
-    example's instances, never truncated to `config.data.max_instances`); image ids
-    are the examples' indices in the split.
+    Evaluation scores each split in its dataset's frame: the `instance_frame` its dataset
+    kind registers (`registry.DATASETS`), else the canvas (`frames.canvas_frame`), built
+    once per split. Detections are clipped to each image's extent on its canvas.
     """
 
     train_fields = ("image", "boxes", "labels", "masks", "instance_valid")
-    eval_fields = ("image", "index")
+    eval_fields = ("image", "image_hw", "index")
     curves = ("train/loss", "train/learning_rate", "val/box_ap", "val/mask_ap")
 
     def __init__(self, config):
         super().__init__(config)
-        self._ground_truths: dict[int, tuple] = {}
-        self._detect = jax.jit(functools.partial(self.model.apply, method=MaskRCNN.detect))
+        self._frames: dict[int, tuple] = {}
+        self._detect = jax.jit(
+            functools.partial(self.model.apply, method=MaskRCNN.detect, paste=False)
+        )
 
     def init_variables(self, rng, image_shape):
         images = jnp.zeros((1, *image_shape), jnp.float32)
@@ -64,30 +71,35 @@ class InstanceSegmentation(Task):
         return losses["total"], components, updates.get("batch_stats", variables["batch_stats"])
 
     def eval_outputs(self, variables, batch):
-        """Detections of the batch (masks binarized to bool `[B, D, H, W]`) and its `index`."""
-        detections = self.model.apply(variables, batch["image"], method=MaskRCNN.detect)
-        detections["masks"] = detections["masks"] >= self.model.mask_threshold
+        """The batch's detections (`MaskRCNN.detect(..., paste=False)`: `mask_probabilities
+        [B, D, M, M]`, no full-size masks) and its `index`."""
+        detections = self.model.apply(
+            variables, batch["image"], batch["image_hw"], paste=False, method=MaskRCNN.detect
+        )
         detections["index"] = batch["index"]
         return detections
 
     def predict_instances(self, variables, image: np.ndarray) -> dict[str, np.ndarray]:
         """Detections of an RGB uint8 image `[H, W, 3]` of any size, in its pixels.
 
-        The image is prepared as the data pipeline does (`model_input`); boxes are scaled
-        back (and clipped to the image) and the valid region of the mask probabilities
-        resized back (bilinear) before binarizing at the model's `mask_threshold`.
+        The image is prepared as the data pipeline does (`model_input`); the detections
+        are mapped back as evaluation maps them (`frames.to_results`): boxes scaled back
+        and clipped to the image, masks pasted at the scaled boxes in the image's pixels
+        and binarized at the model's `mask_threshold`.
 
         Returns:
           `boxes [D, 4]` float32 (x1, y1, x2, y2), `scores [D]` float32, `classes [D]`
           int32, `masks [D, H, W]` bool (all False for invalid slots), `valid [D]` bool.
         """
         inputs, placement = model_input(image, self.config.data.image_size)
-        detections = jax.tree.map(lambda x: np.asarray(x[0]), self._detect(variables, inputs))
-        masks = np.zeros((len(detections["valid"]), *image.shape[:2]), bool)
-        for slot in np.flatnonzero(detections["valid"]):
-            probabilities = placement.probabilities_to_image(detections["masks"][slot])
-            masks[slot] = probabilities >= self.model.mask_threshold
+        image_hw = np.array([[placement.valid_height, placement.valid_width]], np.int32)
+        detections = jax.tree.map(
+            lambda x: np.asarray(x[0]), self._detect(variables, inputs, image_hw)
+        )
         boxes = placement.boxes_to_image(detections["boxes"])
+        probabilities = detections.pop("mask_probabilities")
+        masks = _pasted_masks(probabilities, boxes, detections["valid"], image.shape[:2],
+                              self.model.mask_threshold)
         return {**detections, "boxes": boxes, "masks": masks}
 
     def prediction_picture(self, variables, image):
@@ -108,17 +120,23 @@ class InstanceSegmentation(Task):
     def eval_out_shardings(self, mesh):
         return sharding.replicated(mesh)
 
-    def ground_truth(self, source) -> dict:
-        """The COCO-format ground truth of `source` (converted on first use, then cached)."""
+    def frame(self, source) -> frames.InstanceFrame:
+        """The frame `source` (a split) is scored in (built on first use, then cached)."""
         key = id(source)
-        if key not in self._ground_truths:
-            examples = (source[index] for index in range(len(source)))
-            coco = ground_truth_to_coco(examples, self.config.data.class_names)
-            self._ground_truths[key] = (source, coco)
-        return self._ground_truths[key][1]
+        if key not in self._frames:
+            dataset = registry.DATASETS.get(self.config.data.name)
+            build = dataset.attributes.get("instance_frame")
+            if build is None:
+                frame = frames.canvas_frame(source, self.config.data.class_names)
+            else:
+                frame = build(self.config.data, source)
+            self._frames[key] = (source, frame)
+        return self._frames[key][1]
 
     def new_evaluation(self, source) -> Evaluation:
-        return _COCOEvaluation(self.ground_truth(source), self.config.num_prediction_images)
+        return _COCOEvaluation(
+            self.frame(source), self.model.mask_threshold, self.config.num_prediction_images
+        )
 
     def summary(self, metrics):
         return (
@@ -139,10 +157,13 @@ class InstanceSegmentation(Task):
 
 
 class _COCOEvaluation(Evaluation):
-    """Feeds every valid example's detections to a `COCOEvaluator`; keeps the first few."""
+    """Maps every valid example's detections into its frame (`frames.to_results`) and
+    feeds them to a `COCOEvaluator`; keeps the first few on their canvases for pictures."""
 
-    def __init__(self, ground_truth: dict, num_kept: int):
-        self._evaluator = COCOEvaluator(ground_truth)
+    def __init__(self, frame: frames.InstanceFrame, mask_threshold: float, num_kept: int):
+        self._frame = frame
+        self._evaluator = COCOEvaluator(frame.ground_truth, frame.image_ids)
+        self._mask_threshold = mask_threshold
         self._num_kept = num_kept
         self._predictions: dict[int, dict[str, np.ndarray]] = {}
 
@@ -151,17 +172,39 @@ class _COCOEvaluation(Evaluation):
         for row in np.flatnonzero(detections["index"] >= 0):
             index = int(detections["index"][row])
             image = {name: values[row] for name, values in detections.items() if name != "index"}
+            found = frames.to_results(self._frame, index, image, self._mask_threshold)
             self._evaluator.add(
-                index,
-                image["boxes"],
-                image["scores"],
-                image["classes"],
-                masks=image["masks"],
-                valid=image["valid"],
+                found.image_id, found.boxes, found.scores, found.category_ids, rles=found.rles
             )
             if len(self._predictions) < self._num_kept:
-                self._predictions[index] = image
+                self._predictions[index] = _on_canvas(image, self._mask_threshold, batch)
 
     def result(self):
         metrics = self._evaluator.evaluate()
         return {name: metrics[name] for name in COCO_METRICS}, dict(self._predictions)
+
+    def write_results(self, directory: str) -> None:
+        """`coco_results.json` (COCO results, pycocotools' `loadRes` reads it; score masks
+        without the "bbox", as detectron2 does) and `image_ids.json` (the evaluated images,
+        pycocotools' `params.imgIds`)."""
+        write_results(os.path.join(directory, "coco_results.json"), self._evaluator.results())
+        with open(os.path.join(directory, "image_ids.json"), "w") as file:
+            json.dump(self._evaluator.image_ids, file)
+
+
+def _pasted_masks(probabilities, boxes, valid, image_hw, mask_threshold) -> np.ndarray:
+    """bool [D, H, W]: each valid detection's M x M mask `probabilities [D, M, M]` pasted at
+    its box (`boxes [D, 4]` in the H x W image's pixels) and binarized; False elsewhere."""
+    masks = np.zeros((len(valid), *image_hw), bool)
+    for slot in np.flatnonzero(valid):
+        masks[slot] = paste_mask(probabilities[slot], boxes[slot], *image_hw) >= mask_threshold
+    return masks
+
+
+def _on_canvas(image: dict, mask_threshold: float, batch) -> dict[str, np.ndarray]:
+    """One image's detections with `masks [D, S, S]` bool pasted on its canvas (pictures)."""
+    kept = {name: value for name, value in image.items() if name != "mask_probabilities"}
+    size = batch["image"].shape[1:3]
+    masks = _pasted_masks(image["mask_probabilities"], image["boxes"], image["valid"], size,
+                          mask_threshold)
+    return {**kept, "masks": masks}

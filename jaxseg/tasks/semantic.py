@@ -1,6 +1,8 @@
 """Semantic segmentation: a per-pixel classifier (U-Net) scored by pixel and boundary counts."""
 
+import csv
 import functools
+import os
 from typing import Mapping
 
 import jax
@@ -174,3 +176,14 @@ class _ConfusionEvaluation(Evaluation):
                 metrics[f"{metric}/{name}"] = value
         kept = sorted(self._predictions)[: self._config.num_prediction_images]
         return metrics, {index: self._predictions[index] for index in kept}
+
+    def write_results(self, directory: str) -> None:
+        """`confusion.csv`: the split's pixel counts, a row per true class and a column per
+        predicted class, both headed by the class names (ignored pixels not counted)."""
+        confusion = np.asarray(sharding.to_host(self._counts["confusion"]), np.int64)
+        names = [str(name) for name in self._config.data.class_names]
+        with open(os.path.join(directory, "confusion.csv"), "w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(["true \\ predicted", *names])
+            for name, row in zip(names, confusion):
+                writer.writerow([name, *row.tolist()])

@@ -8,13 +8,18 @@ Fields besides the common ones (`jaxseg.data.pipeline`):
   num_classes, class_names   K and the K class names, class_names[0] the background; the
                       others must be the JSON's categories by increasing id.
   validation_fraction optional, default 0.1: the share of the images in the validation split.
-  ignore_label        optional, default 255: the semantic label of padding pixels."""
+  ignore_label        optional, default 255: the semantic label of padding pixels.
 
+Instances are scored in the source images' own pixels against the JSON itself
+(`jaxseg.evaluation.frames.coco_json_frame`)."""
+
+import os
 from typing import Any
 
 from jaxseg import registry
 from jaxseg.data import coco_folder, folders, storage
 from jaxseg.data.sources import checks
+from jaxseg.evaluation import frames
 
 
 def coco_folder_config_from_data_config(data_config: Any) -> coco_folder.CocoFolderConfig:
@@ -47,7 +52,14 @@ def check(config: Any) -> None:
     )
 
 
-@registry.DATASETS.register("coco_folder", splits=folders.SPLITS, check=check)
+def instance_frame(data_config: Any, source) -> frames.InstanceFrame:
+    """The frame a split (`source`) is scored in: its images and the instances JSON."""
+    return frames.coco_json_frame(os.path.abspath(data_config.annotations), source)
+
+
+@registry.DATASETS.register(
+    "coco_folder", splits=folders.SPLITS, check=check, instance_frame=instance_frame
+)
 def open_builder(data_config: Any, build: bool):
     """The prepared COCO-folder builder of `data_config` (built into data_dir if missing)."""
     config = coco_folder_config_from_data_config(data_config)

@@ -1,0 +1,172 @@
+"""The frame a split's instance predictions are scored in: its ground truth, ids and geometry.
+
+The model sees every image on an S x S canvas: resized with its aspect ratio kept so that
+its longer side is S, then padded at the bottom and right (`jaxseg.data.folders`). An
+`InstanceFrame` says how the detections on those canvases become COCO results in the
+dataset's own frame, and what they are scored against:
+
+- `canvas_frame` (the shapes dataset, the TFDS catalog datasets): the frame is the canvas.
+  The ground truth is converted from the decoded examples (`ground_truth_to_coco`), image
+  ids are the examples' positions in the split, category ids the labels 1..K-1.
+- `coco_json_frame` (COCO-format folders): the source images' own pixels. The ground truth
+  is the user's instances JSON: its image ids, its category ids, its crowd annotations
+  (detections matched to a crowd region are ignored, as COCO's evaluation ignores them) and
+  the areas it gives (so AP small / medium / large use the source's pixels). Only the
+  split's images are evaluated (pycocotools' `params.imgIds`).
+
+`to_results` maps one image's canvas detections into the frame as detectron2 does: boxes
+scaled by the inverse of the resize and clipped to the image, each mask's M x M
+probabilities pasted at its scaled box in the image's own pixels (bilinear), binarized, and
+RLE-encoded at once, so no full-size mask of a split is ever held.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from jaxseg.data import coco_folder, folders
+from jaxseg.evaluation.coco import encode_masks, ground_truth_to_coco
+from jaxseg.ops.mask_paste_host import paste_mask
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceFrame:
+    """Where and against what the detections of a split's examples are scored.
+
+    ground_truth: the COCO-format dict scored against (images, annotations, categories).
+    image_ids: `image_ids[i]` is the ground truth's id of example i of the split.
+    category_ids: `category_ids[k]` is the ground truth's category id of label k >= 1.
+    placements: `placements[i]` is where example i's image lies on its canvas.
+    """
+
+    ground_truth: dict
+    image_ids: tuple[int, ...]
+    category_ids: tuple[int, ...]
+    placements: tuple[folders.Placement, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameDetections:
+    """One image's valid detections in its frame, as `COCOEvaluator.add` takes them.
+
+    image_id: the ground truth's id of the image.
+    boxes: float32 [V, 4] (x1, y1, x2, y2) in the frame's pixels.
+    scores: float32 [V].
+    category_ids: int64 [V] the ground truth's category ids.
+    rles: V COCO RLEs of the masks at the frame's size.
+    """
+
+    image_id: int
+    boxes: np.ndarray
+    scores: np.ndarray
+    category_ids: np.ndarray
+    rles: list
+
+
+def to_results(
+    frame: InstanceFrame, index: int, detections: dict, mask_threshold: float
+) -> FrameDetections:
+    """The detections of example `index` on its canvas, in `frame`.
+
+    Args:
+      frame: the split's frame.
+      index: the example's position in the split.
+      detections: one image's `MaskRCNN.detect(..., paste=False)` outputs on the canvas:
+        boxes float32 [D, 4], scores [D], classes int32 [D] (labels), mask_probabilities
+        float32 [D, M, M], valid bool [D].
+      mask_threshold: masks are the pasted probabilities >= this.
+    """
+    placement = frame.placements[index]
+    keep = np.flatnonzero(detections["valid"])
+    boxes = placement.boxes_to_image(np.asarray(detections["boxes"])[keep])
+    probabilities = np.asarray(detections["mask_probabilities"])[keep]
+    rles = []
+    for box, mask in zip(boxes, probabilities):
+        pasted = paste_mask(mask, box, placement.height, placement.width) >= mask_threshold
+        rles.extend(encode_masks(pasted[None]))
+    labels = np.asarray(detections["classes"])[keep]
+    return FrameDetections(
+        image_id=frame.image_ids[index],
+        boxes=boxes,
+        scores=np.asarray(detections["scores"], np.float32)[keep],
+        category_ids=np.asarray(frame.category_ids, np.int64)[labels],
+        rles=rles,
+    )
+
+
+def canvas_frame(source, class_names) -> InstanceFrame:
+    """The frame of a dataset scored on its canvases (module docstring).
+
+    Args:
+      source: a `pipeline.DecodedSource` of the split.
+      class_names: the K class names, the background first.
+    """
+    examples = (source[index] for index in range(len(source)))
+    return InstanceFrame(
+        ground_truth=ground_truth_to_coco(examples, class_names),
+        image_ids=tuple(range(len(source))),
+        category_ids=tuple(range(len(class_names))),
+        placements=tuple(source.placement(index) for index in range(len(source))),
+    )
+
+
+def _filled_annotation(annotation: dict, height: int, width: int) -> dict:
+    """`annotation` with the fields pycocotools needs and the JSON may omit: iscrowd (0),
+    and the area and bbox of its mask.
+
+    Raises:
+      coco_folder.Unusable: its segmentation cannot be decoded.
+    """
+    mask = coco_folder.decode_segmentation(annotation.get("segmentation"), height, width)
+    filled = {"iscrowd": 0, **annotation}
+    if "area" not in filled or "bbox" not in filled:
+        rle = mask_utils.encode(np.asfortranarray(mask))
+        filled.setdefault("area", float(mask_utils.area(rle)))
+        filled.setdefault("bbox", [float(v) for v in mask_utils.toBbox(rle)])
+    return filled
+
+
+def coco_json_frame(annotations_path: str, source) -> InstanceFrame:
+    """The frame of a COCO-format folder: its source images and its instances JSON.
+
+    The ground truth holds the JSON's entries of the split's images (their sizes filled in
+    from the images where the JSON omits them), its annotations of those images with a
+    known category and a segmentation the dataset could decode (the others were skipped,
+    with a warning, when it was built; fields pycocotools needs and the JSON omits are
+    filled: `_filled_annotation`), and all of its categories.
+
+    Args:
+      annotations_path: the instances JSON the dataset was built from.
+      source: a `pipeline.DecodedSource` of one of its splits.
+    """
+    coco = coco_folder.read_coco_json(annotations_path)
+    image_ids = tuple(source.image_id(index) for index in range(len(source)))
+    placements = tuple(source.placement(index) for index in range(len(source)))
+    sizes = {image_id: (p.height, p.width) for image_id, p in zip(image_ids, placements)}
+    images = [
+        {**entry, "height": sizes[entry["id"]][0], "width": sizes[entry["id"]][1]}
+        for entry in coco.images
+        if entry["id"] in sizes
+    ]
+    annotations = []
+    for annotation in coco.annotations:
+        if (
+            not isinstance(annotation, dict)
+            or annotation.get("image_id") not in sizes
+            or annotation.get("category_id") not in coco.labels
+        ):
+            continue
+        try:
+            annotations.append(_filled_annotation(annotation, *sizes[annotation["image_id"]]))
+        except coco_folder.Unusable:
+            continue
+    by_label = sorted(coco.labels, key=coco.labels.get)
+    return InstanceFrame(
+        ground_truth={"images": images, "annotations": annotations, "categories": coco.categories},
+        image_ids=image_ids,
+        category_ids=(0, *by_label),
+        placements=placements,
+    )

@@ -1,0 +1,315 @@
+"""Instance evaluation in the dataset's own frame (jaxseg.evaluation.frames).
+
+A COCO-format folder written here has images of several sizes (portrait and landscape, none
+square), category ids that are not contiguous (3, 7, 12) and a crowd annotation. Detections
+are placed by hand on the model's canvases, as `MaskRCNN.detect(..., paste=False)` gives
+them, and scored through the task's evaluation; pycocotools, run here on the written
+`coco_results.json` against the original JSON, is the reference.
+"""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl.testing import flagsaver
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from PIL import Image
+
+from jaxseg import evaluate, train, trained_run
+from jaxseg.config_files import load_config_file
+from jaxseg.data import pipeline
+from jaxseg.tasks.instance import COCO_METRICS, InstanceSegmentation
+from tests.test_train_mask_rcnn import tiny_mask_rcnn_config
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+CANVAS = 64
+MASK = 28
+SLOTS = 6
+CATEGORIES = [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}, {"id": 12, "name": "bird"}]
+CLASS_NAMES = ("background", "cat", "dog", "bird")
+LABEL_OF = {3: 1, 7: 2, 12: 3}
+# file name -> (height, width, [(category id, x0, y0, x1, y1), ...]); the boxes are integer
+# rectangles in the image's pixels with areas from 24 (small) through 11,000 (large).
+IMAGES = {
+    "a.png": (48, 80, [(3, 4, 6, 40, 30), (7, 50, 10, 56, 14)]),
+    "b.png": (90, 60, [(12, 10, 20, 50, 85)]),
+    "c.png": (40, 100, [(3, 2, 2, 98, 38), (12, 60, 5, 66, 9)]),
+    "d.png": (70, 50, [(7, 5, 5, 45, 65)]),
+    "e.png": (150, 200, [(3, 20, 30, 130, 130), (7, 140, 10, 190, 60)]),
+    "f.png": (64, 36, [(12, 3, 4, 33, 60)]),
+    "g.png": (50, 90, [(7, 10, 10, 80, 45), (3, 1, 40, 9, 48)]),
+    "h.png": (80, 45, []),
+}
+# A crowd region of category 7 on image e.png: (x0, y0, x1, y1).
+CROWD = ("e.png", 7, (150, 100, 195, 145))
+
+
+def _polygon(x0, y0, x1, y1):
+    return [[x0, y0, x1, y0, x1, y1, x0, y1]]
+
+
+def _crowd_rle(height, width, box):
+    """Uncompressed RLE (column-major runs, zeros first) of a rectangle."""
+    mask = np.zeros((height, width), np.uint8)
+    x0, y0, x1, y1 = box
+    mask[y0:y1, x0:x1] = 1
+    flat = mask.T.ravel()
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]])
+    runs = np.diff(bounds).tolist()
+    return {"size": [height, width], "counts": runs if flat[0] == 0 else [0, *runs]}
+
+
+def write_folder(root) -> tuple[str, str]:
+    """Writes images/ and instances.json (image ids 101.., annotation ids 1..) under root."""
+    images_dir = os.path.join(root, "images")
+    os.makedirs(images_dir)
+    rng = np.random.default_rng(0)
+    images, annotations = [], []
+    for image_id, (name, (height, width, objects)) in enumerate(IMAGES.items(), 101):
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(os.path.join(images_dir, name))
+        images.append({"id": image_id, "file_name": name, "height": height, "width": width})
+        for category, x0, y0, x1, y1 in objects:
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id, "category_id": category,
+                "segmentation": _polygon(x0, y0, x1, y1), "iscrowd": 0,
+                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
+            })
+        if name == CROWD[0]:
+            x0, y0, x1, y1 = CROWD[2]
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id, "category_id": CROWD[1],
+                "segmentation": _crowd_rle(height, width, CROWD[2]), "iscrowd": 1,
+                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
+            })
+    path = os.path.join(root, "instances.json")
+    with open(path, "w") as file:
+        json.dump({"images": images, "annotations": annotations, "categories": CATEGORIES}, file)
+    return path, images_dir
+
+
+def folder_config(root):
+    """The tiny Mask R-CNN test config on the folder under `root` (64x64 canvases)."""
+    annotations, images = write_folder(root)
+    config = tiny_mask_rcnn_config(os.path.join(root, "unused"))
+    config.data = load_config_file(os.path.join(CONFIG_DIR, "mask_rcnn_folder.py")).data
+    config.data.update({
+        "data_dir": os.path.join(root, "tfds"), "annotations": annotations, "images": images,
+        "num_classes": len(CLASS_NAMES), "class_names": CLASS_NAMES, "image_size": CANVAS,
+        "max_instances": 4, "validation_fraction": 0.5,
+    })
+    config.batch_size = config.eval_batch_size = 2
+    return config
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    config = folder_config(str(tmp_path_factory.mktemp("folder")))
+    sources = {split: pipeline.load_split(config.data, split) for split in ("train", "validation")}
+    return config, sources
+
+
+def _objects_of(image_id: int, with_crowd: bool):
+    """[(category id, (x0, y0, x1, y1)), ...] of the JSON's image `image_id`."""
+    name, (_, _, objects) = list(IMAGES.items())[image_id - 101]
+    found = [(category, box) for category, *box in objects]
+    if with_crowd and name == CROWD[0]:
+        found.append((CROWD[1], list(CROWD[2])))
+    return found
+
+
+def _hand_placed_outputs(source, indices, rng=None):
+    """Model outputs (paste=False) for examples `indices`: one detection per object (and on
+    the crowd region), each box taken from the JSON into canvas pixels, masks all ones.
+    With `rng`: boxes jittered by up to 3 image pixels, random scores, a false positive."""
+    rows = len(indices)
+    outputs = {
+        "boxes": np.zeros((rows, SLOTS, 4), np.float32),
+        "scores": np.zeros((rows, SLOTS), np.float32),
+        "classes": np.zeros((rows, SLOTS), np.int32),
+        "mask_probabilities": np.ones((rows, SLOTS, MASK, MASK), np.float32),
+        "valid": np.zeros((rows, SLOTS), bool),
+        "index": np.asarray(indices, np.int32),
+    }
+    for row, index in enumerate(indices):
+        placement = source.placement(index)
+        scale = np.array([placement.valid_width / placement.width,
+                          placement.valid_height / placement.height] * 2)
+        objects = _objects_of(source.image_id(index), with_crowd=True)
+        if rng is not None:
+            objects.append((12, [1, 1, 20, 20]))
+        for slot, (category, box) in enumerate(objects):
+            box = np.asarray(box, np.float64)
+            score = 0.9 - 0.1 * slot
+            if rng is not None:
+                box = box + rng.uniform(-3, 3, 4)
+                score = rng.uniform(0.1, 1.0)
+            outputs["boxes"][row, slot] = box * scale
+            outputs["scores"][row, slot] = score
+            outputs["classes"][row, slot] = LABEL_OF[category]
+            outputs["valid"][row, slot] = True
+    return outputs
+
+
+def _evaluate(task, source, rng=None, results_dir=None):
+    evaluation = task.new_evaluation(source)
+    batch = {"image": np.zeros((2, CANVAS, CANVAS, 3), np.float32)}
+    for start in range(0, len(source), 2):
+        indices = list(range(start, min(start + 2, len(source))))
+        outputs = _hand_placed_outputs(source, indices, rng)
+        evaluation.add({k: jnp.asarray(v) for k, v in outputs.items()}, batch)
+    metrics, predictions = evaluation.result()
+    if results_dir is not None:
+        evaluation.write_results(results_dir)
+    return metrics, predictions
+
+
+def pycocotools_aps(annotations_path: str, results_dir: str) -> dict[str, float]:
+    """The 12 APs pycocotools computes from `results_dir`'s coco_results.json and
+    image_ids.json against the original JSON (masks scored without their bbox, boxes
+    without their segmentation); NaN where pycocotools gives -1."""
+    with open(os.path.join(results_dir, "coco_results.json")) as file:
+        results = json.load(file)
+    with open(os.path.join(results_dir, "image_ids.json")) as file:
+        image_ids = json.load(file)
+    ground_truth = COCO(annotations_path)
+    aps = {}
+    for kind, iou_type, dropped in (("box", "bbox", "segmentation"), ("mask", "segm", "bbox")):
+        kept = [{k: v for k, v in r.items() if k != dropped} for r in results]
+        evaluation = COCOeval(ground_truth, ground_truth.loadRes(kept), iou_type)
+        evaluation.params.imgIds = image_ids
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+        for suffix, value in zip(("", "50", "75", "_small", "_medium", "_large"), evaluation.stats):
+            aps[f"{kind}_ap{suffix}"] = float("nan") if value == -1 else float(value)
+    return aps
+
+
+def test_placements_and_ids_come_from_the_source_images(folder):
+    config, sources = folder
+    seen = {}
+    for source in sources.values():
+        for index in range(len(source)):
+            placement = source.placement(index)
+            seen[source.image_id(index)] = (placement.height, placement.width,
+                                            placement.valid_height, placement.valid_width)
+    # Longer side resized to 64, the aspect ratio kept (rounded).
+    assert seen[101] == (48, 80, 38, 64) and seen[102] == (90, 60, 64, 43)
+    assert seen[105] == (150, 200, 48, 64) and seen[106] == (64, 36, 64, 36)
+    assert sorted(seen) == list(range(101, 109))
+
+
+@pytest.mark.parametrize("split", ["train", "validation"])
+def test_hand_placed_perfect_detections_score_ap_one(folder, split):
+    """Perfect boxes and masks given in original pixels, moved to the canvas as the model
+    gives them, come back to AP 1.0; the detection on the crowd region is ignored."""
+    config, sources = folder
+    metrics, predictions = _evaluate(InstanceSegmentation(config), sources[split])
+    defined = {name: value for name, value in metrics.items() if np.isfinite(value)}
+    assert {"box_ap", "mask_ap", "box_ap50", "mask_ap75", "box_ap_small"} <= defined.keys()
+    for name, value in defined.items():
+        assert value == pytest.approx(1.0, abs=1e-12), name
+    # Pictures keep masks on the canvas.
+    assert all(p["masks"].shape[1:] == (CANVAS, CANVAS) for p in predictions.values())
+
+
+def test_the_crowd_region_matters(folder):
+    """The same perfect detections scored with the crowd annotation made an ordinary object
+    of its category would match it; as a crowd region its detection is neither a true nor a
+    false positive: scored against a ground truth without it, AP drops below 1."""
+    config, sources = folder
+    source = next(s for s in sources.values()
+                  if 105 in [s.image_id(i) for i in range(len(s))])
+    task = InstanceSegmentation(config)
+    frame = task.frame(source)
+    crowd = [a for a in frame.ground_truth["annotations"] if a["iscrowd"]]
+    assert len(crowd) == 1 and crowd[0]["category_id"] == 7 and crowd[0]["area"] == 45 * 45
+    frame.ground_truth["annotations"].remove(crowd[0])
+    metrics, _ = _evaluate(task, source)
+    assert metrics["box_ap"] < 1.0
+
+
+def test_results_file_gives_pycocotools_the_same_aps(folder, tmp_path):
+    """Imperfect detections: each of the 12 APs pycocotools computes from coco_results.json
+    against the original JSON equals what the evaluation reports, to 1e-9."""
+    config, sources = folder
+    for split, source in sources.items():
+        results_dir = tmp_path / split
+        results_dir.mkdir()
+        metrics, _ = _evaluate(
+            InstanceSegmentation(config), source, np.random.default_rng(7), str(results_dir)
+        )
+        assert 0.05 < metrics["box_ap"] < 0.95 and 0.05 < metrics["mask_ap"] < 0.95
+        reference = pycocotools_aps(config.data.annotations, str(results_dir))
+        for name in COCO_METRICS:
+            np.testing.assert_allclose(metrics[name], reference[name], atol=1e-9, err_msg=name)
+        with open(results_dir / "coco_results.json") as file:
+            results = json.load(file)
+        assert {r["category_id"] for r in results} <= {3, 7, 12}
+        with open(results_dir / "image_ids.json") as file:
+            assert json.load(file) == sorted(source.image_id(i) for i in range(len(source)))
+
+
+# --------------------------------------------------------------------------- jaxseg.evaluate
+
+
+@pytest.fixture(scope="module")
+def trained_folder_run(tmp_path_factory):
+    """2 training steps of the tiny Mask R-CNN on the folder (checkpoints at 1 and 2)."""
+    root = str(tmp_path_factory.mktemp("trained"))
+    config = folder_config(root)
+    config.num_train_steps = config.eval_every_steps = 2
+    config.checkpoint_every_steps = 1
+    workdir = os.path.join(root, "run")
+    train.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
+    return config, workdir
+
+
+@pytest.mark.slow
+def test_training_and_evaluate_write_results_pycocotools_reproduces(trained_folder_run):
+    config, workdir = trained_folder_run
+    during_training = os.path.join(workdir, "eval", "validation_step2")
+    with open(os.path.join(during_training, "metrics.json")) as file:
+        written = json.load(file)
+    results_dir, metrics = evaluate.evaluate_checkpoint(
+        trained_run.load_config(workdir), workdir, "train", step=1
+    )
+    assert results_dir == os.path.join(workdir, "eval", "train_step1")
+    for directory, reported in ((during_training, written), (results_dir, metrics)):
+        reference = pycocotools_aps(config.data.annotations, directory)
+        for name in COCO_METRICS:
+            value = np.nan if reported[name] is None else reported[name]
+            np.testing.assert_allclose(value, reference[name], atol=1e-9, err_msg=name)
+    with open(os.path.join(results_dir, "image_ids.json")) as file:
+        train_ids = json.load(file)
+    with open(os.path.join(during_training, "image_ids.json")) as file:
+        validation_ids = json.load(file)
+    assert sorted(train_ids + validation_ids) == list(range(101, 109))
+    assert os.path.exists(os.path.join(results_dir, "predictions.png"))
+
+
+def _evaluate_exit(argv) -> str:
+    """The one-line message `jaxseg.evaluate` exits with for `argv`."""
+    with flagsaver.flagsaver():
+        with pytest.raises(SystemExit) as caught:
+            remaining = evaluate.parse_flags(["evaluate", *argv])
+            evaluate.main(remaining)
+    message = str(caught.value.code)
+    assert message and "\n" not in message
+    return message
+
+
+@pytest.mark.slow
+def test_evaluate_errors_are_one_line(trained_folder_run, tmp_path):
+    _, workdir = trained_folder_run
+    assert "config.json" in _evaluate_exit([f"--workdir={tmp_path}"])
+    assert "--step=7" in _evaluate_exit([f"--workdir={workdir}", "--step=7"])
+    assert "1, 2" in _evaluate_exit([f"--workdir={workdir}", "--step=7"])
+    assert "--split=test" in _evaluate_exit([f"--workdir={workdir}", "--split=test"])
+    message = _evaluate_exit([f"--workdir={workdir}", "--config.data.annotationz=x.json"])
+    assert "annotationz" in message and "did you mean" in message
