@@ -3,24 +3,35 @@
 Two entry points, both `jax.jit`-able with shapes fixed by the fields and input shapes:
 
 * `model.apply(variables, images, gt_boxes, gt_labels, gt_masks, gt_valid, train=True,
-  method=MaskRCNN.losses, rngs={"sampling": key})` -> dict of float32 scalar losses
-  `rpn_objectness`, `rpn_box`, `box_classification`, `box_regression`, `mask`, `total`.
+  image_hw=None, method=MaskRCNN.losses, rngs={"sampling": key})` -> dict of float32
+  scalar losses `rpn_objectness`, `rpn_box`, `box_classification`, `box_regression`,
+  `mask`, `total`.
   The `"sampling"` key is split into one key per image (anchor and RoI sampling never
   share random numbers across images). With `backbone_norm="batch"` and `train=True`,
   pass `mutable=["batch_stats"]`. With `mutable=["intermediates"]` the sampled anchors
   (`RPNTargets`) and RoIs (`RoITargets`), batched over images, are returned as well.
-* `model.apply(variables, images, method=MaskRCNN.detect)` -> dict with `boxes [N, D, 4]`
-  float32, `scores [N, D]` float32, `classes [N, D]` int32 (1..K-1), `masks [N, D, H, W]`
-  float32 mask probabilities pasted into the image (binarize with
-  `masks >= model.mask_threshold`; zero for invalid slots), `valid [N, D]` bool;
-  `D = detections_per_image`.
+* `model.apply(variables, images, image_hw=None, paste=True, method=MaskRCNN.detect)` ->
+  dict with `boxes [N, D, 4]` float32, `scores [N, D]` float32, `classes [N, D]` int32
+  (1..K-1), `valid [N, D]` bool (`D = detections_per_image`) and, with `paste=True`,
+  `masks [N, D, H, W]` float32 mask probabilities pasted into the canvas (binarize with
+  `masks >= model.mask_threshold`; zero for invalid slots). With `paste=False` it gives
+  `mask_probabilities [N, D, M, M]` float32 instead (`M = MASK_SIZE = 28`: the sigmoid of
+  the predicted class's mask channel, zero for invalid slots), to paste on the host at any
+  resolution with `ops.paste_mask` / `ops.paste_binary_mask` (detectron2 pastes at the
+  original image size); the device then never holds `D` full-size masks.
 
 `model.init(key, images, method=MaskRCNN.detect)` creates every variable.
 
 Images are `[N, H, W, 3]` float32 in [0, 1] (H, W divisible by 32), normalized inside
-with `pixel_mean` / `pixel_std`. Ground truth is padded to a fixed `G`: `gt_boxes [N, G, 4]`
-(x1, y1, x2, y2 pixels), `gt_labels [N, G]` int (1..K-1), `gt_masks [N, G, H, W]`,
-`gt_valid [N, G]` bool; an image may have no valid object.
+with `pixel_mean` / `pixel_std`. Each image may fill only the top-left of its padded
+canvas: `image_hw [N, 2]` int (may be traced) gives each image's valid `(height, width)`,
+each in `[1, H]` x `[1, W]`; None means the whole canvas. Proposals (training and test)
+and detection boxes are clipped to each image's own extent, as detectron2 clips to the
+image size; anchors, features and pasted masks still cover the canvas.
+
+Ground truth is padded to a fixed `G`: `gt_boxes [N, G, 4]` (x1, y1, x2, y2 pixels),
+`gt_labels [N, G]` int (1..K-1), `gt_masks [N, G, H, W]`, `gt_valid [N, G]` bool; an
+image may have no valid object.
 
 Loss normalization (detectron2): RPN losses are sums over the sampled anchors of the
 batch divided by `N * rpn_batch_size_per_image`; box classification is the mean
@@ -186,18 +197,20 @@ class MaskRCNN(nn.Module):
         pyramid = self.fpn(self.resnet((images - mean) / std, train))
         return [pyramid[f"P{level}"] for level in RPN_LEVELS]
 
-    def _proposals(self, pyramid, image_hw, train: bool):
+    def _proposals(self, pyramid, canvas_hw: tuple[int, int], extents, train: bool):
+        """RPN outputs, the canvas's anchors and proposals clipped to `extents [N, 2]` float32."""
         objectness, deltas = self.rpn_head(pyramid)
         generator = self.anchor_generator()
-        anchors = generator(*image_hw)
+        anchors = generator(*canvas_hw)
+        level_counts = generator.num_anchors_per_level(*canvas_hw)
         pre, post = ((self.rpn_pre_nms_topk_train, self.rpn_post_nms_topk_train) if train
                      else (self.rpn_pre_nms_topk_test, self.rpn_post_nms_topk_test))
 
-        def one_image(image_objectness, image_deltas):
-            return propose(image_objectness, image_deltas, anchors, generator.num_anchors_per_level(*image_hw),
-                           image_hw, pre_nms_topk=pre, post_nms_topk=post, nms_threshold=self.rpn_nms_threshold)
+        def one_image(image_objectness, image_deltas, extent):
+            return propose(image_objectness, image_deltas, anchors, level_counts, extent,
+                           pre_nms_topk=pre, post_nms_topk=post, nms_threshold=self.rpn_nms_threshold)
 
-        proposals, valid = jax.vmap(one_image)(objectness, deltas)
+        proposals, valid = jax.vmap(one_image)(objectness, deltas, extents)
         return objectness, deltas, anchors, proposals, valid
 
     def _pool(self, pyramid, boxes, output_size: int):
@@ -211,20 +224,25 @@ class MaskRCNN(nn.Module):
         pooled = jax.vmap(one_image)(roi_maps, boxes)
         return pooled.reshape(-1, *pooled.shape[2:])
 
-    def losses(self, images, gt_boxes, gt_labels, gt_masks, gt_valid, *, train: bool = True) -> dict:
+    def losses(self, images, gt_boxes, gt_labels, gt_masks, gt_valid, *, train: bool = True,
+               image_hw=None) -> dict:
         """Training losses; see the module docstring for shapes and normalization.
 
-        Needs the `'sampling'` rng. Returns float32 scalars `rpn_objectness`, `rpn_box`,
-        `box_classification`, `box_regression`, `mask` and their sum `total`.
+        `image_hw`: None or `[N, 2]` int valid (height, width) per image; proposals are
+        clipped to it. Needs the `'sampling'` rng. Returns float32 scalars
+        `rpn_objectness`, `rpn_box`, `box_classification`, `box_regression`, `mask` and
+        their sum `total`.
         """
         _check_ground_truth(images, gt_boxes, gt_labels, gt_masks, gt_valid)
+        extents = _extents(images, image_hw)
         num_images, height, width = images.shape[:3]
         gt_boxes = jnp.asarray(gt_boxes, jnp.float32)
         gt_valid = jnp.asarray(gt_valid, bool)
         keys = jax.random.split(self.make_rng("sampling"), (num_images, 2))
 
         pyramid = self._features(images, train)
-        objectness, deltas, anchors, proposals, proposal_valid = self._proposals(pyramid, (height, width), True)
+        objectness, deltas, anchors, proposals, proposal_valid = self._proposals(
+            pyramid, (height, width), extents, True)
 
         def anchor_targets(boxes, valid, key):
             return rpn_targets(anchors, boxes, valid, key, batch_size=self.rpn_batch_size_per_image,
@@ -274,29 +292,37 @@ class MaskRCNN(nn.Module):
         total = jnp.sum(jax.vmap(mask_loss_sum)(logits, targets, foreground))
         return total, jnp.sum(foreground).astype(jnp.float32) * MASK_SIZE * MASK_SIZE
 
-    def detect(self, images) -> dict:
-        """Detections of `images [N, H, W, 3]`; see the module docstring."""
+    def detect(self, images, image_hw=None, *, paste: bool = True) -> dict:
+        """Detections of `images [N, H, W, 3]`; see the module docstring.
+
+        `image_hw`: None or `[N, 2]` int valid (height, width) per image; proposals and
+        boxes are clipped to it. `paste` (static): return `masks [N, D, H, W]` pasted into
+        the canvas, or else `mask_probabilities [N, D, M, M]` for pasting on the host.
+        """
         _check_images(images)
+        extents = _extents(images, image_hw)
         num_images, height, width = images.shape[:3]
         pyramid = self._features(images, train=False)
-        *_, proposals, proposal_valid = self._proposals(pyramid, (height, width), False)
+        *_, proposals, proposal_valid = self._proposals(pyramid, (height, width), extents, False)
         class_logits, box_deltas = self.box_head(self._pool(pyramid, proposals, BOX_POOL_SIZE))
         per_image = proposals.shape[1]
 
-        def one_image(logits, deltas, image_proposals, valid):
-            return detections(logits, deltas, image_proposals, valid, (height, width),
+        def one_image(logits, deltas, image_proposals, valid, extent):
+            return detections(logits, deltas, image_proposals, valid, extent,
                               score_threshold=self.score_threshold, nms_threshold=self.test_nms_threshold,
                               max_detections=self.detections_per_image)
 
         boxes, scores, classes, valid = jax.vmap(one_image)(
             class_logits.reshape(num_images, per_image, -1), box_deltas.reshape(num_images, per_image, -1, 4),
-            proposals, proposal_valid)
+            proposals, proposal_valid, extents)
         mask_logits = self.mask_head(self._pool(pyramid, boxes, MASK_POOL_SIZE))
         probabilities = jax.nn.sigmoid(select_class_channel(mask_logits, classes.reshape(-1)))
         probabilities = probabilities.reshape(num_images, -1, *probabilities.shape[1:])
+        outputs = {"boxes": boxes, "scores": scores, "classes": classes, "valid": valid}
+        if not paste:
+            return {**outputs, "mask_probabilities": jnp.where(valid[:, :, None, None], probabilities, 0.0)}
         masks = jax.vmap(lambda p, b: paste_masks(p, b, height, width))(probabilities, boxes)
-        masks = jnp.where(valid[:, :, None, None], masks, 0.0)
-        return {"boxes": boxes, "scores": scores, "classes": classes, "masks": masks, "valid": valid}
+        return {**outputs, "masks": jnp.where(valid[:, :, None, None], masks, 0.0)}
 
 
 def _check_images(images) -> None:
@@ -304,6 +330,19 @@ def _check_images(images) -> None:
         raise ValueError(f"images must have shape [N, H, W, 3], got {images.shape}")
     if images.shape[1] % INPUT_DIVISOR or images.shape[2] % INPUT_DIVISOR or images.shape[0] < 1:
         raise ValueError(f"images height and width must be positive multiples of {INPUT_DIVISOR}, got {images.shape}")
+
+
+def _extents(images, image_hw) -> jax.Array:
+    """Each image's valid `(height, width)` as `[N, 2]` float32; the canvas's when `image_hw` is None."""
+    num_images, height, width = images.shape[:3]
+    if image_hw is None:
+        return jnp.broadcast_to(jnp.asarray([height, width], jnp.float32), (num_images, 2))
+    if tuple(np.shape(image_hw)) != (num_images, 2):
+        raise ValueError(f"image_hw must have shape [N, 2] = [{num_images}, 2] (valid height, width of each "
+                         f"image), got {list(np.shape(image_hw))}")
+    if not jnp.issubdtype(jnp.result_type(image_hw), jnp.integer):
+        raise ValueError(f"image_hw must hold integer pixel counts, got dtype {jnp.result_type(image_hw)}")
+    return jnp.asarray(image_hw).astype(jnp.float32)
 
 
 def _check_ground_truth(images, gt_boxes, gt_labels, gt_masks, gt_valid) -> None:

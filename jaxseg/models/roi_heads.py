@@ -188,13 +188,14 @@ def mask_loss_sum(mask_logits, mask_targets, foreground) -> jax.Array:
     return jnp.sum(jnp.where(foreground, bce, 0.0))
 
 
-def detections(class_logits, deltas, proposals, proposal_valid, image_hw: tuple[int, int], *,
+def detections(class_logits, deltas, proposals, proposal_valid, image_hw, *,
                score_threshold: float, nms_threshold: float, max_detections: int):
     """Final detections of one image from the box head on its proposals.
 
     Args:
       class_logits: `[P, K]`; deltas: `[P, K - 1, 4]`; proposals: `[P, 4]`; proposal_valid `[P]` bool.
-      image_hw: static image size for clipping.
+      image_hw: the image's valid `(height, width)` to clip to: Python numbers or a traced
+        `[2]` array (one row of a batch's extents under `vmap`).
 
     Returns `(boxes [D, 4] float32, scores [D] float32, classes [D] int32 (1..K-1), valid [D] bool)`
     with `D = max_detections`, best first: each proposal gives one candidate per object class
@@ -203,7 +204,7 @@ def detections(class_logits, deltas, proposals, proposal_valid, image_hw: tuple[
     """
     num_proposals, num_objects = deltas.shape[:2]
     scores = jax.nn.softmax(class_logits, axis=-1)[:, 1:]
-    boxes = clip_boxes(ROI_BOX_CODER.decode(deltas, proposals[:, None, :]), *image_hw)
+    boxes = clip_boxes(ROI_BOX_CODER.decode(deltas, proposals[:, None, :]), image_hw[0], image_hw[1])
     classes = jnp.broadcast_to(jnp.arange(1, num_objects + 1, dtype=jnp.int32), (num_proposals, num_objects))
     candidate = proposal_valid[:, None] & valid_box_mask(boxes)
     boxes, scores, classes, candidate = (values.reshape(num_proposals * num_objects, *values.shape[2:])

@@ -13,10 +13,10 @@ anchors (the box loss over the positive ones) divided by
 image ran short.
 
 Proposals: per level the `pre_nms_topk` anchors with the highest objectness, decoded
-and clipped to the image; non-maximum suppression at `nms_threshold` within each level
-(detectron2 runs `batched_nms` with the level as the class); the `post_nms_topk` best
-survivors over all levels. Shapes never depend on the data: missing proposals are
-padded and flagged invalid.
+and clipped to the image's own (unpadded) extent, which may be traced; non-maximum
+suppression at `nms_threshold` within each level (detectron2 runs `batched_nms` with the
+level as the class); the `post_nms_topk` best survivors over all levels. Shapes never
+depend on the data: missing proposals are padded and flagged invalid.
 """
 from __future__ import annotations
 
@@ -119,12 +119,14 @@ def rpn_losses(objectness, deltas, targets: RPNTargets, *, beta: float) -> tuple
     return objectness_sum, box_sum
 
 
-def propose(objectness, deltas, anchors, level_counts: Sequence[int], image_hw: tuple[int, int], *,
+def propose(objectness, deltas, anchors, level_counts: Sequence[int], image_hw, *,
             pre_nms_topk: int, post_nms_topk: int, nms_threshold: float) -> tuple[jax.Array, jax.Array]:
     """Proposals of one image from `objectness [A]`, `deltas [A, 4]`, `anchors [A, 4]` float32.
 
-    `level_counts` gives the anchors of each level (static). Returns
-    `(boxes [post_nms_topk, 4] float32, valid [post_nms_topk] bool)`, best first;
+    `level_counts` gives the anchors of each level (static). `image_hw` is the image's
+    valid `(height, width)` to clip to: Python numbers, or a traced `[2]` array (one row
+    of a batch's `[N, 2]` extents under `vmap`); boxes left empty by clipping are invalid.
+    Returns `(boxes [post_nms_topk, 4] float32, valid [post_nms_topk] bool)`, best first;
     invalid slots hold zero boxes.
     """
     anchors = np.asarray(anchors)
@@ -139,7 +141,7 @@ def propose(objectness, deltas, anchors, level_counts: Sequence[int], image_hw: 
         levels.append(jnp.full((k,), level, jnp.int32))
         start += count
     scores, boxes, levels = (jnp.concatenate(values) for values in (scores, boxes, levels))
-    boxes = clip_boxes(boxes, *image_hw)
+    boxes = clip_boxes(boxes, image_hw[0], image_hw[1])
     valid = valid_box_mask(boxes) & jnp.isfinite(scores)
     keep = batched_nms(boxes, scores, levels, nms_threshold, post_nms_topk, valid=valid)
     kept = keep >= 0

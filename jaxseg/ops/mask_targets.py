@@ -68,13 +68,21 @@ def mask_targets(gt_masks, matched_gt_index, rois, mask_size=28, *, sampling_rat
     return crops
 
 
-def _paste_weights(start, end, mask_cells, image_cells):
-    """`[image_cells, mask_cells]` bilinear zero-padded reading weights along one axis."""
-    extent = jnp.maximum(end - start, 1e-6)
-    pixel = jnp.arange(image_cells, dtype=jnp.float32) + 0.5
-    position = (pixel - start) / extent * mask_cells - 0.5
-    cell = jnp.arange(mask_cells, dtype=jnp.float32)
-    return jnp.maximum(0.0, 1.0 - jnp.abs(position[:, None] - cell[None, :]))
+def _paste_weights(start, end, mask_cells, pixels, xp=jnp):
+    """`[P, mask_cells]` float32 bilinear zero-padded reading weights of `pixels [P]` along one axis.
+
+    `start`, `end`: the box's float32 edges on this axis; `pixels`: int pixel indices.
+    `xp` is `jax.numpy` (traced, `paste_masks`) or `numpy` (host, `mask_paste_host`): the
+    one formula serves both. It multiplies by `1 / extent` explicitly, as XLA rewrites a
+    division by a broadcast scalar, so numpy performs XLA's float32 operations. A box with
+    `end <= start` gets all-zero weights.
+    """
+    inverse_extent = xp.float32(1.0) / xp.maximum(end - start, xp.float32(1e-6))
+    position = ((pixels.astype(xp.float32) + xp.float32(0.5) - start) * inverse_extent * mask_cells
+                - xp.float32(0.5))
+    cell = xp.arange(mask_cells, dtype=xp.float32)
+    weights = xp.maximum(xp.float32(0.0), xp.float32(1.0) - xp.abs(position[:, None] - cell[None, :]))
+    return xp.where(end > start, weights, xp.float32(0.0))
 
 
 def paste_masks(mask_probs, boxes, image_height, image_width):
@@ -103,8 +111,8 @@ def paste_masks(mask_probs, boxes, image_height, image_width):
     mask_cells = mask_probs.shape[1]
 
     def paste_one(mask, box):
-        rows = _paste_weights(box[1], box[3], mask_cells, image_height)
-        cols = _paste_weights(box[0], box[2], mask_cells, image_width)
+        rows = _paste_weights(box[1], box[3], mask_cells, jnp.arange(image_height))
+        cols = _paste_weights(box[0], box[2], mask_cells, jnp.arange(image_width))
         return rows @ mask @ cols.T
 
     return jax.vmap(paste_one)(mask_probs, boxes)
