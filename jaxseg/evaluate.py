@@ -47,9 +47,11 @@ def evaluate_checkpoint(
     workdir: str,
     split: str = "validation",
     step: Optional[int] = None,
+    devices: Optional[list] = None,
 ) -> tuple[str, dict]:
     """Evaluates the checkpoint of `workdir` at `step` (None: the newest) on `split` of
-    `config.data`; returns the results folder and the metrics written there.
+    `config.data`, data-parallel over `devices` (default: all); returns the results folder
+    and the metrics written there.
 
     Raises:
       ConfigError: an invalid config field.
@@ -57,7 +59,7 @@ def evaluate_checkpoint(
     """
     validate_config(config)
     check_split(config, split)
-    mesh = sharding.create_mesh()
+    mesh = sharding.create_mesh(devices)
     sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     state = trained_run.restore_state(config, workdir, step, mesh)
     step = int(sharding.to_host(state.step))
@@ -71,14 +73,25 @@ def evaluate_checkpoint(
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "A training work directory (config.json + checkpoints).")
-flags.DEFINE_string("split", "validation", "The split of the config's dataset to evaluate.")
-flags.DEFINE_integer("step", None, "The checkpoint's step (default: the newest).")
+
+
+def _define_flags() -> None:
+    """Defines this command's flags where no other entry point of the process has (the
+    entry points share `--workdir`; library use and tests import several)."""
+    definitions = {
+        "workdir": (flags.DEFINE_string, None, "A training work directory."),
+        "split": (flags.DEFINE_string, "validation", "The split of the dataset to evaluate."),
+        "step": (flags.DEFINE_integer, None, "The checkpoint's step (default: the newest)."),
+    }
+    for name, (define, default, help_text) in definitions.items():
+        if name not in FLAGS:
+            define(name, default, help_text)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
     """Parses the flags, `--config.a.b=v` overriding the run's own config (ml_collections'
     parser); a missing run or an override of a field it lacks exits with one line."""
+    _define_flags()
     workdir = flag_value(argv, "workdir")
     if workdir is None:
         sys.exit("--workdir is required: the training run to evaluate.")
@@ -86,10 +99,11 @@ def parse_flags(argv: list[str]) -> list[str]:
         config = trained_run.load_config(workdir)
     except trained_run.RunError as error:
         sys.exit(str(error))
-    if "config" in FLAGS:  # parsed before in this process (library use, tests)
-        delattr(FLAGS, "config")
-    config_flags.DEFINE_config_dict("config", config)
+    for name in [name for name in FLAGS if name == "config" or name.startswith("config.")]:
+        delattr(FLAGS, name)  # defined by an earlier parse in this process (library use, tests)
     try:
+        # Overrides are read from `argv` when the flag is defined.
+        config_flags.DEFINE_config_dict("config", config, sys_argv=argv)
         return FLAGS(argv)
     except (KeyError, AttributeError):
         sys.exit(bad_override_message(config, argv))

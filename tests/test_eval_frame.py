@@ -21,7 +21,7 @@ from PIL import Image
 
 from jaxseg import evaluate, train, trained_run
 from jaxseg.config_files import load_config_file
-from jaxseg.data import pipeline
+from jaxseg.data import batching, pipeline
 from jaxseg.tasks.instance import COCO_METRICS, InstanceSegmentation
 from tests.test_train_mask_rcnn import tiny_mask_rcnn_config
 
@@ -113,12 +113,13 @@ def folder(tmp_path_factory):
     return config, sources
 
 
-def _objects_of(image_id: int, with_crowd: bool):
-    """[(category id, (x0, y0, x1, y1)), ...] of the JSON's image `image_id`."""
+def _objects_of(image_id: int):
+    """[(category id, (x0, y0, x1, y1)), ...] of the JSON's image `image_id`, the crowd
+    region first (it gets the highest score)."""
     name, (_, _, objects) = list(IMAGES.items())[image_id - 101]
     found = [(category, box) for category, *box in objects]
-    if with_crowd and name == CROWD[0]:
-        found.append((CROWD[1], list(CROWD[2])))
+    if name == CROWD[0]:
+        found.insert(0, (CROWD[1], list(CROWD[2])))
     return found
 
 
@@ -139,7 +140,7 @@ def _hand_placed_outputs(source, indices, rng=None):
         placement = source.placement(index)
         scale = np.array([placement.valid_width / placement.width,
                           placement.valid_height / placement.height] * 2)
-        objects = _objects_of(source.image_id(index), with_crowd=True)
+        objects = _objects_of(source.image_id(index))
         if rng is not None:
             objects.append((12, [1, 1, 20, 20]))
         for slot, (category, box) in enumerate(objects):
@@ -204,6 +205,21 @@ def test_placements_and_ids_come_from_the_source_images(folder):
     assert sorted(seen) == list(range(101, 109))
 
 
+def test_eval_batches_carry_each_image_extent(folder):
+    _, sources = folder
+    source = sources["validation"]
+    batches = list(batching.eval_batches(source, 3, max_instances=4))
+    rows = np.concatenate([batch["image_hw"] for batch in batches])
+    indices = np.concatenate([batch["index"] for batch in batches])
+    for row, index in zip(rows, indices):
+        if index < 0:
+            np.testing.assert_array_equal(row, [CANVAS, CANVAS])
+        else:
+            placement = source.placement(int(index))
+            np.testing.assert_array_equal(row, [placement.valid_height, placement.valid_width])
+    assert (rows < CANVAS).any()
+
+
 @pytest.mark.parametrize("split", ["train", "validation"])
 def test_hand_placed_perfect_detections_score_ap_one(folder, split):
     """Perfect boxes and masks given in original pixels, moved to the canvas as the model
@@ -219,9 +235,8 @@ def test_hand_placed_perfect_detections_score_ap_one(folder, split):
 
 
 def test_the_crowd_region_matters(folder):
-    """The same perfect detections scored with the crowd annotation made an ordinary object
-    of its category would match it; as a crowd region its detection is neither a true nor a
-    false positive: scored against a ground truth without it, AP drops below 1."""
+    """The best-scored detection lies on the crowd region: ignored there (AP 1.0 above), it
+    is a false positive once the crowd annotation is gone, and AP drops below 1."""
     config, sources = folder
     source = next(s for s in sources.values()
                   if 105 in [s.image_id(i) for i in range(len(s))])
@@ -277,7 +292,7 @@ def test_training_and_evaluate_write_results_pycocotools_reproduces(trained_fold
     with open(os.path.join(during_training, "metrics.json")) as file:
         written = json.load(file)
     results_dir, metrics = evaluate.evaluate_checkpoint(
-        trained_run.load_config(workdir), workdir, "train", step=1
+        trained_run.load_config(workdir), workdir, "train", step=1, devices=jax.devices()[:1]
     )
     assert results_dir == os.path.join(workdir, "eval", "train_step1")
     for directory, reported in ((during_training, written), (results_dir, metrics)):
@@ -308,8 +323,11 @@ def _evaluate_exit(argv) -> str:
 def test_evaluate_errors_are_one_line(trained_folder_run, tmp_path):
     _, workdir = trained_folder_run
     assert "config.json" in _evaluate_exit([f"--workdir={tmp_path}"])
-    assert "--step=7" in _evaluate_exit([f"--workdir={workdir}", "--step=7"])
-    assert "1, 2" in _evaluate_exit([f"--workdir={workdir}", "--step=7"])
-    assert "--split=test" in _evaluate_exit([f"--workdir={workdir}", "--split=test"])
+    # The run's eval batch of 2 does not split over the tests' 8 devices: overridden.
+    run = [f"--workdir={workdir}", "--config.eval_batch_size=8"]
+    message = _evaluate_exit([*run, "--step=7"])
+    assert message.startswith("--step=7") and "steps 1, 2" in message
+    assert _evaluate_exit([*run, "--split=test"]).startswith("--split=test")
+    assert "eval_batch_size=2" in _evaluate_exit([f"--workdir={workdir}"])
     message = _evaluate_exit([f"--workdir={workdir}", "--config.data.annotationz=x.json"])
     assert "annotationz" in message and "did you mean" in message

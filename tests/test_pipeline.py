@@ -142,8 +142,10 @@ def test_train_batch_shapes_dtypes_and_padding(train_source):
         "instance_valid": ((8, MAX_INSTANCES), np.bool_),
         "valid": ((8,), np.bool_),
         "index": ((8,), np.int32),
+        "image_hw": ((8, 2), np.int32),
     }
     assert {k: (v.shape, v.dtype) for k, v in batch.items()} == expected
+    np.testing.assert_array_equal(batch["image_hw"], np.full((8, 2), SIZE))
     assert 0.0 <= batch["image"].min() and batch["image"].max() <= 1.0
     assert batch["valid"].all()
     np.testing.assert_array_equal(batch["instance_valid"], batch["labels"] > 0)

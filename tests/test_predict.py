@@ -72,18 +72,6 @@ def test_boxes_map_back_to_the_image_pixels():
     np.testing.assert_allclose(mapped, expected, rtol=1e-6)
 
 
-def test_mask_probabilities_map_back_to_the_image_pixels():
-    canvas = np.zeros((SIZE, SIZE), np.float32)
-    canvas[:13, :16] = 1.0  # the left half of the valid region
-    probabilities = _placement().probabilities_to_image(canvas)
-    assert probabilities.shape == (20, 50) and probabilities.dtype == np.float32
-    # Bilinear: image column c samples canvas position (c + 0.5) · 0.64 - 0.5; the step from
-    # 1 (column 15) to 0 (column 16) crosses 0.5 at c = 24.5.
-    mask = probabilities >= 0.5
-    assert mask[:, :25].all() and not mask[:, 25:].any()
-    np.testing.assert_allclose(probabilities[:, :12], 1.0)
-
-
 # --------------------------------------------------------------------------- errors
 
 

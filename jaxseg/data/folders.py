@@ -147,15 +147,6 @@ class Placement:
         valid = values[: self.valid_height, : self.valid_width]
         return resize_nearest(valid, self.height, self.width)
 
-    def probabilities_to_image(self, values: np.ndarray) -> np.ndarray:
-        """float32 [S, S] canvas probabilities -> float32 [height, width]: the valid region
-        resized back bilinearly."""
-        valid = np.asarray(values[: self.valid_height, : self.valid_width], np.float32)
-        resized = Image.fromarray(valid).resize(
-            (self.width, self.height), Image.Resampling.BILINEAR
-        )
-        return np.asarray(resized)
-
     def boxes_to_image(self, boxes: np.ndarray) -> np.ndarray:
         """float32 [n, 4] (x1, y1, x2, y2) in canvas pixels -> the same boxes in image
         pixels, clipped to the image."""

@@ -29,7 +29,7 @@ from pycocotools import mask as mask_utils
 
 from jaxseg.data import coco_folder, folders
 from jaxseg.evaluation.coco import encode_masks, ground_truth_to_coco
-from jaxseg.ops.mask_paste_host import paste_mask
+from jaxseg.ops.mask_paste_host import paste_binary_mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +85,7 @@ def to_results(
     probabilities = np.asarray(detections["mask_probabilities"])[keep]
     rles = []
     for box, mask in zip(boxes, probabilities):
-        pasted = paste_mask(mask, box, placement.height, placement.width) >= mask_threshold
+        pasted = paste_binary_mask(mask, box, placement.height, placement.width, mask_threshold)
         rles.extend(encode_masks(pasted[None]))
     labels = np.asarray(detections["classes"])[keep]
     return FrameDetections(

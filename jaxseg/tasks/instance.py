@@ -16,7 +16,7 @@ from jaxseg import visualize_instances
 from jaxseg.evaluation import frames
 from jaxseg.evaluation.coco import COCOEvaluator, write_results
 from jaxseg.models.mask_rcnn import MaskRCNN
-from jaxseg.ops.mask_paste_host import paste_mask
+from jaxseg.ops.mask_paste_host import paste_binary_mask
 from jaxseg.tasks.base import Evaluation, Task, model_input
 
 # The six COCO APs of each of boxes and masks; `metrics.json` holds all twelve.
@@ -197,7 +197,7 @@ def _pasted_masks(probabilities, boxes, valid, image_hw, mask_threshold) -> np.n
     its box (`boxes [D, 4]` in the H x W image's pixels) and binarized; False elsewhere."""
     masks = np.zeros((len(valid), *image_hw), bool)
     for slot in np.flatnonzero(valid):
-        masks[slot] = paste_mask(probabilities[slot], boxes[slot], *image_hw) >= mask_threshold
+        masks[slot] = paste_binary_mask(probabilities[slot], boxes[slot], *image_hw, mask_threshold)
     return masks
 
 
