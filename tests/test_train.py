@@ -1,5 +1,6 @@
 """End-to-end training: outputs, resume exactness, determinism, 1 vs 8 devices, predict."""
 
+import csv
 import json
 import os
 
@@ -129,12 +130,14 @@ def test_eval_metrics_match_numpy_recount(finished_run, data_dir):
     source = pipeline.load_split(config.data, "validation")
     intersection = np.zeros(config.data.num_classes)
     union = np.zeros(config.data.num_classes)
+    confusion = np.zeros((config.data.num_classes,) * 2, np.int64)
     correct = 0
     for index in range(len(source)):
         example = source[index]
         images = np.asarray(example["image"], np.float32)[None] / 255.0
         prediction = np.asarray(task.logits(eval_variables(state), images))[0].argmax(-1)
         truth = example["semantic"]
+        np.add.at(confusion, (truth.ravel(), prediction.ravel()), 1)
         correct += np.sum(prediction == truth)
         for k in range(config.data.num_classes):
             intersection[k] += np.sum((prediction == k) & (truth == k))
@@ -144,6 +147,14 @@ def test_eval_metrics_match_numpy_recount(finished_run, data_dir):
     assert result["miou"] == pytest.approx(expected_miou, abs=1e-6)
     pixels = len(source) * config.data.image_size**2
     assert result["pixel_accuracy"] == pytest.approx(correct / pixels, abs=1e-6)
+    results_dir = os.path.join(workdir, "eval", f"validation_step{config.num_train_steps}")
+    with open(os.path.join(results_dir, "confusion.csv"), newline="") as file:
+        rows = list(csv.reader(file))
+    assert rows[0] == ["true \\ predicted", *config.data.class_names]
+    assert [row[0] for row in rows[1:]] == list(config.data.class_names)
+    np.testing.assert_array_equal(np.array([row[1:] for row in rows[1:]], np.int64), confusion)
+    with open(os.path.join(results_dir, "metrics.json")) as file:
+        assert json.load(file)["miou"] == pytest.approx(result["miou"], abs=1e-12)
 
 
 def test_resume_gives_exactly_the_uninterrupted_params(data_dir, tmp_path):

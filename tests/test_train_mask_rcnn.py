@@ -140,11 +140,13 @@ def test_evaluate_counts_every_validation_object(finished_run, data_dir):
     config, _, _, _ = finished_run
     source = pipeline.load_split(config.data, "validation")
     task = InstanceSegmentation(config)
-    ground_truth = task.ground_truth(source)
+    frame = task.frame(source)
+    ground_truth = frame.ground_truth
     assert [image["id"] for image in ground_truth["images"]] == list(range(len(source)))
+    assert frame.image_ids == tuple(range(len(source)))
     expected = sum(len(source[index]["labels"]) for index in range(len(source)))
     assert len(ground_truth["annotations"]) == expected
-    assert task.ground_truth(source) is ground_truth
+    assert task.frame(source) is frame
 
 
 def test_predict_draws_instances_at_the_input_size(finished_run, tmp_path):
