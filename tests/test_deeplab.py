@@ -240,7 +240,8 @@ def test_the_semantic_task_runs_it_unchanged():
 @pytest.mark.parametrize(
     "module, num_classes, values",
     [
-        (deeplab_shapes, 4, dict(backbone="resnet18", backbone_width=32, aspp_rates=(2, 4, 6))),
+        (deeplab_shapes, 4, dict(backbone="resnet18", backbone_width=32, aspp_rates=(2, 4, 6),
+                                 output_stride=8, dropout_rate=0.0)),
         (deeplab_pets, 3, dict(backbone="resnet18", backbone_width=64, aspp_channels=256)),
     ],
 )
@@ -303,6 +304,7 @@ def test_unknown_keys_and_image_sizes_the_stride_does_not_divide():
         "config.model.aspp_rate is not a field of DeepLabV3PlusConfig (did you mean 'aspp_rates'?)."
     )
     config = _shapes_config()
+    config.model.output_stride = 16
     config.data.image_size = 120
     with pytest.raises(ConfigError) as error:
         validate_config(config)
