@@ -374,21 +374,10 @@ def make_example(entry: dict, annotations: list, config: CocoFolderConfig, label
     )
 
 
-class CocoFolder(tfds.core.GeneratorBasedBuilder):
+class CocoFolder(folders.FolderBuilder):
     """A local COCO-format dataset (see the module docstring)."""
 
-    VERSION = tfds.core.Version("1.1.0")
-    RELEASE_NOTES = {"1.0.0": "First release.", "1.1.0": "The source image's height and width."}
-    # As in shapes.py: naming the file avoids TFDS's import of `importlib_resources`.
     code_path = epath.Path(__file__)
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__,
-            features=folders.features(self.builder_config.image_size),
-            metadata=tfds.core.MetadataDict(),
-        )
 
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download

@@ -37,6 +37,7 @@ import collections
 import dataclasses
 import hashlib
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -232,6 +233,27 @@ def features(size: int) -> tfds.features.FeaturesDict:
             "width": tfds.features.Scalar(dtype=np.int64),
         }
     )
+
+
+class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """What the folder builders share: the version, the stored features (module docstring)
+    at the config's `image_size` and a metadata dict; the subclass's module docstring is the
+    dataset's description.
+
+    Subclasses set `code_path = epath.Path(__file__)` (naming the file avoids TFDS's import
+    of `importlib_resources`, as in shapes.py).
+    """
+
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "First release.", "1.1.0": "The source image's height and width."}
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=sys.modules[type(self).__module__].__doc__,
+            features=features(self.builder_config.image_size),
+            metadata=tfds.core.MetadataDict(),
+        )
 
 
 def encode_example(

@@ -206,20 +206,10 @@ def make_example(image_id: int, image_file: str, label_file: str, config) -> dic
     )
 
 
-class SemanticFolder(tfds.core.GeneratorBasedBuilder):
+class SemanticFolder(folders.FolderBuilder):
     """Images and PNG label maps from two local folders (see the module docstring)."""
 
-    VERSION = tfds.core.Version("1.1.0")
-    RELEASE_NOTES = {"1.0.0": "First release.", "1.1.0": "The source image's height and width."}
-    # As in shapes.py: naming the file avoids TFDS's import of `importlib_resources`.
     code_path = epath.Path(__file__)
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__,
-            features=folders.features(self.builder_config.image_size),
-        )
 
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download
