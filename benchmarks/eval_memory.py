@@ -4,7 +4,7 @@ The host half of an instance evaluation: per image, `frames.to_results` maps 100
 detections from the model's canvas into the image's frame (boxes scaled, each 28x28 mask
 pasted at the image's size, binarized and RLE-encoded at once) and `COCOEvaluator.add`
 keeps them; then pycocotools scores boxes and masks. The detections are synthetic (random
-boxes around 20 ground-truth objects per image, random mask probabilities), so the model
+boxes around 20 ground-truth objects per image, mask probabilities uniform in [0.3, 1]), so the model
 is not run; what is measured is what the evaluation itself holds. Before, the eval step
 returned `[B, 100, H, W]` boolean masks; a split's worth at 1024² would be
 images x 100 x 1024² bytes (52 GB for 500 images) if kept.
@@ -59,7 +59,7 @@ def _detections(rng, boxes: np.ndarray, size: int) -> dict:
         "boxes": jittered.astype(np.float32),
         "scores": rng.uniform(0, 1, DETECTIONS).astype(np.float32),
         "classes": (picks % 3 + 1).astype(np.int32),
-        "mask_probabilities": rng.uniform(0, 1, (DETECTIONS, MASK, MASK)).astype(np.float32),
+        "mask_probabilities": rng.uniform(0.3, 1, (DETECTIONS, MASK, MASK)).astype(np.float32),
         "valid": np.ones(DETECTIONS, bool),
     }
 
