@@ -68,6 +68,19 @@ def test_paste_binary_mask_by_hand():
     np.testing.assert_array_equal(half, want)
 
 
+def test_paste_binary_mask_into_a_column_major_buffer():
+    rng = np.random.default_rng(3)
+    probabilities = rng.uniform(0, 1, (MASK_SIZE, MASK_SIZE)).astype(np.float32)
+    for box in ((3.2, 1.5, 40.7, 22.1), (-5.0, 10.0, 12.0, 60.0), (50.0, 30.0, 50.0, 40.0)):
+        buffer = np.zeros((30, 45, 1), np.uint8, order="F")
+        written = paste_binary_mask(probabilities, box, 30, 45, 0.4, out=buffer[..., 0])
+        want = paste_mask(probabilities, box, 30, 45) >= 0.4
+        np.testing.assert_array_equal(buffer[..., 0], want)
+        assert np.shares_memory(written, buffer)
+    with pytest.raises(ValueError, match="out must have shape"):
+        paste_binary_mask(probabilities, (0, 0, 5, 5), 30, 45, out=np.zeros((45, 30), bool))
+
+
 def test_host_paste_rejects_bad_inputs():
     ones = np.ones((4, 4), np.float32)
     with pytest.raises(ValueError, match="probabilities"):

@@ -126,7 +126,13 @@ def encode_masks(masks) -> list[dict]:
     masks = _check_masks(masks, "masks")
     if len(masks) == 0:
         return []
-    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
+    return encode_column_major(np.asfortranarray(masks.transpose(1, 2, 0)))
+
+
+def encode_column_major(masks: np.ndarray) -> list[dict]:
+    """COCO RLEs of `[H, W, n]` uint8 0/1 masks already in column-major (Fortran) order,
+    as `pycocotools.mask.encode` takes them (no copy); same dicts as `encode_masks`."""
+    rles = mask_utils.encode(masks)
     return [{"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
             for rle in rles]
 

@@ -28,7 +28,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from jaxseg.data import coco_folder, folders
-from jaxseg.evaluation.coco import encode_masks, ground_truth_to_coco
+from jaxseg.evaluation.coco import encode_column_major, ground_truth_to_coco
 from jaxseg.ops.mask_paste_host import paste_binary_mask
 
 
@@ -85,8 +85,11 @@ def to_results(
     probabilities = np.asarray(detections["mask_probabilities"])[keep]
     rles = []
     for box, mask in zip(boxes, probabilities):
-        pasted = paste_binary_mask(mask, box, placement.height, placement.width, mask_threshold)
-        rles.extend(encode_masks(pasted[None]))
+        buffer = np.zeros((placement.height, placement.width, 1), np.uint8, order="F")
+        paste_binary_mask(
+            mask, box, placement.height, placement.width, mask_threshold, out=buffer[..., 0]
+        )
+        rles.extend(encode_column_major(buffer))
     labels = np.asarray(detections["classes"])[keep]
     return FrameDetections(
         image_id=frame.image_ids[index],

@@ -34,6 +34,29 @@ def _touched(start: float, end: float, mask_cells: int, size: int) -> tuple[int,
     return lo, hi
 
 
+def _pasted_region(probabilities, box, height: int, width: int):
+    """`(rows, columns, values)`: the slices of a `[height, width]` image the box can reach
+    and the pasted float32 values there (empty slices when it reaches none); checks the
+    arguments as `paste_mask` documents them."""
+    probabilities = np.asarray(probabilities, np.float32)
+    box = np.asarray(box, np.float32)
+    if probabilities.ndim != 2 or probabilities.shape[0] != probabilities.shape[1]:
+        raise ValueError(f"probabilities must have shape [M, M], got {probabilities.shape}")
+    if box.shape != (4,) or not np.all(np.isfinite(box)):
+        raise ValueError(f"box must be four finite numbers (x1, y1, x2, y2), got {box}")
+    for name, size in (("height", height), ("width", width)):
+        if not isinstance(size, (int, np.integer)) or size < 1:
+            raise ValueError(f"{name} must be a positive int, got {size!r}")
+    mask_cells = probabilities.shape[0]
+    top, bottom = _touched(float(box[1]), float(box[3]), mask_cells, height)
+    left, right = _touched(float(box[0]), float(box[2]), mask_cells, width)
+    if top >= bottom or left >= right:
+        return slice(0, 0), slice(0, 0), np.zeros((0, 0), np.float32)
+    rows = _paste_weights(box[1], box[3], mask_cells, np.arange(top, bottom), np)
+    cols = _paste_weights(box[0], box[2], mask_cells, np.arange(left, right), np)
+    return slice(top, bottom), slice(left, right), rows @ probabilities @ cols.T
+
+
 def paste_mask(probabilities, box, height: int, width: int) -> np.ndarray:
     """Pastes one `probabilities [M, M]` mask at `box` into a `[height, width]` float32 image.
 
@@ -48,26 +71,25 @@ def paste_mask(probabilities, box, height: int, width: int) -> np.ndarray:
       `[height, width] float32`, equal to `ops.paste_masks(probabilities[None], box[None],
       height, width)[0]` up to float32 rounding; 0 wherever the box cannot reach.
     """
-    probabilities = np.asarray(probabilities, np.float32)
-    box = np.asarray(box, np.float32)
-    if probabilities.ndim != 2 or probabilities.shape[0] != probabilities.shape[1]:
-        raise ValueError(f"probabilities must have shape [M, M], got {probabilities.shape}")
-    if box.shape != (4,) or not np.all(np.isfinite(box)):
-        raise ValueError(f"box must be four finite numbers (x1, y1, x2, y2), got {box}")
-    for name, size in (("height", height), ("width", width)):
-        if not isinstance(size, (int, np.integer)) or size < 1:
-            raise ValueError(f"{name} must be a positive int, got {size!r}")
-    mask_cells = probabilities.shape[0]
+    rows, columns, values = _pasted_region(probabilities, box, height, width)
     image = np.zeros((height, width), np.float32)
-    top, bottom = _touched(float(box[1]), float(box[3]), mask_cells, height)
-    left, right = _touched(float(box[0]), float(box[2]), mask_cells, width)
-    if top < bottom and left < right:
-        rows = _paste_weights(box[1], box[3], mask_cells, np.arange(top, bottom), np)
-        cols = _paste_weights(box[0], box[2], mask_cells, np.arange(left, right), np)
-        image[top:bottom, left:right] = rows @ probabilities @ cols.T
+    image[rows, columns] = values
     return image
 
 
-def paste_binary_mask(probabilities, box, height: int, width: int, threshold: float = 0.5) -> np.ndarray:
-    """`paste_mask(...) >= threshold` as `[height, width]` bool (detectron2 binarizes with `>=`)."""
-    return paste_mask(probabilities, box, height, width) >= threshold
+def paste_binary_mask(
+    probabilities, box, height: int, width: int, threshold: float = 0.5, out=None
+) -> np.ndarray:
+    """`paste_mask(...) >= threshold` as `[height, width]` bool (detectron2 binarizes with `>=`).
+
+    `out`: an all-zero `[height, width]` bool or uint8 array (any memory layout, e.g. a
+    column-major buffer for `pycocotools.mask.encode`) to write into and return instead;
+    only the pixels the box can reach are written.
+    """
+    rows, columns, values = _pasted_region(probabilities, box, height, width)
+    if out is None:
+        out = np.zeros((height, width), bool)
+    elif out.shape != (height, width):
+        raise ValueError(f"out must have shape {(height, width)}, got {out.shape}")
+    out[rows, columns] = values >= threshold
+    return out
