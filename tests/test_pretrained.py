@@ -1,5 +1,5 @@
 """ImageNet ResNet files (torchvision / timm state dicts, written here from numpy) loaded
-into the project's ResNet; the converter."""
+into the project's ResNet; the converter; `config.model.pretrained` at initialization."""
 import logging
 import os
 import re
@@ -13,9 +13,15 @@ import pytest
 import safetensors.numpy
 from flax import traverse_util
 
+from configs import deeplab_shapes, mask_rcnn_shapes
+from jaxseg import sharding, tasks
+from jaxseg.config_validation import validate_config
+from jaxseg.errors import ConfigError
 from jaxseg.models import build_resnet
-from jaxseg.models import pretrained
+from jaxseg.models import pretrained, pretrained_config
 from jaxseg.models.resnet import FrozenBatchNorm
+from jaxseg.training.optim import create_learning_rate_schedule
+from jaxseg.training.state import initial_state
 
 # torchvision's architectures, written out as its `ResNet._make_layer` builds them.
 ARCHITECTURES = {"resnet18": ((2, 2, 2, 2), False), "resnet50": ((3, 4, 6, 3), True)}
@@ -244,6 +250,84 @@ def test_the_converter_writes_flax_names_that_load_back(files, tmp_path, capsys)
     with pytest.raises(SystemExit) as exit_info:
         pretrained.main([f"--input={output}", "--resnet=resnet50", f"--output={output}"])
     assert str(exit_info.value).startswith(f"--input={output}: arrays of resnet50 missing (")
+
+
+def deeplab_config(path, **model):
+    config = deeplab_shapes.get_config()
+    config.data.image_size = 32
+    config.model.update({"backbone_width": 64, "aspp_channels": 8, "decoder_channels": 8, **model})
+    config.model.pretrained = path
+    return config
+
+
+def test_config_pretrained_replaces_the_deeplab_backbone_at_init(files, tmp_path):
+    path, _ = files["resnet18"]
+    config = deeplab_config(path)
+    validate_config(config)
+    mesh, schedule = sharding.create_mesh(jax.devices()[:1]), create_learning_rate_schedule(config)
+    state = initial_state(config, mesh, schedule)
+    expected = pretrained.load_resnet_variables(path, "resnet18")
+    for collection, tree in (("params", state.params), ("batch_stats", state.batch_stats)):
+        assert jax.tree.all(jax.tree.map(np.array_equal, tree["backbone"], expected[collection]))
+    assert {"aspp", "decoder"} <= set(state.params)
+    # A restore template reads no file (a trained run's may be gone): all initialized.
+    config.model.pretrained = str(tmp_path / "moved.safetensors")
+    template = initial_state(config, mesh, schedule, load_pretrained=False)
+    assert jax.tree.structure(template.params) == jax.tree.structure(state.params)
+    kernel = expected["params"]["stem"]["conv"]["kernel"]
+    assert not np.allclose(template.params["backbone"]["stem"]["conv"]["kernel"], kernel)
+
+
+def test_mask_rcnn_backbone_is_its_resnet_submodule(files):
+    path, _ = files["resnet18"]
+    config = mask_rcnn_shapes.get_config()
+    config.data.image_size = 32
+    config.model.update(backbone_width=64, backbone_norm="frozen_batch", pretrained=path)
+    validate_config(config)
+    task = tasks.task_for(config)
+    shapes = jax.eval_shape(lambda: task.init_variables(jax.random.key(0), (32, 32, 3)))
+    replacements = pretrained_config.backbone_variables(config)
+    assert set(replacements) == {"params", "batch_stats"}
+    replaced = pretrained_config.replace_subtrees(shapes, replacements)
+    assert replaced["params"]["resnet"] is replacements["params"]["resnet"]
+    assert replaced["params"]["fpn"] is shapes["params"]["fpn"]
+    partial = {"params": {"resnet": {**replacements["params"]["resnet"], "stem": {}}}}
+    with pytest.raises(ValueError, match=r"^variables that do not match the replacement \(3\): "
+                       r"params/resnet/stem/conv/kernel initialized \(7, 7, 3, 64\) given absent"):
+        pretrained_config.replace_subtrees(shapes, partial)
+
+
+def config_error(config):
+    with pytest.raises(ConfigError) as error:
+        validate_config(config)
+    return str(error.value)
+
+
+def test_config_errors_name_the_pretrained_field(files, tmp_path):
+    path, _ = files["resnet18"]
+    assert config_error(deeplab_config(path, backbone_width=32)) == (
+        f"config.model.pretrained={path!r} is a width-64 ResNet: "
+        "config.model.backbone_width=32 must be 64."
+    )
+    absent = str(tmp_path / "absent.safetensors")
+    message = f"config.model.pretrained={absent!r} is not a file."
+    assert config_error(deeplab_config(absent)) == message
+    assert config_error(deeplab_config(path, backbone="resnet34")).startswith(
+        f"config.model.pretrained={path!r}: arrays of resnet34 missing (80 of 180, torchvision "
+        "names): "
+    )
+    assert config_error(deeplab_config(path, norm="group")) == (
+        f"config.model.pretrained={path!r} holds BatchNorm variables: config.model.norm='group' "
+        "must be one of frozen_batch, batch (where the model allows it)."
+    )
+    config = mask_rcnn_shapes.get_config()
+    config.model.update(backbone_width=64, pretrained=path)  # backbone_norm stays "group"
+    assert "config.model.backbone_norm='group' must be one of" in config_error(config)
+    with config.model.ignore_type():
+        config.model.pretrained = 3
+    assert config_error(config) == (
+        "config.model.pretrained=3 must be None or the path of a ResNet checkpoint."
+    )
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])  # resnet50: the v1.5 stride

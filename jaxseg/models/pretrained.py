@@ -21,6 +21,9 @@ one-line conversion to safetensors). A `.safetensors` file whose names start wit
 `params/` holds Flax variables ('/'-joined paths) as the command line writes them:
 
   python -m jaxseg.models.pretrained --input=FILE --resnet=resnet50 --output=OUT.safetensors
+
+`config.model.pretrained` (Mask R-CNN, DeepLabv3+) puts such a file's variables in place
+of a model's initialized backbone: see `jaxseg.models.pretrained_config`.
 """
 
 import argparse
