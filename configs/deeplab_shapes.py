@@ -28,6 +28,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.backbone = "resnet18"
     # ResNet stem / res2 width (64 in the paper); res5 is 8x wider.
     config.model.backbone_width = 32
+    # An ImageNet ResNet file (torchvision / timm state dict, see jaxseg.models.pretrained)
+    # replacing the backbone's random init; it needs backbone_width 64. None: random init.
+    config.model.pretrained = ml_collections.FieldReference(None, field_type=str)
     config.model.output_stride = 8
     # Rates at output stride 16 (doubled automatically at output stride 8).
     config.model.aspp_rates = (2, 4, 6)

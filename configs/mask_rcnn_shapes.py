@@ -29,6 +29,10 @@ def get_config() -> ml_collections.ConfigDict:
     # "group" trains from scratch at small batches; "frozen_batch" is for pretrained weights.
     config.model.backbone_norm = "group"
     config.model.backbone_width = 32
+    # An ImageNet ResNet file (torchvision / timm state dict, see jaxseg.models.pretrained)
+    # replacing the backbone's random init; it needs backbone_width 64 and a BatchNorm
+    # backbone_norm ("frozen_batch"). None: random init.
+    config.model.pretrained = ml_collections.FieldReference(None, field_type=str)
     config.model.fpn_channels = 64
     # One anchor size per pyramid level P2..P6 (pixels), each at every aspect ratio.
     config.model.anchor_sizes = (16.0, 32.0, 64.0, 128.0, 256.0)

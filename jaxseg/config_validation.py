@@ -38,9 +38,13 @@ def _validate_top_level(config) -> None:
 
 
 def _validate_model(config) -> None:
-    """The registered model's schema, then its task's own rules (e.g. the loss section)."""
+    """The registered model's schema and the files it names (`check_files`, e.g. a pretrained
+    checkpoint: checked here only, not when a trained run's config is read back), then its
+    task's own rules (e.g. the loss section)."""
     entry = registry.MODELS.get(_get(config, "model.name"))
-    schema.read(entry.schema, config.model, "config.model", config)
+    fields = schema.read(entry.schema, config.model, "config.model", config)
+    if hasattr(fields, "check_files"):
+        fields.check_files("config.model")
     registry.TASKS.get(entry.task).target.check_config(config)
 
 

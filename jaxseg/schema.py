@@ -8,6 +8,7 @@ A component declares the fields its section may set beside its code::
         norm: str = schema.field("batch", schema.one_of("batch", "group", "none"))
 
         def check(self, config, path): ...   # optional: rules across fields
+        def check_files(self, path): ...     # optional: files it names (validate_config only)
 
 `schema.read(UNetConfig, config.model, "config.model", config)` returns the instance:
 fields the section leaves out take their defaults, a field it does not know is an error

@@ -65,7 +65,8 @@ def restore_state(
                 f"{', '.join(map(str, steps))})"
             )
         mesh = sharding.create_mesh(jax.devices()[:1]) if mesh is None else mesh
-        template = initial_state(config, mesh, create_learning_rate_schedule(config))
+        schedule = create_learning_rate_schedule(config)
+        template = initial_state(config, mesh, schedule, load_pretrained=False)
         state, _ = checkpointer.restore(template, step)
     finally:
         checkpointer.close()

@@ -275,6 +275,11 @@ def test_command_line_error_is_one_line_naming_the_field(override, expected):
         ("--config.model.backbone=resnet19", "config.model.backbone='resnet19' is not one of"),
         ("--config.model.fpn_channels=0", "config.model.fpn_channels=0 must be an integer >= 1"),
         ("--config.data.image_size=112", "Mask R-CNN needs multiples of 32"),
+        (
+            "--config.model.pretrained=/nonexistent/r50.safetensors",
+            "config.model.pretrained='/nonexistent/r50.safetensors' is a width-64 ResNet: "
+            "config.model.backbone_width=32 must be 64.",
+        ),
     ],
 )
 def test_mask_rcnn_command_line_error_is_one_line_naming_the_field(override, expected):

@@ -260,10 +260,12 @@ def test_config_schema_is_the_models_fields_and_defaults():
     model_fields = {
         field.name for field in dataclasses.fields(DeepLabV3Plus) if field.init
     } - {"num_classes", "parent", "name"}
-    assert {field.name for field in dataclasses.fields(DeepLabConfig)} == model_fields
+    # Plus `pretrained`, read at initialization (tests/test_pretrained.py), not by the module.
+    assert {field.name for field in dataclasses.fields(DeepLabConfig)} == model_fields | {"pretrained"}
     defaults = DeepLabConfig()
     for field in model_fields:
         assert getattr(defaults, field) == getattr(DeepLabV3Plus(7), field), field
+    assert defaults.pretrained is None
     with pytest.raises(dataclasses.FrozenInstanceError):
         defaults.output_stride = 8
 

@@ -15,7 +15,8 @@ rngs={"dropout": key})` or `model.apply(variables, images, train=False)`, with
 and logits `[N, H, W, num_classes]` float32.
 
 `DeepLabConfig` is the schema of an experiment's `config.model` section (`name = NAME`),
-built from the module's own fields and defaults; `build(config)`, registered as `NAME`,
+built from the module's own fields and defaults plus `pretrained` (an ImageNet ResNet
+file for the backbone, `jaxseg.models.pretrained_config`); `build(config)`, registered as `NAME`,
 is the model of a whole experiment config.
 """
 import math
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 
 from jaxseg import schema
 from jaxseg.errors import ConfigError
-from jaxseg.models import factory
+from jaxseg.models import factory, pretrained_config
 from jaxseg.models.resnet import (
     GROUP_NORM_GROUPS,
     NORM_EPSILON,
@@ -228,22 +229,25 @@ def _check_image_size(model: Any, config: Any, path: str) -> None:
         )
 
 
-DeepLabConfig = schema.from_module(
-    DeepLabV3Plus,
-    {
-        "backbone": schema.one_of(*RESNETS),
-        "backbone_width": schema.integer(1),
-        "output_stride": _output_stride,
-        "aspp_rates": schema.positive_ints,
-        "aspp_channels": schema.integer(1),
-        "decoder_channels": schema.integer(1),
-        "norm": schema.one_of(*NORMS),
-        "dropout_rate": schema.fraction("[0, 1)"),
-        "dtype": schema.dtype,
-        "fast_cpu_ops": schema.boolean,
-    },
-    exclude=("num_classes",),
-    cross_check=_check_image_size,
+DeepLabConfig = pretrained_config.with_pretrained(
+    schema.from_module(
+        DeepLabV3Plus,
+        {
+            "backbone": schema.one_of(*RESNETS),
+            "backbone_width": schema.integer(1),
+            "output_stride": _output_stride,
+            "aspp_rates": schema.positive_ints,
+            "aspp_channels": schema.integer(1),
+            "decoder_channels": schema.integer(1),
+            "norm": schema.one_of(*NORMS),
+            "dropout_rate": schema.fraction("[0, 1)"),
+            "dtype": schema.dtype,
+            "fast_cpu_ops": schema.boolean,
+        },
+        exclude=("num_classes",),
+        cross_check=_check_image_size,
+    ),
+    pretrained_config.Backbone(submodule="backbone", norm_field="norm"),
 )
 
 build = factory.register_model(NAME, DeepLabV3Plus, DeepLabConfig, task="semantic")

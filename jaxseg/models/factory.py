@@ -4,6 +4,7 @@ Models register themselves beside their code (`registry.MODELS.register`); see
 `jaxseg.models.unet` and `jaxseg.models.mask_rcnn_config`.
 """
 
+import dataclasses
 from typing import Callable
 
 import flax.linen as nn
@@ -21,12 +22,16 @@ def register_model(name: str, module: type, model_schema: type, *, task: str) ->
     """Registers the Flax module class `module` as the model `name` of `task`.
 
     Its builder reads `config.model` through `model_schema` (see `jaxseg.schema`) and takes
-    the class count from `config.data.num_classes`; it is returned.
+    the class count from `config.data.num_classes`; it is returned. Schema fields the module
+    lacks (such as `pretrained`, see `jaxseg.models.pretrained_config`) are for the code
+    around the model and are not passed to it.
     """
+    module_fields = {spec.name for spec in dataclasses.fields(module)}
 
     def build(config: ml_collections.ConfigDict) -> nn.Module:
-        fields = schema.read(model_schema, config.model, "config.model", config)
-        return module(num_classes=config.data.num_classes, **schema.values(fields))
+        fields = schema.values(schema.read(model_schema, config.model, "config.model", config))
+        kept = {name: value for name, value in fields.items() if name in module_fields}
+        return module(num_classes=config.data.num_classes, **kept)
 
     build.__doc__ = f"The `{module.__name__}` of an experiment config (`{name}`)."
     return registry.MODELS.register(name, task=task, schema=model_schema)(build)

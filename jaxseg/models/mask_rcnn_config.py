@@ -1,14 +1,15 @@
 """Mask R-CNN's config schema and registration: `config.model.name = "mask_rcnn"`.
 
 Every attribute of `MaskRCNN` but `num_classes` (which comes from `config.data`) may be
-set in `config.model`; what a config leaves out takes the module's default.
+set in `config.model`; what a config leaves out takes the module's default. So may
+`pretrained`: an ImageNet ResNet file for the backbone (`jaxseg.models.pretrained_config`).
 """
 
 from typing import Any
 
 from jaxseg import schema
 from jaxseg.errors import ConfigError
-from jaxseg.models import factory, resnet, roi_heads
+from jaxseg.models import factory, pretrained_config, resnet, roi_heads
 from jaxseg.models.mask_rcnn import RPN_LEVELS, MaskRCNN
 
 # (pre-NMS top-k per level, post-NMS top-k per image) of training and inference.
@@ -93,28 +94,31 @@ def _check_relations(model: Any, config: Any, path: str) -> None:
         )
 
 
-MaskRCNNConfig = schema.from_module(
-    MaskRCNN,
-    {
-        **{name: schema.integer(1) for name in _POSITIVE_INTS},
-        **{name: schema.fraction("(0, 1]") for name in _FRACTIONS},
-        "backbone": schema.one_of(*resnet.RESNETS),
-        "backbone_norm": schema.one_of(*resnet.NORMS),
-        "fpn_norm": _fpn_norm,
-        "roi_extractor": schema.one_of(*roi_heads.EXTRACTORS),
-        "dtype": schema.dtype,
-        "freeze_at": schema.integer(0),
-        "mask_rois_per_image": schema.optional(schema.integer(1)),
-        "fast_cpu_ops": schema.boolean,
-        "remat": schema.boolean,
-        "score_threshold": schema.fraction("[0, 1)"),
-        "anchor_sizes": _anchor_sizes,
-        "aspect_ratios": schema.positive_numbers,
-        "pixel_mean": lambda value, path: tuple(value),
-        "pixel_std": lambda value, path: tuple(value),
-    },
-    exclude=("num_classes",),
-    cross_check=_check_relations,
+MaskRCNNConfig = pretrained_config.with_pretrained(
+    schema.from_module(
+        MaskRCNN,
+        {
+            **{name: schema.integer(1) for name in _POSITIVE_INTS},
+            **{name: schema.fraction("(0, 1]") for name in _FRACTIONS},
+            "backbone": schema.one_of(*resnet.RESNETS),
+            "backbone_norm": schema.one_of(*resnet.NORMS),
+            "fpn_norm": _fpn_norm,
+            "roi_extractor": schema.one_of(*roi_heads.EXTRACTORS),
+            "dtype": schema.dtype,
+            "freeze_at": schema.integer(0),
+            "mask_rois_per_image": schema.optional(schema.integer(1)),
+            "fast_cpu_ops": schema.boolean,
+            "remat": schema.boolean,
+            "score_threshold": schema.fraction("[0, 1)"),
+            "anchor_sizes": _anchor_sizes,
+            "aspect_ratios": schema.positive_numbers,
+            "pixel_mean": lambda value, path: tuple(value),
+            "pixel_std": lambda value, path: tuple(value),
+        },
+        exclude=("num_classes",),
+        cross_check=_check_relations,
+    ),
+    pretrained_config.Backbone(submodule="resnet", norm_field="backbone_norm"),
 )
 
 build_mask_rcnn = factory.register_model("mask_rcnn", MaskRCNN, MaskRCNNConfig, task="instance")

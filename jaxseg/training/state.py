@@ -10,6 +10,7 @@ from flax.training import train_state
 
 from jaxseg import sharding
 from jaxseg import tasks
+from jaxseg.models import pretrained_config
 from jaxseg.training.optim import create_optimizer
 
 
@@ -47,13 +48,19 @@ def create_train_state(
     tx: optax.GradientTransformation,
     image_shape: tuple[int, int, int],
     keep_ema: bool = False,
+    pretrained: Any = None,
 ) -> TrainState:
     """Initializes the task model's params for `[H, W, C]` images, batch statistics and optimizer.
 
-    With `keep_ema` the EMA params start as a copy of the initial params.
+    `pretrained` ({collection: {submodule: tree}}, e.g. a backbone's ImageNet weights from
+    `pretrained_config.backbone_variables`) replaces those initialized subtrees
+    (`pretrained_config.replace_subtrees`). With `keep_ema` the EMA params start as a copy
+    of the initial params.
     """
     init_rng, state_rng = jax.random.split(rng)
     variables = task.init_variables(init_rng, image_shape)
+    if pretrained is not None:
+        variables = pretrained_config.replace_subtrees(variables, pretrained)
     params = variables["params"]
     return TrainState.create(
         apply_fn=task.model.apply,
@@ -67,8 +74,16 @@ def create_train_state(
     )
 
 
-def initial_state(config, mesh, schedule: optax.Schedule) -> TrainState:
-    """The freshly initialized train state of `config`, replicated over `mesh`."""
+def initial_state(
+    config, mesh, schedule: optax.Schedule, load_pretrained: bool = True
+) -> TrainState:
+    """The freshly initialized train state of `config`, replicated over `mesh`.
+
+    With `load_pretrained` the weights `config.model.pretrained` names (if any) are read on
+    the host and replace the initialized backbone; without, every variable is initialized
+    (a template to restore a checkpoint into needs no file).
+    """
+    pretrained = pretrained_config.backbone_variables(config) if load_pretrained else None
     init = functools.partial(
         create_train_state,
         task=tasks.task_for(config),
@@ -76,4 +91,5 @@ def initial_state(config, mesh, schedule: optax.Schedule) -> TrainState:
         image_shape=(config.data.image_size, config.data.image_size, 3),
         keep_ema=config.ema_decay > 0,
     )
-    return jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed))
+    jitted = jax.jit(init, out_shardings=sharding.replicated(mesh))
+    return jitted(jax.random.PRNGKey(config.seed), pretrained=pretrained)
