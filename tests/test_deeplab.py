@@ -241,7 +241,7 @@ def test_the_semantic_task_runs_it_unchanged():
     "module, num_classes, values",
     [
         (deeplab_shapes, 4, dict(backbone="resnet18", backbone_width=32, aspp_rates=(2, 4, 6),
-                                 output_stride=8, dropout_rate=0.0)),
+                                 output_stride=16, dropout_rate=0.1, input_scale=2)),
         (deeplab_pets, 3, dict(backbone="resnet18", backbone_width=64, aspp_channels=256)),
     ],
 )
@@ -306,7 +306,7 @@ def test_unknown_keys_and_image_sizes_the_stride_does_not_divide():
         "config.model.aspp_rate is not a field of DeepLabV3PlusConfig (did you mean 'aspp_rates'?)."
     )
     config = _shapes_config()
-    config.model.output_stride = 16
+    config.model.output_stride, config.model.input_scale = 16, 1
     config.data.image_size = 120
     with pytest.raises(ConfigError) as error:
         validate_config(config)
@@ -330,3 +330,34 @@ def test_pooling_group_norm_keeps_two_channels_per_group(channels, groups):
 def test_bad_module_fields_are_clear_errors(options, match):
     with pytest.raises(ValueError, match=match):
         jax.eval_shape(lambda: _tiny(**options).init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False))
+
+
+def test_input_scale_runs_the_network_on_the_upsampled_images():
+    """With input_scale 2 the backbone sees the bilinearly doubled images (C2 at half the
+    input's size) and the logits come back at the input's size; same parameters."""
+    x = _images((1, 32, 48, 3), seed=4)
+    scaled, plain = _tiny(input_scale=2), _tiny()
+    variables = random_variables(plain, x)
+    apply = jax.jit(
+        lambda model, v, x: model.apply(
+            v, x, train=False, capture_intermediates=True, mutable=["intermediates"]
+        ),
+        static_argnums=0,
+    )
+    logits, state = apply(scaled, variables, x)
+    assert logits.shape == (1, 32, 48, NUM_CLASSES)
+    features = state["intermediates"]["backbone"]["__call__"][0]
+    assert features["C2"].shape[1:3] == (16, 24)
+    # The backbone's input is the resized image: the same as the plain model on it.
+    doubled = jax.image.resize(x, (1, 64, 96, 3), method="bilinear")
+    _, plain_state = apply(plain, variables, doubled)
+    np.testing.assert_allclose(
+        features["C5"], plain_state["intermediates"]["backbone"]["__call__"][0]["C5"], atol=1e-5
+    )
+    config = _shapes_config()
+    config.model.output_stride, config.model.input_scale = 16, 2
+    config.data.image_size = 100
+    with pytest.raises(ConfigError, match=r"image_size=100 x config.model.input_scale=2 must"):
+        validate_config(config)
+    config.data.image_size = 120  # 240 is divisible by 16, 120 is not
+    validate_config(config)

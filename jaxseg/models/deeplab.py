@@ -167,6 +167,10 @@ class DeepLabV3Plus(nn.Module):
       dtype: computation dtype; parameters and logits stay float32.
       fast_cpu_ops: XLA:CPU-fast formulations of the undilated convs and the
         stem pool (see `ResNet.fast_cpu_ops`); same parameters and outputs.
+      input_scale: the network runs on the images resized bilinearly by this factor
+        (DeepLab's evaluation scales, here in training too); the logits are resized
+        back to the input's size. Small images' objects then keep their detail past
+        the stem's stride 4. 1 = the images as given.
     """
 
     num_classes: int
@@ -180,13 +184,14 @@ class DeepLabV3Plus(nn.Module):
     dropout_rate: float = 0.1
     dtype: Any = jnp.float32
     fast_cpu_ops: bool = False
+    input_scale: int = 1
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool) -> jax.Array:
         """[N, H, W, 3] float32 images in [0, 1] -> [N, H, W, num_classes] float32 logits.
 
-        H and W must be divisible by `output_stride`. The backbone's features
-        ("backbone", a dict C2..C5) are seen by `capture_intermediates`.
+        H and W times `input_scale` must be divisible by `output_stride`. The backbone's
+        features ("backbone", a dict C2..C5) are seen by `capture_intermediates`.
         """
         if self.output_stride not in OUTPUT_STRIDES:
             raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {self.output_stride}")
@@ -203,6 +208,9 @@ class DeepLabV3Plus(nn.Module):
             name="backbone",
             **options,
         )
+        height, width = images.shape[1:3]
+        if self.input_scale != 1:
+            images = resize_bilinear(images, height * self.input_scale, width * self.input_scale)
         features = backbone(images, train)
         rates = atrous_rates(self.aspp_rates, self.output_stride)
         x = ASPP(self.aspp_channels, rates, dropout_rate=self.dropout_rate, name="aspp", **options)(
@@ -211,7 +219,7 @@ class DeepLabV3Plus(nn.Module):
         logits = Decoder(self.num_classes, self.decoder_channels, name="decoder", **options)(
             x, features["C2"], train
         )
-        return resize_bilinear(logits.astype(jnp.float32), *images.shape[1:3])
+        return resize_bilinear(logits.astype(jnp.float32), height, width)
 
 
 def _output_stride(value: Any, path: str) -> int:
@@ -222,9 +230,10 @@ def _output_stride(value: Any, path: str) -> int:
 
 def _check_image_size(model: Any, config: Any, path: str) -> None:
     size = config.data.image_size
-    if size % model.output_stride:
+    if size * model.input_scale % model.output_stride:
+        scaled = f" x {path}.input_scale={model.input_scale}" if model.input_scale != 1 else ""
         raise ConfigError(
-            f"config.data.image_size={size} must be divisible by "
+            f"config.data.image_size={size}{scaled} must be divisible by "
             f"{path}.output_stride={model.output_stride}."
         )
 
@@ -243,6 +252,7 @@ DeepLabConfig = pretrained_config.with_pretrained(
             "dropout_rate": schema.fraction("[0, 1)"),
             "dtype": schema.dtype,
             "fast_cpu_ops": schema.boolean,
+            "input_scale": schema.integer(1),
         },
         exclude=("num_classes",),
         cross_check=_check_image_size,
