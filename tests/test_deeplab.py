@@ -241,7 +241,7 @@ def test_the_semantic_task_runs_it_unchanged():
     "module, num_classes, values",
     [
         (deeplab_shapes, 4, dict(backbone="resnet18", backbone_width=32, aspp_rates=(2, 4, 6),
-                                 output_stride=16, dropout_rate=0.1, input_scale=2)),
+                                 output_stride=16, dropout_rate=0.1, input_scale=1)),
         (deeplab_pets, 3, dict(backbone="resnet18", backbone_width=64, aspp_channels=256)),
     ],
 )
