@@ -13,6 +13,7 @@ import os
 import types
 from unittest import mock
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -22,6 +23,8 @@ from tensorflow_datasets.object_detection import coco as tfds_coco
 from jaxseg import train
 from jaxseg.config_files import load_config_file
 from jaxseg.data import catalog, pipeline
+from jaxseg.data.sources import catalog as catalog_source
+from jaxseg.tasks.instance import InstanceSegmentation
 from tests.test_train import apply_overrides
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
@@ -109,11 +112,11 @@ def objects(bbox, labels, crowd, ids=None) -> dict:
     }
 
 
-def coco_example(image, found: dict, panoptic=None) -> dict:
+def coco_example(image, found: dict, panoptic=None, image_id: int = 1) -> dict:
     example = {
         "image": image,
-        "image/filename": "000000000001.jpg",
-        "image/id": np.int64(1),
+        "image/filename": f"{image_id:012d}.jpg",
+        "image/id": np.int64(image_id),
     }
     if panoptic is None:
         example["objects"] = found
@@ -338,6 +341,89 @@ def test_coco_panoptic_thing_segments_become_masks(coco_dir):
     assert without_things["boxes"].shape == (0, 4) and without_things["labels"].shape == (0,)
 
 
+def _coco_frame_split(coco_dir):
+    """Two coco/2017 validation examples (48x64 and 30x50, ids 139 and 285) and the split's
+    frame; the first has a crowd region and an object covering no pixel centre."""
+    rng = np.random.default_rng(5)
+    first = objects(
+        bbox=[[0.25, 0.125, 0.75, 0.5], [0.0, 0.0, 1.0, 1.0], [0.5, 0.5, 0.51, 0.51]],
+        labels=[0, 5, 79],
+        crowd=[False, True, False],
+    )
+    second = objects(bbox=[[0.1, 0.2, 0.9, 0.6]], labels=[79], crowd=[False])
+    served = [
+        coco_example(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), first, image_id=139),
+        coco_example(rng.integers(0, 256, (30, 50, 3), dtype=np.uint8), second, image_id=285),
+    ]
+    config = data_config("mask_rcnn_coco.py", tfds_name="coco/2017", download=False)
+    return config, served
+
+
+def test_coco_is_scored_in_the_source_pixels_with_coco_ids(coco_dir):
+    """Ground truth at the TFDS images' own size, crowd kept, COCO's category ids."""
+    config, served = _coco_frame_split(coco_dir)
+    with mocked_tfds({"validation": served}, coco_dir):
+        source = pipeline.load_split(config, "validation")
+        frame = catalog_source.instance_frame(config, source)
+    truth = frame.ground_truth
+    assert truth["images"] == [
+        {"id": 139, "height": 48, "width": 64}, {"id": 285, "height": 30, "width": 50}
+    ]
+    assert frame.image_ids == (139, 285)
+    summary = [(a["image_id"], a["category_id"], a["bbox"], a["area"], a["iscrowd"])
+               for a in truth["annotations"]]
+    # (0.25, 0.125, 0.75, 0.5) of 48x64: rows 12..35, columns 8..31. Label 79 is COCO's 90.
+    # (0.1, 0.2, 0.9, 0.6) of 30x50: rows 3..26 (centres 3.5..26.5 < 27), columns 10..29.
+    assert summary == [
+        (139, 1, [8.0, 12.0, 24.0, 24.0], 576.0, 0),
+        (139, 6, [0.0, 0.0, 64.0, 48.0], 3072.0, 1),
+        (285, 90, [10.0, 3.0, 20.0, 24.0], 480.0, 0),
+    ]
+    assert {c["id"]: c["name"] for c in truth["categories"]}[90] == "toothbrush"
+    assert frame.category_ids[1] == 1 and frame.category_ids[80] == 90
+    assert (frame.placements[1].valid_height, frame.placements[1].valid_width) == (19, 32)
+
+
+@pytest.mark.slow
+def test_coco_perfect_detections_score_ap_one_in_the_source_frame(coco_dir):
+    """Boxes and masks of the source-frame truth, moved onto the 32x32 canvases as the
+    model gives them (one more on the crowd region, best scored), come back to AP 1."""
+    config, served = _coco_frame_split(coco_dir)
+    full = load_config_file(os.path.join(CONFIG_DIR, "mask_rcnn_coco.py"))
+    full.data = config
+    with mocked_tfds({"validation": served}, coco_dir):
+        source = pipeline.load_split(config, "validation")
+        task = InstanceSegmentation(full)
+        evaluation = task.new_evaluation(source)
+    truth = task.frame(source).ground_truth
+    slots = 4
+    outputs = {
+        "boxes": np.zeros((2, slots, 4), np.float32),
+        "scores": np.zeros((2, slots), np.float32),
+        "classes": np.zeros((2, slots), np.int32),
+        "mask_probabilities": np.ones((2, slots, 28, 28), np.float32),
+        "valid": np.zeros((2, slots), bool),
+        "index": np.arange(2, dtype=np.int32),
+    }
+    labels = {coco_id: label for label, coco_id in enumerate(task.frame(source).category_ids)}
+    for row in range(2):
+        placement = source.placement(row)
+        scale = np.array([placement.valid_width / placement.width,
+                          placement.valid_height / placement.height] * 2)
+        mine = [a for a in truth["annotations"] if a["image_id"] == source.image_id(row)]
+        mine.sort(key=lambda a: -a["iscrowd"])
+        for slot, annotation in enumerate(mine):
+            x, y, w, h = annotation["bbox"]
+            outputs["boxes"][row, slot] = np.array([x, y, x + w, y + h]) * scale
+            outputs["scores"][row, slot] = 0.9 - 0.1 * slot
+            outputs["classes"][row, slot] = labels[annotation["category_id"]]
+            outputs["valid"][row, slot] = True
+    evaluation.add({k: jnp.asarray(v) for k, v in outputs.items()},
+                   {"image": np.zeros((2, SIZE, SIZE, 3), np.float32)})
+    metrics, _ = evaluation.result()
+    assert metrics["box_ap"] == pytest.approx(1.0) and metrics["mask_ap"] == pytest.approx(1.0)
+
+
 def test_coco_objects_of_different_lengths_are_an_error(coco_dir):
     found = objects(bbox=[[0.0, 0.0, 0.5, 0.5]], labels=[1], crowd=[False])
     found["label"] = np.array([1, 2], np.int64)
@@ -381,10 +467,11 @@ def random_pet_examples(count: int, rng) -> list:
     return [pet_example(rng.integers(1, 4, tuple(shape)), rng) for shape in shapes]
 
 
-def random_panoptic_examples(count: int, rng) -> list:
-    """COCO panoptic examples with 1-3 rectangular thing segments each (self-consistent)."""
+def random_panoptic_examples(count: int, rng, first_id: int = 1) -> list:
+    """COCO panoptic examples with 1-3 rectangular thing segments each (self-consistent),
+    image ids first_id, first_id + 1, ..."""
     examples = []
-    for _ in range(count):
+    for image_id in range(first_id, first_id + count):
         height, width = rng.integers(40, 80, 2)
         segment_ids = np.zeros((height, width), np.int64)
         count_things = int(rng.integers(1, 4))
@@ -399,7 +486,7 @@ def random_panoptic_examples(count: int, rng) -> list:
             ids=np.arange(1, count_things + 1),
         )
         image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-        examples.append(coco_example(image, found, panoptic))
+        examples.append(coco_example(image, found, panoptic, image_id=image_id))
     return examples
 
 
@@ -468,7 +555,7 @@ def test_mask_rcnn_coco_trains_and_evaluates(coco_dir, tmp_path):
     )
     splits = {
         "train": random_panoptic_examples(8, rng),
-        "validation": random_panoptic_examples(4, rng),
+        "validation": random_panoptic_examples(4, rng, first_id=101),
     }
     with mocked_tfds(splits, coco_dir):
         result = train.train_and_evaluate(config, str(tmp_path / "run"))

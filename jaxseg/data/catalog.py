@@ -145,7 +145,7 @@ def _checked_image(example: dict) -> np.ndarray:
     return image
 
 
-def _record(image, semantic, masks, boxes, labels) -> dict:
+def _record(image, semantic, masks, boxes, labels, *, source_hw, image_id=None) -> dict:
     """The example in the form `pipeline.DecodedSource` reads (the folder datasets' features).
 
     Args:
@@ -154,9 +154,15 @@ def _record(image, semantic, masks, boxes, labels) -> dict:
       masks: uint8 [S, S, n] 0/1.
       boxes: float [n, 4] (x1, y1, x2, y2).
       labels: int [n] class ids 1..K-1.
+      source_hw: (height, width) of the TFDS image.
+      image_id: the TFDS example's `image/id`, if it has one.
     """
     rles = mask_utils.encode(np.asfortranarray(masks, np.uint8)) if masks.shape[2] else []
+    identity = {} if image_id is None else {"image_id": int(image_id)}
     return {
+        **identity,
+        "height": int(source_hw[0]),
+        "width": int(source_hw[1]),
         "image": image,
         "semantic": semantic[..., None],
         "mask_rles": np.array([rle["counts"] for rle in rles], dtype=np.object_),
@@ -189,10 +195,11 @@ def convert_pet(example: dict, image_size: int, ignore_label: int) -> dict:
         np.zeros((image_size, image_size, 0), np.uint8),
         np.zeros((0, 4)),
         [],
+        source_hw=image.shape[:2],
     )
 
 
-def _objects(example: dict, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def coco_objects(example: dict, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(bbox float [n, 4], label int64 [n], is_crowd bool [n]) of a COCO objects sequence."""
     objects = example[key]
     bbox = np.asarray(objects["bbox"], np.float64).reshape(-1, 4)
@@ -206,8 +213,11 @@ def _objects(example: dict, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return bbox, labels, crowd
 
 
-def _instances_record(image, masks, boxes, labels, image_size: int, ignore_label: int) -> dict:
-    """Record of an image uint8 [h, w, 3] and its instances at the stored size.
+def _instances_record(
+    image, masks, boxes, labels, image_size: int, ignore_label: int, image_id
+) -> dict:
+    """Record of an image uint8 [h, w, 3] (TFDS `image/id` `image_id`) and its instances at
+    the stored size.
 
     masks uint8 [S, S, n], boxes [n, 4], labels [n] (1..80); the semantic map is 0 in the
     image, `ignore_label` in the padding, each mask painted with its label in order.
@@ -217,7 +227,18 @@ def _instances_record(image, masks, boxes, labels, image_size: int, ignore_label
     for k, label in enumerate(labels):
         semantic[masks[..., k].astype(bool)] = label
     canvas, _ = folders.fit_image(image, image_size)
-    return _record(canvas, semantic, masks, boxes, labels)
+    return _record(canvas, semantic, masks, boxes, labels, source_hw=(height, width),
+                   image_id=image_id)
+
+
+def covered_pixels(boxes: np.ndarray, size_xy: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """int64 (first [n, 2], end [n, 2]): per axis (x, y), the first and one-past-last pixel
+    whose centre lies in each of `boxes [n, 4]` (x1, y1, x2, y2), within an image of
+    (width, height) `size_xy`; end <= first where a box covers no pixel centre."""
+    limits = np.asarray(size_xy, np.float64)
+    first = np.clip(np.ceil(boxes[:, :2] - 0.5), 0, limits).astype(np.int64)
+    end = np.clip(np.ceil(boxes[:, 2:] - 0.5), 0, limits).astype(np.int64)
+    return first, end
 
 
 def convert_coco_boxes(example: dict, image_size: int, ignore_label: int) -> dict:
@@ -225,20 +246,18 @@ def convert_coco_boxes(example: dict, image_size: int, ignore_label: int) -> dic
     record with box-shaped masks: pixel (row r, column c) lies in box (x1, y1, x2, y2) when
     y1 <= r + 0.5 < y2 and x1 <= c + 0.5 < x2."""
     image = _checked_image(example)
-    bbox, tfds_labels, crowd = _objects(example, "objects")
+    bbox, tfds_labels, crowd = coco_objects(example, "objects")
     height, width = folders.resized_shape(image.shape[0], image.shape[1], image_size)
-    scale = np.array([width, height, width, height], np.float64)
-    boxes = bbox[:, [1, 0, 3, 2]] * scale
-    # First and one-past-last pixel whose centre lies in the box, per axis (x, y).
-    first = np.clip(np.ceil(boxes[:, :2] - 0.5), 0, scale[:2]).astype(np.int64)
-    end = np.clip(np.ceil(boxes[:, 2:] - 0.5), 0, scale[:2]).astype(np.int64)
+    boxes = bbox[:, [1, 0, 3, 2]] * np.array([width, height, width, height], np.float64)
+    first, end = covered_pixels(boxes, (width, height))
     kept = np.flatnonzero(~crowd & (end > first).all(axis=1))
     masks = np.zeros((image_size, image_size, len(kept)), np.uint8)
     for k, index in enumerate(kept):
         (x1, y1), (x2, y2) = first[index], end[index]
         masks[y1:y2, x1:x2, k] = 1
     return _instances_record(
-        image, masks, boxes[kept], tfds_labels[kept] + 1, image_size, ignore_label
+        image, masks, boxes[kept], tfds_labels[kept] + 1, image_size, ignore_label,
+        example.get("image/id"),
     )
 
 
@@ -251,7 +270,7 @@ def convert_coco_panoptic(example: dict, image_size: int, ignore_label: int) -> 
         raise ValueError(
             f"coco panoptic: panoptic_image {panoptic.shape} and image {image.shape} differ"
         )
-    _, tfds_labels, crowd = _objects(example, "panoptic_objects")
+    _, tfds_labels, crowd = coco_objects(example, "panoptic_objects")
     segment_ids = np.asarray(example["panoptic_objects"]["id"], np.int64).reshape(-1)
     if len(segment_ids) != len(tfds_labels):
         raise ValueError("panoptic_objects: id and label have different lengths")
@@ -266,7 +285,9 @@ def convert_coco_panoptic(example: dict, image_size: int, ignore_label: int) -> 
     for k in range(len(labels)):
         numbered[masks[..., k] == 1] = k + 1
     boxes = shapes.tight_boxes(numbered, len(labels))
-    return _instances_record(image, masks, boxes, labels, image_size, ignore_label)
+    return _instances_record(
+        image, masks, boxes, labels, image_size, ignore_label, example.get("image/id")
+    )
 
 
 # --------------------------------------------------------------------------- the catalog
@@ -380,6 +401,10 @@ class ConvertedSource:
 
     def __getitem__(self, index: int) -> dict:
         return self._convert(self._source[index])
+
+    def raw(self, index: int) -> dict:
+        """The TFDS example `index` as TFDS gives it (evaluation reads its own annotations)."""
+        return self._source[index]
 
 
 class CatalogDataset:

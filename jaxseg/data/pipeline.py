@@ -88,6 +88,11 @@ class DecodedSource:
     def __len__(self) -> int:
         return len(self._records)
 
+    @property
+    def records(self):
+        """The records it decodes (a dataset kind's evaluation may read them itself)."""
+        return self._records
+
     def _compact(self, index: int) -> tuple:
         if self._cache is not None and self._cache[index] is not None:
             return self._cache[index]

@@ -5,7 +5,7 @@ its longer side is S, then padded at the bottom and right (`jaxseg.data.folders`
 `InstanceFrame` says how the detections on those canvases become COCO results in the
 dataset's own frame, and what they are scored against:
 
-- `canvas_frame` (the shapes dataset, the TFDS catalog datasets): the frame is the canvas.
+- `canvas_frame` (the shapes dataset): the frame is the canvas.
   The ground truth is converted from the decoded examples (`ground_truth_to_coco`), image
   ids are the examples' positions in the split, category ids the labels 1..K-1.
 - `coco_json_frame` (COCO-format folders): the source images' own pixels. The ground truth
@@ -13,6 +13,9 @@ dataset's own frame, and what they are scored against:
   (detections matched to a crowd region are ignored, as COCO's evaluation ignores them) and
   the areas it gives (so AP small / medium / large use the source's pixels). Only the
   split's images are evaluated (pycocotools' `params.imgIds`).
+- `objects_frame` (the TFDS COCO datasets): the source images' own pixels, the objects as
+  the dataset gives them at that size (`jaxseg.data.catalog_truth`), crowd regions included,
+  with COCO's category ids.
 
 `to_results` maps one image's canvas detections into the frame as detectron2 does: boxes
 scaled by the inverse of the resize and clipped to the image, each mask's M x M
@@ -22,13 +25,14 @@ RLE-encoded at once, so no full-size mask of a split is ever held.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from jaxseg.data import coco_folder, folders
-from jaxseg.evaluation.coco import encode_column_major, ground_truth_to_coco
+from jaxseg.evaluation.coco import encode_column_major, encode_masks, ground_truth_to_coco
 from jaxseg.ops.mask_paste_host import paste_binary_mask
 
 
@@ -113,6 +117,47 @@ def canvas_frame(source, class_names) -> InstanceFrame:
         image_ids=tuple(range(len(source))),
         category_ids=tuple(range(len(class_names))),
         placements=tuple(source.placement(index) for index in range(len(source))),
+    )
+
+
+def objects_frame(source, objects_of, category_ids, categories) -> InstanceFrame:
+    """The frame of a dataset whose examples give their objects in their source pixels.
+
+    Args:
+      source: a `pipeline.DecodedSource` of the split (ids and placements).
+      objects_of: index -> the example's objects, each with `label` (1..K-1), `crowd`
+        (bool) and `mask` (uint8 [h, w] at the source size).
+      category_ids: `category_ids[k]` the category id of label k >= 1 (`[0]` unused).
+      categories: the COCO categories [{id, name}].
+
+    The ground truth has one image per example (its id and source size) and one
+    annotation per object: its mask's RLE, area (pixel count) and tight box, `iscrowd`.
+    """
+    images, annotations = [], []
+    image_ids = tuple(source.image_id(index) for index in range(len(source)))
+    placements = tuple(source.placement(index) for index in range(len(source)))
+    repeated = sorted(i for i, count in collections.Counter(image_ids).items() if count > 1)
+    if repeated:
+        raise ValueError(f"the split's image ids repeat ({repeated[:5]}): each image needs its own")
+    for index, (image_id, placement) in enumerate(zip(image_ids, placements)):
+        images.append({"id": image_id, "height": placement.height, "width": placement.width})
+        for found in objects_of(index):
+            rle = encode_masks(found.mask[None])[0]
+            coded = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+            annotations.append({
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": int(category_ids[found.label]),
+                "segmentation": rle,
+                "area": float(mask_utils.area(coded)),
+                "bbox": [float(v) for v in mask_utils.toBbox(coded)],
+                "iscrowd": int(found.crowd),
+            })
+    return InstanceFrame(
+        ground_truth={"images": images, "annotations": annotations, "categories": categories},
+        image_ids=image_ids,
+        category_ids=tuple(category_ids),
+        placements=placements,
     )
 
 

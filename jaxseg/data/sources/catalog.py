@@ -9,13 +9,17 @@ Fields besides the common ones (`jaxseg.data.pipeline`):
                       validation splits; default the dataset's (pets: train, test).
   ignore_label        optional, default 255: the semantic label of padding pixels.
   download            optional, default False: download and prepare missing data (process
-                      0 only); otherwise missing data is an error saying how to prepare it."""
+                      0 only); otherwise missing data is an error saying how to prepare it.
+
+COCO instances are scored in the source images' own pixels against the objects TFDS
+gives, crowd regions included, with COCO's category ids (`catalog_truth`)."""
 
 from typing import Any
 
 from jaxseg import registry
-from jaxseg.data import catalog, folders
+from jaxseg.data import catalog, catalog_truth, folders
 from jaxseg.data.sources import checks
+from jaxseg.evaluation import frames
 
 
 def catalog_config_from_data_config(data_config: Any) -> catalog.CatalogConfig:
@@ -43,7 +47,26 @@ def check(config: Any) -> None:
     )
 
 
-@registry.DATASETS.register("tfds", splits=folders.SPLITS, check=check)
+def instance_frame(data_config: Any, source) -> frames.InstanceFrame:
+    """The frame a COCO split (`source`) is scored in: the source images, their objects as
+    TFDS gives them (`catalog_truth`) and COCO's category ids."""
+    config = catalog_config_from_data_config(data_config)
+    objects_of = catalog_truth.OBJECTS.get(config.tfds_name)
+    if objects_of is None:
+        raise ValueError(f"{config.tfds_name} has no instances to evaluate")
+    names = catalog.COCO_CLASS_NAMES[1:]
+    categories = [{"id": i, "name": n} for i, n in zip(catalog_truth.COCO_CATEGORY_IDS, names)]
+    return frames.objects_frame(
+        source,
+        lambda index: objects_of(source.records.raw(index)),
+        (0, *catalog_truth.COCO_CATEGORY_IDS),
+        categories,
+    )
+
+
+@registry.DATASETS.register(
+    "tfds", splits=folders.SPLITS, check=check, instance_frame=instance_frame
+)
 def open_builder(data_config: Any, build: bool):
     """The prepared catalog dataset of `data_config` (downloaded only if it says so)."""
     config = catalog_config_from_data_config(data_config)

@@ -1,0 +1,77 @@
+"""The TFDS COCO examples' own ground truth, in the source image's pixels, for evaluation.
+
+Training reads the examples converted to the stored size (`jaxseg.data.catalog`); scoring
+reads them as TFDS gives them: every object, crowd regions included (`iscrowd` 1), at the
+image's own size, with COCO's category ids (1..90: TFDS's 80 thing labels are COCO's
+categories by increasing id).
+
+- coco/2017, coco/2014: TFDS keeps boxes only; an object's mask is the pixels whose centres
+  lie in its box (the converter's rule, at the source size).
+- coco/2017_panoptic: the segments of the 80 thing classes, decoded from `panoptic_image`
+  (segment id = R + 256 G + 65536 B).
+Objects that cover no pixel are left out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from jaxseg.data import catalog
+
+# COCO's category id of each of the 80 thing classes, in `catalog.COCO_CLASS_NAMES` order.
+COCO_CATEGORY_IDS = (
+    *range(1, 12), *range(13, 26), 27, 28, *range(31, 45), *range(46, 66), 67, 70,
+    *range(72, 83), *range(84, 91),
+)
+assert len(COCO_CATEGORY_IDS) == len(catalog.COCO_CLASS_NAMES) - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceObject:
+    """One annotated object: its label (1..80), whether it is a crowd region, and its mask
+    uint8 [h, w] 0/1 at the source image's size."""
+
+    label: int
+    crowd: bool
+    mask: np.ndarray
+
+
+def coco_box_objects(example: dict) -> list[SourceObject]:
+    """The objects of a `coco/2017` or `coco/2014` example, each mask its box's pixels."""
+    height, width = np.asarray(example["image"]).shape[:2]
+    bbox, labels, crowd = catalog.coco_objects(example, "objects")
+    boxes = bbox[:, [1, 0, 3, 2]] * np.array([width, height, width, height], np.float64)
+    first, end = catalog.covered_pixels(boxes, (width, height))
+    found = []
+    for index in np.flatnonzero((end > first).all(axis=1)):
+        mask = np.zeros((height, width), np.uint8)
+        (x1, y1), (x2, y2) = first[index], end[index]
+        mask[y1:y2, x1:x2] = 1
+        found.append(SourceObject(int(labels[index]) + 1, bool(crowd[index]), mask))
+    return found
+
+
+def coco_panoptic_objects(example: dict) -> list[SourceObject]:
+    """The thing segments of a `coco/2017_panoptic` example, crowd segments included."""
+    _, labels, crowd = catalog.coco_objects(example, "panoptic_objects")
+    segment_ids = np.asarray(example["panoptic_objects"]["id"], np.int64).reshape(-1)
+    pixel_ids = np.asarray(example["panoptic_image"]).astype(np.int64) @ np.array(
+        [1, 256, 65536], np.int64
+    )
+    found = []
+    for segment, label, is_crowd in zip(segment_ids, labels, crowd):
+        if label >= len(COCO_CATEGORY_IDS):
+            continue
+        mask = (pixel_ids == segment).astype(np.uint8)
+        if mask.any():
+            found.append(SourceObject(int(label) + 1, bool(is_crowd), mask))
+    return found
+
+
+OBJECTS = {
+    "coco/2017": coco_box_objects,
+    "coco/2014": coco_box_objects,
+    "coco/2017_panoptic": coco_panoptic_objects,
+}
