@@ -19,13 +19,8 @@ import dataclasses
 import numpy as np
 
 from jaxseg.data import catalog
+from jaxseg.data.coco_categories import COCO_CATEGORY_IDS
 
-# COCO's category id of each of the 80 thing classes, in `catalog.COCO_CLASS_NAMES` order.
-COCO_CATEGORY_IDS = (
-    *range(1, 12), *range(13, 26), 27, 28, *range(31, 45), *range(46, 66), 67, 70,
-    *range(72, 83), *range(84, 91),
-)
-assert len(COCO_CATEGORY_IDS) == len(catalog.COCO_CLASS_NAMES) - 1
 
 
 @dataclasses.dataclass(frozen=True)

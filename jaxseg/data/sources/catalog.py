@@ -17,7 +17,7 @@ gives, crowd regions included, with COCO's category ids (`catalog_truth`)."""
 from typing import Any
 
 from jaxseg import registry
-from jaxseg.data import catalog, catalog_truth, folders
+from jaxseg.data import catalog, catalog_truth, coco_categories, folders
 from jaxseg.data.sources import checks
 from jaxseg.evaluation import frames
 
@@ -54,13 +54,13 @@ def instance_frame(data_config: Any, source) -> frames.InstanceFrame:
     objects_of = catalog_truth.OBJECTS.get(config.tfds_name)
     if objects_of is None:
         raise ValueError(f"{config.tfds_name} has no instances to evaluate")
-    names = catalog.COCO_CLASS_NAMES[1:]
-    categories = [{"id": i, "name": n} for i, n in zip(catalog_truth.COCO_CATEGORY_IDS, names)]
+    names = coco_categories.COCO_CLASS_NAMES[1:]
+    ids = coco_categories.COCO_CATEGORY_IDS
     return frames.objects_frame(
         source,
         lambda index: objects_of(source.records.raw(index)),
-        (0, *catalog_truth.COCO_CATEGORY_IDS),
-        categories,
+        (0, *ids),
+        [{"id": i, "name": n} for i, n in zip(ids, names)],
     )
 
 
