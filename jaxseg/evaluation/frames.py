@@ -32,7 +32,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from jaxseg.data import coco_folder, folders
-from jaxseg.evaluation.coco import encode_column_major, encode_masks, ground_truth_to_coco
+from jaxseg.evaluation.coco import encode_column_major, ground_truth_to_coco
 from jaxseg.ops.mask_paste_host import paste_binary_mask
 
 
@@ -104,6 +104,15 @@ def to_results(
     )
 
 
+def _ids_and_placements(source) -> tuple[tuple[int, ...], tuple[folders.Placement, ...]]:
+    """Every example's dataset id and placement, in the split's order."""
+    indices = range(len(source))
+    return (
+        tuple(source.image_id(index) for index in indices),
+        tuple(source.placement(index) for index in indices),
+    )
+
+
 def canvas_frame(source, class_names) -> InstanceFrame:
     """The frame of a dataset scored on its canvases (module docstring).
 
@@ -116,8 +125,16 @@ def canvas_frame(source, class_names) -> InstanceFrame:
         ground_truth=ground_truth_to_coco(examples, class_names),
         image_ids=tuple(range(len(source))),
         category_ids=tuple(range(len(class_names))),
-        placements=tuple(source.placement(index) for index in range(len(source))),
+        placements=_ids_and_placements(source)[1],
     )
+
+
+def _mask_fields(mask: np.ndarray) -> tuple[dict, float, list[float]]:
+    """A uint8 [h, w] 0/1 mask's COCO annotation fields: its RLE (JSON counts), area
+    (pixel count) and tight bbox [x, y, w, h], as pycocotools computes them."""
+    encoded = mask_utils.encode(np.asfortranarray(mask, np.uint8))
+    rle = {"size": [int(v) for v in encoded["size"]], "counts": encoded["counts"].decode("ascii")}
+    return rle, float(mask_utils.area(encoded)), [float(v) for v in mask_utils.toBbox(encoded)]
 
 
 def objects_frame(source, objects_of, category_ids, categories) -> InstanceFrame:
@@ -134,23 +151,21 @@ def objects_frame(source, objects_of, category_ids, categories) -> InstanceFrame
     annotation per object: its mask's RLE, area (pixel count) and tight box, `iscrowd`.
     """
     images, annotations = [], []
-    image_ids = tuple(source.image_id(index) for index in range(len(source)))
-    placements = tuple(source.placement(index) for index in range(len(source)))
+    image_ids, placements = _ids_and_placements(source)
     repeated = sorted(i for i, count in collections.Counter(image_ids).items() if count > 1)
     if repeated:
         raise ValueError(f"the split's image ids repeat ({repeated[:5]}): each image needs its own")
     for index, (image_id, placement) in enumerate(zip(image_ids, placements)):
         images.append({"id": image_id, "height": placement.height, "width": placement.width})
         for found in objects_of(index):
-            rle = encode_masks(found.mask[None])[0]
-            coded = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+            rle, area, bbox = _mask_fields(found.mask)
             annotations.append({
                 "id": len(annotations) + 1,
                 "image_id": image_id,
                 "category_id": int(category_ids[found.label]),
                 "segmentation": rle,
-                "area": float(mask_utils.area(coded)),
-                "bbox": [float(v) for v in mask_utils.toBbox(coded)],
+                "area": area,
+                "bbox": bbox,
                 "iscrowd": int(found.crowd),
             })
     return InstanceFrame(
@@ -171,9 +186,9 @@ def _filled_annotation(annotation: dict, height: int, width: int) -> dict:
     mask = coco_folder.decode_segmentation(annotation.get("segmentation"), height, width)
     filled = {"iscrowd": 0, **annotation}
     if "area" not in filled or "bbox" not in filled:
-        rle = mask_utils.encode(np.asfortranarray(mask))
-        filled.setdefault("area", float(mask_utils.area(rle)))
-        filled.setdefault("bbox", [float(v) for v in mask_utils.toBbox(rle)])
+        _, area, bbox = _mask_fields(mask)
+        filled.setdefault("area", area)
+        filled.setdefault("bbox", bbox)
     return filled
 
 
@@ -191,8 +206,7 @@ def coco_json_frame(annotations_path: str, source) -> InstanceFrame:
       source: a `pipeline.DecodedSource` of one of its splits.
     """
     coco = coco_folder.read_coco_json(annotations_path)
-    image_ids = tuple(source.image_id(index) for index in range(len(source)))
-    placements = tuple(source.placement(index) for index in range(len(source)))
+    image_ids, placements = _ids_and_placements(source)
     sizes = {image_id: (p.height, p.width) for image_id, p in zip(image_ids, placements)}
     images = [
         {**entry, "height": sizes[entry["id"]][0], "width": sizes[entry["id"]][1]}
