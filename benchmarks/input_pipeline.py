@@ -1,31 +1,34 @@
-"""Images/s of the input pipeline alone, and whether it keeps up with the U-Net train step.
+"""Images/s of the grain input streams with 0, 1 and 2 worker processes, and the step they feed.
 
-Times `batching.train_batches` (one thread, as `prefetching.prefetch` runs it) on the datasets
-of the shipped configs at their image sizes, without and with augmentation (scale jitter
-(0.8, 1.25), colour jitter 0.2, as the real-data configs set them; flips in both):
-  shapes       configs/unet_shapes.py (128, batch 8) and configs/mask_rcnn_shapes.py (128,
-               batch 4, 8 instance slots); decoded examples cached, as those configs do
-               (timed after one pass has filled the cache).
-  coco_folder  configs/mask_rcnn_folder.py (512, 32 instance slots): a COCO-format JSON and
-               PNGs of 375x500 to 640x480 pixels written here in a temp dir; PNGs and RLE masks
-               decoded at every read (cache_decoded=False, as shipped).
-  mock COCO    configs/mask_rcnn_coco.py (1024, 100 instance slots): small random COCO
-               panoptic examples served through TFDS's mock data as in
-               tests/test_catalog_data.py; converted (resize to 1024, masks) at every read, but
-               with no JPEG/PNG decoding, which real COCO adds (a few ms per image).
-Batches are smaller than the configs' where those would take gigabytes (noted in the table).
-Then the real jitted U-Net train step (`train.CompiledSteps` on configs/unet_shapes.py, all
-local devices) on one fixed batch, fed synchronously (`training.feed.sharded_train_batches`), and
-fed by `train.device_batches` (the training loop's feed: the same batches assembled and
-copied to the devices in a background thread), each with augmentation on.
+Streams (`batching.train_batches`, each in its config's training form, flips on):
+  shapes        configs/unet_shapes.py (128, batch 8, no augmentation; decoded examples
+                cached: the calling thread's cache is filled first, each worker fills its
+                own as it reads).
+  coco_folder   configs/mask_rcnn_folder.py (512, 32 instance slots, scale jitter 0.8-1.25,
+                colour jitter 0.2): a COCO-format JSON and PNGs of 375x500 to 640x480 pixels
+                written here in a temp dir, decoded at every read (cache_decoded=False).
+  coco1024      the same folder at configs/mask_rcnn_coco.py's data settings (1024, 100
+                instance slots, the same augmentation), batch 2.
+Each cell times the stream for at least --seconds after its first batch (which includes the
+workers' start). "same 50" checks that the first 50 batches with workers equal, bit for bit,
+those made in the calling thread.
+Then the jitted U-Net train step of configs/unet_shapes.py (all local devices) on one fixed
+batch, and fed by the training loop's own feed (`training.feed.device_batches`) with 0, 1
+and 2 workers. Then the peak host memory of the coco1024 stream at the COCO config's batch
+of 16 with 2 workers (a fresh process; the sum of the main process's and the workers'
+peak resident sets, so shared memory is counted twice: an upper bound).
 
-Usage: python benchmarks/input_pipeline.py [--seconds=2] [--skip_mock_coco]
+Usage: python benchmarks/input_pipeline.py [--seconds=3] [--json]
+With --json the last line is one JSON object: {"coco1024_augmented": {"0": images/s, "1":
+..., "2": ...}, "shapes": {...}, "coco_folder_augmented": {...}, "same_batches": {...},
+"unet_step": {...}, "coco1024_peak_memory_gb": ...}.
 """
 
 import argparse
 import json
 import os
 import pathlib
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,30 +40,61 @@ from PIL import Image
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a clone
 
 from jaxseg import config_files, sharding, train  # noqa: E402
-from jaxseg.data import augment, batching, catalog, pipeline  # noqa: E402
-from jaxseg.training.feed import sharded_train_batches  # noqa: E402
+from jaxseg.data import batching, pipeline  # noqa: E402
+from jaxseg.training.feed import device_batches  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-AUGMENTED = augment.augmentation(scale_jitter=(0.8, 1.25), color_jitter=0.2)
 FOLDER_SHAPES = ((480, 640), (640, 480), (375, 500), (512, 512))
 FOLDER_IMAGES = 40
+WORKERS = (0, 1, 2)
+SAME_STEPS = 50
 
 
 def load_config(name: str):
     return config_files.load_config_file(str(REPO / "configs" / name))
 
 
-def images_per_second(source, batch_size, max_instances, augmentation, seconds) -> float:
-    """Images/s of `train_batches` over at least `seconds` (and 2 batches) after one batch."""
-    batches = batching.train_batches(
-        source, batch_size, 0, augmentation=augmentation, max_instances=max_instances
+def stream(config, source, batch_size: int, workers: int, start_step: int = 0):
+    """`config`'s training stream of `source` at `batch_size` with `workers` processes."""
+    return batching.train_batches(
+        source,
+        batch_size,
+        config.seed,
+        start_step,
+        flip=config.data.flip,
+        augmentation=pipeline.augmentation_from_data_config(config.data),
+        max_instances=config.data.max_instances,
+        num_workers=workers,
     )
+
+
+def images_per_second(config, source, batch_size: int, workers: int, seconds: float) -> float:
+    """Images/s of the stream over at least `seconds` (and 3 batches) after its first batch."""
+    batches = stream(config, source, batch_size, workers)
     next(batches)
     count, start = 0, time.perf_counter()
-    while count < 2 or time.perf_counter() - start < seconds:
+    while count < 3 or time.perf_counter() - start < seconds:
         next(batches)
         count += 1
-    return count * batch_size / (time.perf_counter() - start)
+    rate = count * batch_size / (time.perf_counter() - start)
+    batches.close()
+    return rate
+
+
+def same_batches(config, source, batch_size: int, workers: int) -> bool:
+    """Whether the first SAME_STEPS batches with `workers` equal those made in this thread."""
+    made = [stream(config, source, batch_size, count) for count in (0, workers)]
+    try:
+        for _ in range(SAME_STEPS):
+            first, second = (next(batches) for batches in made)
+            if first.keys() != second.keys() or not all(
+                np.array_equal(first[name], second[name]) for name in first
+            ):
+                return False
+        return True
+    finally:
+        for batches in made:
+            batches.close()
 
 
 def fill_cache(source) -> None:
@@ -124,59 +158,41 @@ def write_coco_folder(root: str) -> tuple[str, str, tuple[str, ...]]:
     return path, images_dir, ("background", "a", "b", "c")
 
 
-def folder_source(root: str):
+def folder_source(root: str, image_size: int, max_instances: int):
+    """configs/mask_rcnn_folder.py's data at `image_size` and `max_instances` over the COCO
+    folder written under `root` (written once); (config, train split)."""
     config = load_config("mask_rcnn_folder.py")
-    annotations, images, names = write_coco_folder(os.path.join(root, "coco_folder"))
-    config.data.annotations, config.data.images = annotations, images
-    config.data.num_classes, config.data.class_names = len(names), names
+    folder = os.path.join(root, "coco_folder")
+    if not os.path.exists(folder):
+        write_coco_folder(folder)
+    config.data.annotations = os.path.join(folder, "instances.json")
+    config.data.images = os.path.join(folder, "images")
+    config.data.num_classes, config.data.class_names = 4, ("background", "a", "b", "c")
     config.data.data_dir = os.path.join(root, "tfds")
+    config.data.image_size, config.data.max_instances = image_size, max_instances
     return config, pipeline.load_split(config.data, "train")
 
 
-def mock_coco_source(root: str):
-    """configs/mask_rcnn_coco.py's train split: 16 mock panoptic examples (test helpers)."""
-    from tests import test_catalog_data as mock  # noqa: PLC0415 (test helpers, optional)
-
-    config = load_config("mask_rcnn_coco.py")
-    config.data.download = False
-    config.data.data_dir = root
-    things = list(catalog.COCO_CLASS_NAMES[1:])
-    mock.write_coco_metadata(root, "coco/2017_panoptic", things + mock.PANOPTIC_STUFF)
-    examples = mock.random_panoptic_examples(16, np.random.default_rng(0))
-    with mock.mocked_tfds({"train": examples}, root):
-        return config, pipeline.load_split(config.data, "train")
-
-
 def time_train_step(config, source, seconds: float) -> dict[str, float]:
-    """Images/s of the U-Net step on a fixed batch, fed synchronously, and as training feeds it.
-
-    All three feeds augment (`AUGMENTED`); the last is `train.device_batches`, the training
-    loop's own feed: batches assembled and copied to the devices in a background thread.
-    """
-    config = config.copy_and_resolve_references()
-    config.data.scale_jitter = AUGMENTED.scale_jitter
-    config.data.color_jitter = AUGMENTED.color_jitter
+    """Images/s of the U-Net step on a fixed batch, and fed by `device_batches` (the training
+    loop's feed) with 0, 1 and 2 input workers."""
     mesh = sharding.create_mesh(jax.local_devices())
     schedule = train.create_learning_rate_schedule(config)
     steps = train.CompiledSteps(config, mesh, schedule)
     state = train.initial_state(config, mesh, schedule)
     fields = steps.task.train_fields
 
-    def synchronous():
-        return sharded_train_batches(config, source, 0, fields, mesh)
+    def fed_by(workers: int):
+        config.data.num_workers = workers
+        return device_batches(config, source, 0, fields, mesh)
 
-    fixed = next(synchronous())
-    feeds = {
-        "step alone (one fixed batch)": lambda: iter(lambda: fixed, None),
-        "step fed by sharded_train_batches": synchronous,
-        "step fed by train.device_batches": lambda: train.device_batches(
-            config, source, 0, fields, mesh
-        ),
-    }
+    fixed = next(fed_by(0))
+    feeds = {"fixed batch": lambda: iter(lambda: fixed, None)}
+    feeds.update({f"{workers} workers": (lambda w=workers: fed_by(w)) for workers in WORKERS})
     results = {}
     for name, feed in feeds.items():
         batches = feed()
-        for _ in range(2):  # compilation, then one warm step
+        for _ in range(2):  # compilation (or the workers' start), then one warm step
             state, metrics = steps.train(state, next(batches))
             jax.block_until_ready(metrics)
         count, start = 0, time.perf_counter()
@@ -185,57 +201,98 @@ def time_train_step(config, source, seconds: float) -> dict[str, float]:
             jax.block_until_ready(metrics)
             count += 1
         results[name] = count * config.batch_size / (time.perf_counter() - start)
+        getattr(batches, "close", lambda: None)()
     return results
+
+
+def _peak_resident_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def memory_probe(root: str, steps: int) -> None:
+    """Prints the summed peak resident bytes of this process and its 2 workers over `steps`
+    batches of the COCO config's size (run in a fresh process by `peak_memory_gb`)."""
+    import multiprocessing  # noqa: PLC0415
+
+    coco = load_config("mask_rcnn_coco.py")
+    config, source = folder_source(root, coco.data.image_size, coco.data.max_instances)
+    batches = stream(config, source, coco.batch_size, 2)
+    worker_peaks = {}
+    for _ in range(steps):
+        next(batches)
+        for child in multiprocessing.active_children():
+            worker_peaks[child.pid] = _peak_resident_bytes(child.pid)
+    print(_peak_resident_bytes(os.getpid()) + sum(worker_peaks.values()))
+    batches.close()
+
+
+def peak_memory_gb(root: str, steps: int = 6) -> float:
+    """`memory_probe` in a fresh process, in GB (1e9 bytes)."""
+    command = [sys.executable, __file__, f"--memory_probe={root}", f"--probe_steps={steps}"]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return int(output.split()[-1]) / 1e9
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=2.0, help="minimum time per timing")
-    parser.add_argument("--skip_mock_coco", action="store_true")
+    parser.add_argument("--seconds", type=float, default=3.0, help="minimum time per timing")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line")
+    parser.add_argument("--memory_probe", help=argparse.SUPPRESS)
+    parser.add_argument("--probe_steps", type=int, default=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_probe:
+        memory_probe(args.memory_probe, args.probe_steps)
+        return
 
+    record = {}
     with tempfile.TemporaryDirectory() as root:
         unet = load_config("unet_shapes.py")
         shapes = shapes_source(unet, root)
-        mask_rcnn = load_config("mask_rcnn_shapes.py")  # the same data, 8 instance slots
+        folder_config, folder = folder_source(root, 512, 32)
+        coco = load_config("mask_rcnn_coco.py")
+        coco_config, coco_source = folder_source(
+            os.path.join(root, "coco1024"), coco.data.image_size, coco.data.max_instances
+        )
         cases = [
-            ("shapes (unet_shapes)", unet, shapes, unet.batch_size),
-            ("shapes (mask_rcnn_shapes)", mask_rcnn, shapes, mask_rcnn.batch_size),
+            ("shapes", "shapes (unet_shapes)", unet, shapes, unet.batch_size),
+            ("coco_folder_augmented", "coco_folder (mask_rcnn_folder)", folder_config, folder, 2),
+            ("coco1024_augmented", "coco_folder at mask_rcnn_coco's data", coco_config,
+             coco_source, 2),
         ]
-        folder_config, source = folder_source(root)
-        cases.append(("coco_folder (mask_rcnn_folder)", folder_config, source, 2))
-        if not args.skip_mock_coco:
-            coco_config, source = mock_coco_source(os.path.join(root, "coco"))
-            cases.append(("mock COCO (mask_rcnn_coco)", coco_config, source, 2))
-
-        print(f"input pipeline alone, one thread, >= {args.seconds:g} s per cell (images/s)")
-        print(f"| {'dataset (config)':32} | size | batch (config's) |   plain | augmented |")
-        print(f"|{'-' * 34}|------|------------------|---------|-----------|")
-        augmented = {}
-        for name, config, source, batch_size in cases:
-            plain, augmented[name] = (
-                images_per_second(
-                    source, batch_size, config.data.max_instances, augmentation, args.seconds
-                )
-                for augmentation in (None, AUGMENTED)
-            )
-            batches = f"{batch_size} ({config.batch_size})"
+        print(f"training streams, images/s (>= {args.seconds:g} s per cell)")
+        print(f"| {'stream (config)':36} | size | batch | 0 workers | 1 worker | 2 workers "
+              "| 2 vs 0 | same 50 (1, 2 workers) |")
+        print(f"|{'-' * 38}|------|-------|-----------|----------|-----------|--------|"
+              "------------------------|")
+        record["same_batches"] = {}
+        for key, name, config, source, batch_size in cases:
+            rates = {
+                str(workers): images_per_second(config, source, batch_size, workers, args.seconds)
+                for workers in WORKERS
+            }
+            same = [same_batches(config, source, batch_size, workers) for workers in (1, 2)]
+            record[key] = rates
+            record["same_batches"][key] = all(same)
             print(
-                f"| {name:32} | {config.data.image_size:4} | {batches:16} "
-                f"| {plain:7.1f} | {augmented[name]:9.1f} |"
+                f"| {name:36} | {config.data.image_size:4} | {batch_size:5} "
+                f"| {rates['0']:9.1f} | {rates['1']:8.1f} | {rates['2']:9.1f} "
+                f"| {rates['2'] / rates['0']:5.2f}x | {str(same):22} |"
             )
-
         print(f"\nU-Net train step, configs/unet_shapes.py, {jax.local_device_count()} device(s):")
-        steps = time_train_step(unet, shapes, args.seconds)
-        for name, rate in steps.items():
-            print(f"  {name:38} {rate:7.1f} images/s")
-    feed = augmented["shapes (unet_shapes)"]
-    alone = steps["step alone (one fixed batch)"]
-    verdict = "keeps up with" if feed > alone else "does NOT keep up with"
-    print(
-        f"\nThe augmented shapes pipeline ({feed:.1f} images/s on one thread) {verdict} the "
-        f"U-Net step ({alone:.1f} images/s): {feed / alone:.1f}x."
-    )
+        record["unet_step"] = time_train_step(unet, shapes, args.seconds)
+        for name, rate in record["unet_step"].items():
+            print(f"  {name:14} {rate:7.1f} images/s")
+        record["coco1024_peak_memory_gb"] = peak_memory_gb(os.path.join(root, "coco1024"))
+        print(
+            f"\ncoco1024 stream at batch {coco.batch_size}, 2 workers: peak host memory "
+            f"{record['coco1024_peak_memory_gb']:.2f} GB (main + workers, upper bound)"
+        )
+    if args.json:
+        print(json.dumps(record))
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ def evaluate(
         max_instances=config.data.max_instances,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        num_workers=pipeline.num_workers_from_data_config(config.data),
     )
     progress = tqdm(
         batches,
@@ -347,39 +348,42 @@ class _TrainingRun:
         self.timer.start()
         interval_start = time.perf_counter()
         previous_metrics: Optional[dict] = None
-        for step in range(start_step + 1, config.num_train_steps + 1):
-            state, step_metrics = self.steps.train(state, next(batches))
-            self.device_pending.append(step_metrics)
-            timed_steps += 1
-            progress.update(1)
-            if previous_metrics is not None:
-                self._check_nonfinite(state, previous_metrics, step)
-            previous_metrics = step_metrics
-            is_last = step == config.num_train_steps
-            if step % config.log_every_steps == 0 or is_last:
-                self._check_nonfinite(state, step_metrics, step)
-                seconds = time.perf_counter() - interval_start
-                summary = self._log(state, step, timed_steps, seconds)
-                progress.set_postfix(
-                    loss=f"{summary['loss']:.4f}", img_s=f"{summary['images_per_sec']:.1f}"
-                )
-                timed_steps = 0
-            preempted = watcher.stop_requested()
-            if step % config.eval_every_steps == 0 or is_last:
-                jax.block_until_ready(state)
-                self.timer.stop()
-                self.evaluate(state, val_source, step)
-                self.timer.start()
-            if step % config.checkpoint_every_steps == 0 or is_last or preempted:
-                jax.block_until_ready(state)
-                self.timer.stop()
-                self.save(state, step, force=is_last or preempted)
-                self.timer.start()
-            if preempted:
-                tqdm.write(f"Stop requested (SIGTERM): checkpointed step {step}; rerun to resume.")
-                break
-            if step % config.log_every_steps == 0:
-                interval_start = time.perf_counter()
+        try:
+            for step in range(start_step + 1, config.num_train_steps + 1):
+                state, step_metrics = self.steps.train(state, next(batches))
+                self.device_pending.append(step_metrics)
+                timed_steps += 1
+                progress.update(1)
+                if previous_metrics is not None:
+                    self._check_nonfinite(state, previous_metrics, step)
+                previous_metrics = step_metrics
+                is_last = step == config.num_train_steps
+                if step % config.log_every_steps == 0 or is_last:
+                    self._check_nonfinite(state, step_metrics, step)
+                    seconds = time.perf_counter() - interval_start
+                    summary = self._log(state, step, timed_steps, seconds)
+                    progress.set_postfix(
+                        loss=f"{summary['loss']:.4f}", img_s=f"{summary['images_per_sec']:.1f}"
+                    )
+                    timed_steps = 0
+                preempted = watcher.stop_requested()
+                if step % config.eval_every_steps == 0 or is_last:
+                    jax.block_until_ready(state)
+                    self.timer.stop()
+                    self.evaluate(state, val_source, step)
+                    self.timer.start()
+                if step % config.checkpoint_every_steps == 0 or is_last or preempted:
+                    jax.block_until_ready(state)
+                    self.timer.stop()
+                    self.save(state, step, force=is_last or preempted)
+                    self.timer.start()
+                if preempted:
+                    tqdm.write(f"Stop requested (SIGTERM): checkpointed step {step}; rerun to resume.")
+                    break
+                if step % config.log_every_steps == 0:
+                    interval_start = time.perf_counter()
+        finally:
+            batches.close()  # stops the input workers
         jax.block_until_ready(state)
         self.timer.stop()
         progress.close()

@@ -97,6 +97,7 @@ def test_flax_example_field_names_at_top_level():
         ("ema_decay", 1.0, "config.ema_decay"),
         ("ema_decay", -0.1, "config.ema_decay"),
         ("model.remat", "yes", "config.model.remat"),
+        ("data.num_workers", -2, "config.data.num_workers=-2"),
     ],
 )
 def test_invalid_value_names_the_field(path, value, field):
@@ -258,6 +259,7 @@ def run_main(
         ("--config.model.normm=batch", "no such field 'normm' in config.model (did you mean 'norm'?)"),
         ("--config.num_train_steps=ten", "--config.num_train_steps=ten"),
         ("--config.num_train_steps=-1", "config.num_train_steps=-1 must be an integer >= 1"),
+        ("--config.data.num_workers=-1", "config.data.num_workers=-1 must be None"),
     ],
 )
 def test_command_line_error_is_one_line_naming_the_field(override, expected):

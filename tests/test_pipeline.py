@@ -1,17 +1,16 @@
 """Tests of the input pipeline (jaxseg.data.pipeline) on a tiny generated dataset."""
 import hashlib
-import itertools
 import math
 import os
+import pickle
 import subprocess
 import sys
-import threading
 
 import ml_collections
 import numpy as np
 import pytest
 
-from jaxseg.data import augment, batching, folders, pipeline, prefetching
+from jaxseg.data import augment, batching, folders, pipeline
 
 SIZE = 32
 MAX_INSTANCES = 6  # = max_shapes, so no example is truncated
@@ -380,62 +379,80 @@ def test_folder_validation_split_size(count, fraction, expected):
         folders.validation_mask(names[:1], fraction)
 
 
-# --------------------------------------------------------------------------- prefetching
+# --------------------------------------------------------------------------- worker processes
 
 
-def _prefetch_threads():
-    return [t for t in threading.enumerate() if t.name == "prefetch" and t.is_alive()]
-
-
-def test_prefetch_yields_the_same_batches_in_order(train_source):
+def test_workers_give_the_same_batches_as_the_calling_thread(train_source):
     kwargs = dict(max_instances=MAX_INSTANCES, augmentation=augment.augmentation((0.7, 1.3), 0.3))
-    plain = _take(batching.train_batches(train_source, 6, 4, start_step=2, **kwargs), 7)
-    fetched = prefetching.prefetch(batching.train_batches(train_source, 6, 4, start_step=2, **kwargs))
-    _assert_batches_equal(plain, _take(fetched, 7))
-    assert list(prefetching.prefetch(range(10), size=3)) == list(range(10))
+    in_thread = _take(batching.train_batches(train_source, 6, 4, start_step=2, **kwargs), 50)
+    for workers in (1, 2):
+        stream = batching.train_batches(train_source, 6, 4, start_step=2, num_workers=workers,
+                                        **kwargs)
+        _assert_batches_equal(in_thread, _take(stream, 50))
+        stream.close()
+    shares = [
+        batching.train_batches(train_source, 6, 4, start_step=2, process_index=p,
+                               process_count=2, num_workers=2, **kwargs)
+        for p in range(2)
+    ]
+    joined = [{k: np.concatenate([a[k], b[k]]) for k in a} for a, b in zip(*(_take(s, 8) for s in shares))]
+    _assert_batches_equal(in_thread[:8], joined)
 
 
-def test_prefetch_raises_the_producer_error_in_the_consumer():
-    def failing():
-        yield from range(3)
-        raise ZeroDivisionError("producer failed at item 3")
-
-    fetched = prefetching.prefetch(failing())
-    assert _take(fetched, 3) == [0, 1, 2]
-    with pytest.raises(ZeroDivisionError, match="producer failed at item 3"):
-        next(fetched)
+def test_eval_with_workers_matches_the_calling_thread(validation_source):
+    kwargs = dict(max_instances=MAX_INSTANCES)
+    in_thread = list(batching.eval_batches(validation_source, 4, **kwargs))
+    _assert_batches_equal(in_thread, list(batching.eval_batches(validation_source, 4, num_workers=2, **kwargs)))
 
 
-def test_prefetch_thread_stops_when_the_consumer_closes():
-    # Only this test's own thread is followed: other tests' threads may end at any time.
-    before = set(_prefetch_threads())
-    fetched = prefetching.prefetch(itertools.count(), size=2)
-    assert _take(fetched, 3) == [0, 1, 2]
-    started = set(_prefetch_threads()) - before
-    assert len(started) == 1
-    (thread,) = started
-    assert thread.is_alive()
-    fetched.close()
-    thread.join(timeout=30.0)
-    assert not thread.is_alive()
+class _FailingSource:
+    """Three good examples, then an error, as a broken file would raise it."""
+
+    def __init__(self, source):
+        self._source = source
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, index):
+        if index >= 3:
+            raise OSError(f"cannot read example {index}")
+        return self._source[index]
 
 
-@pytest.mark.parametrize("size", [0, 1.5, True])
-def test_prefetch_rejects_bad_sizes(size):
-    with pytest.raises(ValueError, match="size must be a positive int"):
-        prefetching.prefetch(range(3), size=size)
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_reading_error_reaches_the_consumer(validation_source, workers):
+    stream = batching.eval_batches(_FailingSource(validation_source), 3,
+                                   max_instances=MAX_INSTANCES, num_workers=workers)
+    assert next(stream)["valid"].all()
+    with pytest.raises(OSError, match="cannot read example 3"):
+        next(stream)
 
 
-def test_program_exits_cleanly_with_a_prefetch_left_open():
-    # The producer is busy in numpy's C++ code (which releases the GIL) when the program ends;
-    # killing it there, as the interpreter does with daemon threads, aborts the process.
+def test_a_worker_copy_of_a_source_starts_with_an_empty_cache(train_source):
+    train_source[0]
+    copy = pickle.loads(pickle.dumps(train_source))
+    assert len(copy) == len(train_source) and not any(copy._cache)
+    np.testing.assert_array_equal(copy[0]["image"], train_source[0]["image"])
+
+
+@pytest.mark.parametrize("workers, message", [(-1, "num_workers=-1"), (1.5, "num_workers=1.5")])
+def test_bad_worker_counts_are_rejected(train_source, workers, message):
+    with pytest.raises(ValueError, match="num_workers"):
+        batching.train_batches(train_source, 4, 0, max_instances=2, num_workers=workers)
+    with pytest.raises(ValueError, match=message):
+        pipeline.num_workers_from_data_config(ml_collections.ConfigDict({"num_workers": workers}))
+    assert pipeline.num_workers_from_data_config(ml_collections.ConfigDict({"num_workers": None})) >= 1
+
+
+def test_workers_run_outside_an_absl_app_and_the_program_exits_with_them_open(data_config):
+    # grain 0.2.18 reads an absl flag when it starts workers with JAX loaded (grain#1355).
     script = (
-        "import numpy as np\n"
-        "from jaxseg.data import prefetching\n"
-        "def busy():\n"
-        "    while True:\n"
-        "        yield [np.unique([0, 0, 1]) for _ in range(1000)]\n"
-        "batches = prefetching.prefetch(busy(), size=1)\n"
+        "import jax, ml_collections\n"
+        "from jaxseg.data import batching, pipeline\n"
+        f"config = ml_collections.ConfigDict({data_config.to_dict()!r})\n"
+        "source = pipeline.load_split(config, 'train')\n"
+        "batches = batching.train_batches(source, 4, 0, max_instances=6, num_workers=2)\n"
         "next(batches), next(batches)\n"
         "print('done')\n"
     )
@@ -444,7 +461,7 @@ def test_program_exits_cleanly_with_a_prefetch_left_open():
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "done\n"

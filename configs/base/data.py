@@ -22,6 +22,8 @@ def shapes(image_size: int = 128, max_instances: int = 16) -> ml_collections.Con
     data.scale_jitter = ml_collections.FieldReference(None, field_type=tuple)
     data.color_jitter = 0.0
     data.cache_decoded = True
+    # Input worker processes (jaxseg/data/pipeline.py): None = from the host's cores, 0 = none.
+    data.num_workers = ml_collections.FieldReference(None, field_type=int)
     # How the procedural dataset is generated (see jaxseg/data/shapes.py).
     data.generation_seed = 0
     data.min_shapes = 1
@@ -48,4 +50,6 @@ def real_images(name: str, *, image_size: int, max_instances: int) -> ml_collect
     data.scale_jitter = (0.8, 1.25)
     data.color_jitter = 0.2
     data.cache_decoded = False
+    # Input worker processes (jaxseg/data/pipeline.py): None = from the host's cores, 0 = none.
+    data.num_workers = ml_collections.FieldReference(None, field_type=int)
     return data

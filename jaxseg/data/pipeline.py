@@ -1,8 +1,8 @@
 """Decoded random-access splits of the dataset a `config.data` section describes.
 
 `load_split` opens (building if missing) one split of a registered dataset kind and returns
-a `DecodedSource`; `jaxseg.data.batching` turns a source into streams of fixed-shape numpy
-batches and `jaxseg.data.prefetching` produces them ahead in a background thread.
+a `DecodedSource`; `jaxseg.data.batching` turns a source into grain streams of fixed-shape
+numpy batches, made in worker processes.
 
 Dataset kinds (`data_config.name`) register themselves in `jaxseg/data/sources/`, one file
 each, which says which `data_config` fields that kind reads. Fields every kind has:
@@ -21,9 +21,15 @@ each, which says which `data_config` fields that kind reads. Fields every kind h
                       see `jaxseg.data.augment` (padding takes `ignore_label`, default 255).
   color_jitter        optional, default 0.0 (off): colour jitter strength in [0, 1],
                       training only; see `jaxseg.data.augment`.
+  num_workers         optional, default None: processes that read, augment and batch the
+                      examples (`jaxseg.data.batching`); None = half the host's cores (at
+                      least 1, at most 16), 0 = in the training thread (for debugging).
+                      The batches are the same whatever the number.
 """
 
 from __future__ import annotations
+
+import os
 
 import ml_collections
 import numpy as np
@@ -65,6 +71,23 @@ def augmentation_from_data_config(data_config) -> augment.Augmentation:
     )
 
 
+_MAX_AUTO_WORKERS = 16
+
+
+def num_workers_from_data_config(data_config) -> int:
+    """The worker processes `data_config.num_workers` asks for (None: half the host's cores,
+    at least 1 and at most 16); ValueError naming the field if it is not None or an int >= 0."""
+    workers = data_config.get("num_workers")
+    if workers is None:
+        return max(1, min(_MAX_AUTO_WORKERS, (os.cpu_count() or 2) // 2))
+    if not shapes.is_integer(workers) or workers < 0:
+        raise ValueError(
+            f"num_workers={workers!r} must be None (from the host's cores) or an int >= 0 "
+            "(0 = in the training thread)"
+        )
+    return int(workers)
+
+
 class DecodedSource:
     """Random access to the decoded examples of one split.
 
@@ -87,6 +110,13 @@ class DecodedSource:
 
     def __len__(self) -> int:
         return len(self._records)
+
+    def __getstate__(self) -> dict:
+        # A worker process (pickled copy) starts with an empty cache of its own.
+        state = dict(self.__dict__)
+        if state["_cache"] is not None:
+            state["_cache"] = [None] * len(state["_records"])
+        return state
 
     @property
     def records(self):

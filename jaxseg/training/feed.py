@@ -1,4 +1,4 @@
-"""Training batches as the loop takes them: assembled, sharded onto the mesh, prefetched."""
+"""Training batches as the loop takes them: made by the input workers, sharded onto the mesh."""
 
 from typing import Iterator, Mapping
 
@@ -6,7 +6,7 @@ import jax
 import numpy as np
 
 from jaxseg import sharding
-from jaxseg.data import batching, pipeline, prefetching
+from jaxseg.data import batching, pipeline
 
 
 def select_fields(batch: Mapping[str, np.ndarray], names: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -14,12 +14,13 @@ def select_fields(batch: Mapping[str, np.ndarray], names: tuple[str, ...]) -> di
     return {name: batch[name] for name in names}
 
 
-def sharded_train_batches(
+def device_batches(
     config, source, start_step: int, fields: tuple[str, ...], mesh
 ) -> Iterator[dict[str, jax.Array]]:
     """The training batches from `start_step` on, as the training loop takes them: this
-    process's rows of each global batch, flipped and augmented as `config.data` says, with
-    only `fields`, sharded over `mesh`'s devices (`[B_global, ...]` arrays)."""
+    process's rows of each global batch, flipped and augmented as `config.data` says, made
+    ahead by `config.data.num_workers` processes (`batching.train_batches`), with only
+    `fields`, sharded over `mesh`'s devices (`[B_global, ...]` arrays)."""
     batches = batching.train_batches(
         source,
         config.batch_size,
@@ -30,13 +31,6 @@ def sharded_train_batches(
         max_instances=config.data.max_instances,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        num_workers=pipeline.num_workers_from_data_config(config.data),
     )
     return (sharding.shard_batch(select_fields(batch, fields), mesh) for batch in batches)
-
-
-def device_batches(
-    config, source, start_step: int, fields: tuple[str, ...], mesh
-) -> Iterator[dict[str, jax.Array]]:
-    """`sharded_train_batches`, produced up to two steps ahead in a background thread, so
-    that assembling them and copying them to the devices overlap the running train step."""
-    return prefetching.prefetch(sharded_train_batches(config, source, start_step, fields, mesh))
