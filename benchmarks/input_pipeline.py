@@ -1,6 +1,7 @@
 """Images/s of the grain input streams with 0, 1 and 2 worker processes, and the step they feed.
 
-Streams (`batching.train_batches`, each in its config's training form, flips on):
+Streams (`batching.train_batches`, each in its config's training form, flips on, making the
+fields its task trains on: Mask R-CNN's masks as bits, `packed_masks`):
   shapes        configs/unet_shapes.py (128, batch 8, no augmentation; decoded examples
                 cached: the calling thread's cache is filled first, each worker fills its
                 own as it reads).
@@ -39,7 +40,7 @@ from PIL import Image
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a clone
 
-from jaxseg import config_files, sharding, train  # noqa: E402
+from jaxseg import config_files, registry, sharding, train  # noqa: E402
 from jaxseg.data import batching, pipeline  # noqa: E402
 from jaxseg.training.feed import device_batches  # noqa: E402
 
@@ -54,8 +55,15 @@ def load_config(name: str):
     return config_files.load_config_file(str(REPO / "configs" / name))
 
 
+def train_fields(config) -> tuple[str, ...]:
+    """The batch fields the task of `config.model` trains on (all that its stream makes)."""
+    task = registry.MODELS.get(config.model.name).task
+    return registry.TASKS.get(task).target.train_fields
+
+
 def stream(config, source, batch_size: int, workers: int, start_step: int = 0):
-    """`config`'s training stream of `source` at `batch_size` with `workers` processes."""
+    """`config`'s training stream of `source` at `batch_size` with `workers` processes,
+    making the fields its task trains on, as the training loop's feed does."""
     return batching.train_batches(
         source,
         batch_size,
@@ -65,6 +73,7 @@ def stream(config, source, batch_size: int, workers: int, start_step: int = 0):
         augmentation=pipeline.augmentation_from_data_config(config.data),
         max_instances=config.data.max_instances,
         num_workers=workers,
+        fields=train_fields(config),
     )
 
 

@@ -67,6 +67,7 @@ def evaluate(
         process_index=jax.process_index(),
         process_count=jax.process_count(),
         num_workers=pipeline.num_workers_from_data_config(config.data),
+        fields=tuple(dict.fromkeys(steps.task.eval_fields + steps.task.host_fields)),
     )
     progress = tqdm(
         batches,

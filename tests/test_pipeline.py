@@ -136,6 +136,7 @@ def test_train_batch_shapes_dtypes_and_padding(train_source):
         "image": ((8, SIZE, SIZE, 3), np.float32),
         "semantic": ((8, SIZE, SIZE), np.int32),
         "masks": ((8, MAX_INSTANCES, SIZE, SIZE), np.uint8),
+        "packed_masks": ((8, MAX_INSTANCES, SIZE, SIZE // 8), np.uint8),
         "boxes": ((8, MAX_INSTANCES, 4), np.float32),
         "labels": ((8, MAX_INSTANCES), np.int32),
         "instance_valid": ((8, MAX_INSTANCES), np.bool_),
@@ -465,3 +466,24 @@ def test_workers_run_outside_an_absl_app_and_the_program_exits_with_them_open(da
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "done\n"
+
+
+def test_packed_masks_are_the_masks_bits_and_fields_select_what_is_made(train_source):
+    whole = next(batching.train_batches(train_source, 4, 7, max_instances=MAX_INSTANCES))
+    assert set(whole) == set(batching.FIELDS)
+    assert whole["packed_masks"].shape == (4, MAX_INSTANCES, SIZE, SIZE // 8)
+    np.testing.assert_array_equal(np.unpackbits(whole["packed_masks"], axis=-1), whole["masks"])
+    np.testing.assert_array_equal(
+        np.asarray(batching.unpack_masks(whole["packed_masks"], SIZE)), whole["masks"]
+    )
+    odd = np.zeros((1, 3, 11), np.uint8)
+    odd[0, 1, [0, 7, 8, 10]] = 1  # 11 pixels: a second byte with 3 bits used
+    np.testing.assert_array_equal(np.asarray(batching.unpack_masks(np.packbits(odd, axis=-1), 11)), odd)
+    fields = ("image", "packed_masks", "labels")
+    some = next(batching.train_batches(train_source, 4, 7, max_instances=MAX_INSTANCES,
+                                       fields=fields))
+    assert set(some) == set(fields)
+    for name in fields:
+        np.testing.assert_array_equal(some[name], whole[name])
+    with pytest.raises(ValueError, match="unknown batch fields \\['mask'\\]"):
+        batching.eval_batches(train_source, 4, max_instances=2, fields=("mask",))

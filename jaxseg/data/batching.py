@@ -2,20 +2,22 @@
 
 `train_batches` gives the infinite stream of training batches, `eval_batches` one ordered
 pass padded to whole batches. Both are grain `MapDataset` chains (random access by
-position, so nothing depends on what was read before):
+position, so nothing depends on what was read before), over this process's row positions
+j = 0, 1, ...: row j is row r = j mod b of local batch s = j div b, global row
+p·b + r of global batch s (b = B / P rows per process, p its index):
 
-  train: range(N) -> shuffle(seed) -> repeat  (a new permutation each epoch, grain's own)
-         -> example at stream position g: read, flipped and augmented with draws from
-            (seed, step, row) = (seed, g // B, g % B), padded to M instance slots
-         -> batch(B / P) -> [p::P] (process p's contiguous rows of every global batch)
-         -> [start_step:]
-  eval:  range(ceil(N / B) * B) -> example or padding row -> batch(B / P) -> [p::P]
+  train: order = range(N) -> shuffle(seed) -> repeat   (grain's permutation, new each epoch)
+         row j at global stream position g = s·B + p·b + r: example order[g], flipped and
+         augmented with draws from (seed, s, p·b + r), padded to M instance slots
+         -> rows from start_step·b on -> batch(b)
+  eval:  row j: example g = s·B + p·b + r, or a padding row past the end -> batch(b)
 
 Batch s is therefore a pure function of (seed, s): a resumed run starts the chain at its
 step and sees exactly the batches an uninterrupted one would, so no iterator state needs
-saving. `num_workers` > 0 decodes and augments whole batches in that many worker processes
-(grain's `mp_prefetch`: worker w makes batches w, w + k, ..., handed back in order through
-shared memory), which changes nothing in the batches; 0 makes them in the calling thread.
+saving. `num_workers` > 0 makes whole batches in that many worker processes (grain's
+`mp_prefetch`: worker w makes batches w, w + k, ..., stacked straight into shared memory
+and handed back in order), which changes nothing in them; 0 makes them in the calling
+thread.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import warnings
 from collections.abc import Iterator
 
 import grain
+import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import flags
 from absl import logging
@@ -33,6 +37,7 @@ from jaxseg.data import augment, pipeline, shapes
 
 _AUGMENT_STREAM = 2
 _MAX_SEED = 2**32
+_ENDLESS = 2**62  # the training stream's row positions: past any run's length
 
 def _local_batch_size(batch_size: int, process_index: int, process_count: int) -> int:
     """This process's share of a global batch; ValueError for inconsistent arguments."""
@@ -86,22 +91,48 @@ def unit_range(pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return np.multiply(pixels, np.float32(1.0 / 255.0), out=out, dtype=np.float32)
 
 
-def _row(example: dict | None, index: int, image_hw, max_instances: int, canvas_hw) -> dict:
-    """One batch row: `example` (None: a padding row, all zeros) in M = `max_instances`
-    slots, keeping the M largest instances if it has more (`truncated` says so)."""
+FIELDS = (
+    "image",
+    "semantic",
+    "masks",
+    "packed_masks",
+    "boxes",
+    "labels",
+    "instance_valid",
+    "valid",
+    "index",
+    "image_hw",
+)
+
+
+def _layouts(canvas_hw, max_instances: int) -> dict[str, tuple]:
+    """(shape, dtype) of each array field's row: S x S canvas, M instance slots."""
     height, width = canvas_hw
-    row = {
-        "image": np.zeros((height, width, 3), np.float32),
-        "semantic": np.zeros((height, width), np.int32),
-        "masks": np.zeros((max_instances, height, width), np.uint8),
-        "boxes": np.zeros((max_instances, 4), np.float32),
-        "labels": np.zeros(max_instances, np.int32),
-        "instance_valid": np.zeros(max_instances, bool),
+    slots = max_instances
+    return {
+        "image": ((height, width, 3), np.float32),
+        "semantic": ((height, width), np.int32),
+        "masks": ((slots, height, width), np.uint8),
+        "packed_masks": ((slots, height, math.ceil(width / 8)), np.uint8),
+        "boxes": ((slots, 4), np.float32),
+        "labels": ((slots,), np.int32),
+        "instance_valid": ((slots,), bool),
+    }
+
+
+def _row(example: dict | None, index: int, image_hw, max_instances: int, canvas_hw, fields) -> dict:
+    """One batch row of `fields`: `example` (None: a padding row, all zeros) in M =
+    `max_instances` slots, keeping the M largest instances if it has more (`truncated`,
+    always there, says so)."""
+    layouts = _layouts(canvas_hw, max_instances)
+    row = {name: np.zeros(*layouts[name]) for name in fields if name in layouts}
+    scalars = {
         "valid": np.bool_(example is not None),
         "index": np.int32(index if example is not None else -1),
         "image_hw": np.asarray(image_hw, np.int32),
-        "truncated": np.bool_(False),
     }
+    row.update({name: value for name, value in scalars.items() if name in fields})
+    row["truncated"] = np.bool_(False)
     if example is None:
         return row
     keep = np.arange(len(example["labels"]))
@@ -109,56 +140,97 @@ def _row(example: dict | None, index: int, image_hw, max_instances: int, canvas_
         keep = _largest_instances(example["masks"], max_instances)
         row["truncated"] = np.bool_(True)
     count = len(keep)
-    unit_range(example["image"], out=row["image"])
-    row["semantic"][:] = example["semantic"]
-    row["masks"][:count] = example["masks"][keep]
-    row["boxes"][:count] = example["boxes"][keep]
-    row["labels"][:count] = example["labels"][keep]
-    row["instance_valid"][:count] = True
+    if "image" in row:
+        unit_range(example["image"], out=row["image"])
+    if "semantic" in row:
+        row["semantic"][:] = example["semantic"]
+    if "masks" in row:
+        row["masks"][:count] = example["masks"][keep]
+    if "packed_masks" in row:
+        row["packed_masks"][:count] = np.packbits(example["masks"][keep], axis=-1)
+    for name in ("boxes", "labels"):
+        if name in row:
+            row[name][:count] = example[name][keep]
+    if "instance_valid" in row:
+        row["instance_valid"][:count] = True
     return row
 
 
-class _TrainRow:
-    """Stream position g holding source example `index` -> its training batch row."""
+def unpack_masks(packed: jax.Array, width: int) -> jax.Array:
+    """uint8 masks [..., H, W] (0/1) of their `packed_masks` [..., H, ceil(W / 8)] (the bits
+    of each row of W pixels, first pixel in the highest bit); traceable."""
+    return jnp.unpackbits(packed, axis=-1, count=width)
 
-    def __init__(self, source, batch_size, seed, flip, augmentation, max_instances):
+
+def _check_fields(fields) -> tuple[str, ...]:
+    fields = FIELDS if fields is None else tuple(fields)
+    unknown = [name for name in fields if name not in FIELDS]
+    if unknown:
+        raise ValueError(f"unknown batch fields {unknown}; expected some of {FIELDS}")
+    return fields
+
+
+class _Rows:
+    """Where this process's row positions j lie in the global batches (module docstring)."""
+
+    def __init__(self, batch_size: int, local_size: int, process_index: int):
+        self.batch_size = batch_size
+        self._local_size = local_size
+        self._process_index = process_index
+
+    def global_row(self, position: int) -> tuple[int, int]:
+        """(step s, global row p·b + r) of local row position j = `position`."""
+        step, row = divmod(int(position), self._local_size)
+        return step, self._process_index * self._local_size + row
+
+
+class _TrainRow:
+    """Local row position j -> its training batch row (see the module docstring)."""
+
+    def __init__(self, source, order, rows: _Rows, seed, flip, augmentation, max_instances, fields):
         self._source = source
-        self._batch_size = batch_size
+        self._fields = fields
+        self._order = order
+        self._rows = rows
         self._seed = seed
         self._flip = flip
         self._augmentation = augmentation
         self._max_instances = max_instances
 
-    def __call__(self, position: int, index: int) -> dict:
-        step, row = divmod(int(position), self._batch_size)
+    def __call__(self, position: int) -> dict:
+        step, row = self._rows.global_row(position)
+        index = int(self._order[step * self._rows.batch_size + row])
         rng = np.random.default_rng([self._seed, _AUGMENT_STREAM, step, row])
-        example = self._source[int(index)]
+        example = self._source[index]
         if self._flip and rng.random() < 0.5:
             example = _flip_horizontally(example)
         if self._augmentation is not None:
             example = augment.augment(example, rng, self._augmentation)
         canvas_hw = example["semantic"].shape
-        return _row(example, int(index), canvas_hw, self._max_instances, canvas_hw)
+        return _row(example, index, canvas_hw, self._max_instances, canvas_hw, self._fields)
 
 
 class _EvalRow:
-    """Position i of the padded pass -> example i's batch row (a padding row past the end)."""
+    """Local row position j -> example g's batch row (a padding row past the end)."""
 
-    def __init__(self, source, max_instances, canvas_hw):
+    def __init__(self, source, rows: _Rows, max_instances, canvas_hw, fields):
         self._source = source
+        self._fields = fields
+        self._rows = rows
         self._max_instances = max_instances
         self._canvas_hw = canvas_hw
 
-    def __call__(self, index: int) -> dict:
-        index = int(index)
+    def __call__(self, position: int) -> dict:
+        step, row = self._rows.global_row(position)
+        index = step * self._rows.batch_size + row
         if index >= len(self._source):
-            return _row(None, index, (0, 0), self._max_instances, self._canvas_hw)
+            return _row(None, index, (0, 0), self._max_instances, self._canvas_hw, self._fields)
         image_hw = self._canvas_hw
         if isinstance(self._source, pipeline.DecodedSource):
             placed = self._source.placement(index)
             image_hw = (placed.valid_height, placed.valid_width)
         example = self._source[index]
-        return _row(example, index, image_hw, self._max_instances, self._canvas_hw)
+        return _row(example, index, image_hw, self._max_instances, self._canvas_hw, self._fields)
 
 
 def train_batches(
@@ -173,6 +245,7 @@ def train_batches(
     process_index: int = 0,
     process_count: int = 1,
     num_workers: int = 0,
+    fields=None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Infinite shuffled stream of this process's share of each global training batch.
 
@@ -186,11 +259,13 @@ def train_batches(
     docstring): starting at `start_step` = k yields exactly what an uninterrupted stream
     yields after k batches.
 
-    Yields dicts: image float32 [B, S, S, 3] in [0, 1], semantic int32 [B, S, S],
-    masks uint8 [B, M, S, S], boxes float32 [B, M, 4], labels int32 [B, M] (0 = empty
-    slot), instance_valid bool [B, M], valid bool [B] (all True), index int32 [B] (the
-    example's position in `source`), image_hw int32 [B, 2] (the whole canvas (S, S):
-    flips and scale jitter move the image on it), M = max_instances.
+    Yields dicts of `fields` (None: all of `FIELDS`): image float32 [B, S, S, 3] in [0, 1],
+    semantic int32 [B, S, S], masks uint8 [B, M, S, S], packed_masks uint8
+    [B, M, S, ceil(S / 8)] (the masks' bits, 8x fewer bytes to move; `unpack_masks`),
+    boxes float32 [B, M, 4], labels int32 [B, M] (0 = empty slot), instance_valid bool
+    [B, M], valid bool [B] (all True), index int32 [B] (the example's position in
+    `source`), image_hw int32 [B, 2] (the whole canvas (S, S): flips and scale jitter move
+    the image on it), M = max_instances.
     Examples with more than M instances keep the M largest (warned once).
     """
     local_size = _local_batch_size(batch_size, process_index, process_count)
@@ -202,13 +277,16 @@ def train_batches(
     if augmentation is not None and not isinstance(augmentation, augment.Augmentation):
         raise ValueError(f"augmentation must be None or an Augmentation, got {augmentation!r}")
     enabled = augmentation if augmentation is not None and augmentation.enabled else None
-    make_row = _TrainRow(source, batch_size, int(seed), flip, enabled, max_instances)
+    order = grain.MapDataset.range(len(source)).shuffle(seed=int(seed)).repeat()
+    rows = _Rows(batch_size, local_size, int(process_index))
+    make_row = _TrainRow(
+        source, order, rows, int(seed), flip, enabled, max_instances, _check_fields(fields)
+    )
+    first_row = int(start_step) * local_size
     dataset = (
-        grain.MapDataset.range(len(source))
-        .shuffle(seed=int(seed))
-        .repeat()
-        .map_with_index(make_row)
-        .batch(local_size, drop_remainder=True)[process_index::process_count][start_step:]
+        grain.MapDataset.range(first_row, _ENDLESS)
+        .map(make_row)
+        .batch(local_size, drop_remainder=True)
     )
     return _iterate(dataset, int(num_workers), max_instances)
 
@@ -221,24 +299,26 @@ def eval_batches(
     process_index: int = 0,
     process_count: int = 1,
     num_workers: int = 0,
+    fields=None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """This process's share of each global batch of one ordered pass over `source`.
 
     Global batch b holds examples [b·batch_size, (b+1)·batch_size); process p gets the
     contiguous slice [p·B, (p+1)·B) of it, B = batch_size / process_count. There are
     ceil(len(source) / batch_size) batches on every process; rows past the end are
-    padding: all zeros, `valid` False, `index` -1. No flips. Same fields as
+    padding: all zeros, `valid` False, `index` -1. No flips. The same `fields` as
     `train_batches`; `image_hw` is each image's extent on the canvas where `source` is a
     `pipeline.DecodedSource` that knows it (`placement`), else the whole canvas.
     """
     local_size = _local_batch_size(batch_size, process_index, process_count)
     _check_stream_arguments(source, max_instances, num_workers)
     canvas_hw = source[0]["semantic"].shape
-    padded = math.ceil(len(source) / batch_size) * batch_size
+    rows = _Rows(batch_size, local_size, int(process_index))
+    num_batches = math.ceil(len(source) / batch_size)
     dataset = (
-        grain.MapDataset.range(padded)
-        .map(_EvalRow(source, max_instances, canvas_hw))
-        .batch(local_size)[process_index::process_count]
+        grain.MapDataset.range(num_batches * local_size)
+        .map(_EvalRow(source, rows, max_instances, canvas_hw, _check_fields(fields)))
+        .batch(local_size)
     )
     return _iterate(dataset, int(num_workers), max_instances)
 
@@ -265,7 +345,9 @@ def _quiet_worker(worker_index: int, worker_count: int) -> None:
 def _iterate(dataset: grain.MapDataset, num_workers: int, max_instances: int) -> Iterator[dict]:
     """The batches of `dataset`, made by `num_workers` processes (0: in this thread); warns
     once if a row dropped instances; the workers stop when the iterator is closed."""
-    stream = dataset.to_iter_dataset()
+    # Each process makes one batch at a time: no reading threads, no read-ahead buffer
+    # (grain's default, 16 threads and 500 elements, would hold 500 batches).
+    stream = dataset.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
     if num_workers:
         _allow_grain_flags_unparsed()
         stream = stream.mp_prefetch(

@@ -48,13 +48,16 @@ class Task(abc.ABC):
     Attributes:
       config: the experiment config.
       model: the Flax module of `config.model`.
-      train_fields: batch fields the train step reads (`jaxseg.data.pipeline` names).
+      train_fields: batch fields the train step reads (`jaxseg.data.batching.FIELDS`); the
+        input workers make only these.
       eval_fields: batch fields the eval step reads.
+      host_fields: batch fields its `Evaluation.add` reads besides `eval_fields`.
       curves: metric names drawn in `training_curves.png`.
     """
 
     train_fields: tuple[str, ...] = ()
     eval_fields: tuple[str, ...] = ()
+    host_fields: tuple[str, ...] = ("valid", "index")
     curves: tuple[str, ...] = ()
 
     def __init__(self, config: ml_collections.ConfigDict):

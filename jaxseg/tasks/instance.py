@@ -13,6 +13,7 @@ import numpy as np
 from jaxseg import registry
 from jaxseg import sharding
 from jaxseg import visualize_instances
+from jaxseg.data import batching
 from jaxseg.evaluation import frames
 from jaxseg.evaluation.coco import COCOEvaluator, write_results
 from jaxseg.models.mask_rcnn import MaskRCNN
@@ -38,7 +39,7 @@ class InstanceSegmentation(Task):
     once per split. Detections are clipped to each image's extent on its canvas.
     """
 
-    train_fields = ("image", "boxes", "labels", "masks", "instance_valid")
+    train_fields = ("image", "boxes", "labels", "packed_masks", "instance_valid")
     eval_fields = ("image", "image_hw", "index")
     curves = ("train/loss", "train/learning_rate", "val/box_ap", "val/mask_ap")
 
@@ -60,7 +61,7 @@ class InstanceSegmentation(Task):
             batch["image"],
             batch["boxes"],
             batch["labels"],
-            batch["masks"],
+            batching.unpack_masks(batch["packed_masks"], batch["image"].shape[2]),
             batch["instance_valid"],
             train=True,
             method=MaskRCNN.losses,

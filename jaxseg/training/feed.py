@@ -19,8 +19,8 @@ def device_batches(
 ) -> Iterator[dict[str, jax.Array]]:
     """The training batches from `start_step` on, as the training loop takes them: this
     process's rows of each global batch, flipped and augmented as `config.data` says, made
-    ahead by `config.data.num_workers` processes (`batching.train_batches`), with only
-    `fields`, sharded over `mesh`'s devices (`[B_global, ...]` arrays)."""
+    ahead by `config.data.num_workers` processes (`batching.train_batches`, making only
+    `fields`), sharded over `mesh`'s devices (`[B_global, ...]` arrays)."""
     batches = batching.train_batches(
         source,
         config.batch_size,
@@ -32,5 +32,6 @@ def device_batches(
         process_index=jax.process_index(),
         process_count=jax.process_count(),
         num_workers=pipeline.num_workers_from_data_config(config.data),
+        fields=fields,
     )
     return (sharding.shard_batch(select_fields(batch, fields), mesh) for batch in batches)
