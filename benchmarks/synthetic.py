@@ -8,12 +8,12 @@ OBJECTS_PER_IMAGE = 3
 def synthetic_batch(
     batch_size: int, image_size: int, max_instances: int, num_classes: int, seed: int = 0
 ) -> dict[str, np.ndarray]:
-    """A fixed random batch with every field of `jaxseg.data.pipeline` batches.
+    """A fixed random batch with every field of `jaxseg.data.batching` batches.
 
     `image [B, S, S, 3]` float32 in [0, 1]; `min(OBJECTS_PER_IMAGE, max_instances)`
     ellipses per image with their tight `boxes [B, G, 4]` (x1, y1, x2, y2 pixels),
-    `labels [B, G]` int32 in 1..K-1, `masks [B, G, S, S]` uint8 and
-    `instance_valid [B, G]`; slots past the objects are zero and invalid. `semantic
+    `labels [B, G]` int32 in 1..K-1, `masks [B, G, S, S]` uint8 (and their bits,
+    `packed_masks [B, G, S, ceil(S / 8)]`) and `instance_valid [B, G]`; slots past the objects are zero and invalid. `semantic
     [B, S, S]` int32 holds the labels of the ellipses (later ones on top, 0 elsewhere);
     `valid [B]` is all True and `index [B]` int32 counts from 0.
     """
@@ -45,4 +45,5 @@ def synthetic_batch(
             batch["masks"][image, slot] = inside
             batch["instance_valid"][image, slot] = True
             batch["semantic"][image][inside] = batch["labels"][image, slot]
+    batch["packed_masks"] = np.packbits(batch["masks"], axis=-1)
     return batch

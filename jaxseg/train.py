@@ -379,7 +379,9 @@ class _TrainingRun:
                     self.save(state, step, force=is_last or preempted)
                     self.timer.start()
                 if preempted:
-                    tqdm.write(f"Stop requested (SIGTERM): checkpointed step {step}; rerun to resume.")
+                    tqdm.write(
+                        f"Stop requested (SIGTERM): checkpointed step {step}; rerun to resume."
+                    )
                     break
                 if step % config.log_every_steps == 0:
                     interval_start = time.perf_counter()

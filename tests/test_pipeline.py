@@ -396,14 +396,16 @@ def test_workers_give_the_same_batches_as_the_calling_thread(train_source):
                                process_count=2, num_workers=2, **kwargs)
         for p in range(2)
     ]
-    joined = [{k: np.concatenate([a[k], b[k]]) for k in a} for a, b in zip(*(_take(s, 8) for s in shares))]
+    taken = [_take(share, 8) for share in shares]
+    joined = [{k: np.concatenate([a[k], b[k]]) for k in a} for a, b in zip(*taken)]
     _assert_batches_equal(in_thread[:8], joined)
 
 
 def test_eval_with_workers_matches_the_calling_thread(validation_source):
     kwargs = dict(max_instances=MAX_INSTANCES)
     in_thread = list(batching.eval_batches(validation_source, 4, **kwargs))
-    _assert_batches_equal(in_thread, list(batching.eval_batches(validation_source, 4, num_workers=2, **kwargs)))
+    with_workers = batching.eval_batches(validation_source, 4, num_workers=2, **kwargs)
+    _assert_batches_equal(in_thread, list(with_workers))
 
 
 class _FailingSource:
@@ -443,7 +445,8 @@ def test_bad_worker_counts_are_rejected(train_source, workers, message):
         batching.train_batches(train_source, 4, 0, max_instances=2, num_workers=workers)
     with pytest.raises(ValueError, match=message):
         pipeline.num_workers_from_data_config(ml_collections.ConfigDict({"num_workers": workers}))
-    assert pipeline.num_workers_from_data_config(ml_collections.ConfigDict({"num_workers": None})) >= 1
+    automatic = ml_collections.ConfigDict({"num_workers": None})
+    assert pipeline.num_workers_from_data_config(automatic) >= 1
 
 
 def test_workers_run_outside_an_absl_app_and_the_program_exits_with_them_open(data_config):
@@ -478,7 +481,8 @@ def test_packed_masks_are_the_masks_bits_and_fields_select_what_is_made(train_so
     )
     odd = np.zeros((1, 3, 11), np.uint8)
     odd[0, 1, [0, 7, 8, 10]] = 1  # 11 pixels: a second byte with 3 bits used
-    np.testing.assert_array_equal(np.asarray(batching.unpack_masks(np.packbits(odd, axis=-1), 11)), odd)
+    unpacked = batching.unpack_masks(np.packbits(odd, axis=-1), 11)
+    np.testing.assert_array_equal(np.asarray(unpacked), odd)
     fields = ("image", "packed_masks", "labels")
     some = next(batching.train_batches(train_source, 4, 7, max_instances=MAX_INSTANCES,
                                        fields=fields))

@@ -224,7 +224,8 @@ class _EvalRow:
         step, row = self._rows.global_row(position)
         index = step * self._rows.batch_size + row
         if index >= len(self._source):
-            return _row(None, index, (0, 0), self._max_instances, self._canvas_hw, self._fields)
+            canvas_hw = self._canvas_hw
+            return _row(None, index, canvas_hw, self._max_instances, canvas_hw, self._fields)
         image_hw = self._canvas_hw
         if isinstance(self._source, pipeline.DecodedSource):
             placed = self._source.placement(index)
@@ -306,9 +307,10 @@ def eval_batches(
     Global batch b holds examples [b·batch_size, (b+1)·batch_size); process p gets the
     contiguous slice [p·B, (p+1)·B) of it, B = batch_size / process_count. There are
     ceil(len(source) / batch_size) batches on every process; rows past the end are
-    padding: all zeros, `valid` False, `index` -1. No flips. The same `fields` as
-    `train_batches`; `image_hw` is each image's extent on the canvas where `source` is a
-    `pipeline.DecodedSource` that knows it (`placement`), else the whole canvas.
+    padding: all zeros, `valid` False, `index` -1, `image_hw` the canvas. No flips. The
+    same `fields` as `train_batches`; `image_hw` is each image's extent on the canvas
+    where `source` is a `pipeline.DecodedSource` that knows it (`placement`), else the
+    whole canvas.
     """
     local_size = _local_batch_size(batch_size, process_index, process_count)
     _check_stream_arguments(source, max_instances, num_workers)
