@@ -56,4 +56,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.fast_cpu_ops = True
     # The network sees the images resized by this factor; 2 learned more slowly here.
     config.model.input_scale = 1
+    # The stem's stride-2 max-pool; without it the decoder fuses C3, then at stride 4.
+    config.model.stem_pool = True
     return config
