@@ -241,8 +241,9 @@ def test_the_semantic_task_runs_it_unchanged():
     "module, num_classes, values",
     [
         (deeplab_shapes, 4, dict(backbone="resnet18", backbone_width=32, aspp_rates=(2, 4, 6),
-                                 output_stride=16, dropout_rate=0.1, input_scale=1)),
-        (deeplab_pets, 3, dict(backbone="resnet18", backbone_width=64, aspp_channels=256)),
+                                 output_stride=16, dropout_rate=0.0, input_scale=1, stem_pool=False)),
+        (deeplab_pets, 3, dict(backbone="resnet18", backbone_width=64, aspp_channels=256,
+                               dropout_rate=0.1, stem_pool=True)),
     ],
 )
 def test_the_configs_are_valid_and_build_their_model(module, num_classes, values):
