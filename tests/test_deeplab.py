@@ -241,8 +241,9 @@ def test_the_semantic_task_runs_it_unchanged():
     "module, num_classes, values",
     [
         (deeplab_shapes, 4, dict(backbone="resnet18", backbone_width=32, aspp_rates=(2, 4, 6),
-                                 output_stride=16, dropout_rate=0.1, input_scale=1)),
-        (deeplab_pets, 3, dict(backbone="resnet18", backbone_width=64, aspp_channels=256)),
+                                 output_stride=16, dropout_rate=0.0, input_scale=1, stem_pool=False)),
+        (deeplab_pets, 3, dict(backbone="resnet18", backbone_width=64, aspp_channels=256,
+                               dropout_rate=0.1, stem_pool=True)),
     ],
 )
 def test_the_configs_are_valid_and_build_their_model(module, num_classes, values):
@@ -361,3 +362,31 @@ def test_input_scale_runs_the_network_on_the_upsampled_images():
         validate_config(config)
     config.data.image_size = 120  # 240 is divisible by 16, 120 is not
     validate_config(config)
+
+
+@pytest.mark.parametrize(
+    "output_stride, strides, dilated",
+    [(16, (2, 4, 8, 16), (False, False, False)), (8, (2, 4, 8, 8), (False, False, True))],
+)
+def test_without_the_stem_pool_the_levels_double_and_the_decoder_fuses_c3(output_stride, strides, dilated):
+    """stem_pool=False: C2..C5 at strides 2, 4, 8, 16 (res5 dilated at output stride 8), the
+    skip reads C3 (stride 4, 16 channels at width 8), the logits cover the input."""
+    assert deeplab.dilated_stages(output_stride, stem_pool=False) == dilated
+    assert deeplab.dilated_stages(output_stride, stem_pool=True) == (
+        (False, False, True) if output_stride == 16 else (False, True, True)
+    )
+    assert deeplab.decoder_level(True) == "C2" and deeplab.decoder_level(False) == "C3"
+    model = _tiny(output_stride=output_stride, stem_pool=False)
+    x = _images((2, 64, 96, 3), seed=5)
+    variables = random_variables(model, x)
+    logits, state = jax.jit(
+        lambda v: model.apply(v, x, train=False, capture_intermediates=True, mutable=["intermediates"])
+    )(variables)
+    assert logits.shape == (2, 64, 96, NUM_CLASSES) and np.all(np.isfinite(logits))
+    features = state["intermediates"]["backbone"]["__call__"][0]
+    for level, stride in zip(("C2", "C3", "C4", "C5"), strides):
+        assert features[level].shape[1:3] == (64 // stride, 96 // stride), level
+    assert variables["params"]["decoder"]["skip"]["conv"]["kernel"].shape == (1, 1, 16, 48)
+    pooled = random_variables(_tiny(output_stride=output_stride), x)
+    assert pooled["params"]["decoder"]["skip"]["conv"]["kernel"].shape == (1, 1, 8, 48)
+    assert jax.tree.structure(pooled) == jax.tree.structure(variables)

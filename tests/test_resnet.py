@@ -193,6 +193,23 @@ def test_dilated_resnet_needs_sizes_divisible_by_its_c5_stride(dilated, stride):
 
 
 @pytest.mark.parametrize(
+    "dilated, strides", [((False, False, False), (2, 4, 8, 16)), ((False, False, True), (2, 4, 8, 8))]
+)
+def test_without_the_stem_pool_every_level_has_twice_the_resolution(dilated, strides):
+    """stem_pool=False: C2..C5 at strides 2, 4, 8, 16 (res5 dilated: 8), the same parameters,
+    and sizes divisible by the C5 stride."""
+    model = build_resnet("resnet18", num_filters=8, stem_pool=False, replace_stride_with_dilation=dilated)
+    x = jnp.zeros((1, 32, 64, 3))
+    features, variables = jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), x, train=False))
+    for level, stride in zip(("C2", "C3", "C4", "C5"), strides):
+        assert features[level].shape == (1, 32 // stride, 64 // stride, 8 * 2 ** (int(level[1]) - 2)), level
+    pooled = jax.eval_shape(lambda: build_resnet("resnet18", num_filters=8).init(jax.random.key(0), x, train=False))
+    assert jax.tree.map(lambda leaf: leaf.shape, pooled) == jax.tree.map(lambda leaf: leaf.shape, variables)
+    with pytest.raises(ValueError, match=f"divisible by {strides[-1]} "):
+        _init(model, jnp.zeros((1, strides[-1] + 4, strides[-1], 3)))
+
+
+@pytest.mark.parametrize(
     "options, match",
     [
         (dict(norm="layer"), "norm"),

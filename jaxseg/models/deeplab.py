@@ -4,8 +4,9 @@ A dilated ResNet (`resnet.ResNet` with `replace_stride_with_dilation`) gives C5
 at output stride 16 (res5 dilated) or 8 (res4 and res5 dilated); ASPP on C5
 (a 1x1 conv, a 3x3 atrous conv per rate, image pooling, each conv -> norm ->
 ReLU, concatenated, projected by a 1x1 conv -> norm -> ReLU, dropout); the
-decoder concatenates C2 (stride 4) reduced to 48 channels with the ASPP output
-upsampled bilinearly to C2's size, refines with two 3x3 convs, classifies with
+decoder concatenates the stride-4 features (C2; C3 when the stem has no
+max-pool, `stem_pool=False`) reduced to 48 channels with the ASPP output
+upsampled bilinearly to their size, refines with two 3x3 convs, classifies with
 a 1x1 conv and upsamples bilinearly to the input size.
 
 Called as the U-Net: `model.init(key, images, train=False)`, then
@@ -45,8 +46,29 @@ NORMS = ("batch", "group")
 RATES_OUTPUT_STRIDE = 16
 # Channels of the decoder's 1x1 reduction of C2 (the paper's 48).
 SKIP_CHANNELS = 48
-# ResNet stages res3..res5 whose stride becomes dilation, per output stride.
-_DILATED_STAGES = {16: (False, False, True), 8: (False, True, True)}
+# The stride of the decoder's low-level features.
+DECODER_STRIDE = 4
+
+
+def backbone_strides(stem_pool: bool) -> dict[str, int]:
+    """Strides of the undilated ResNet's C2..C5: 4..32 with the stem's max-pool, 2..16 without."""
+    first = 4 if stem_pool else 2
+    return {f"C{level}": first * 2**index for index, level in enumerate((2, 3, 4, 5))}
+
+
+def dilated_stages(output_stride: int, stem_pool: bool) -> tuple[bool, bool, bool]:
+    """`replace_stride_with_dilation` of res3..res5 that puts C5 at `output_stride`.
+
+    With the stem pool: (False, False, True) at 16, (False, True, True) at 8;
+    without: (False, False, False) at 16, (False, False, True) at 8.
+    """
+    strides = backbone_strides(stem_pool)
+    return tuple(strides[f"C{level}"] > output_stride for level in (3, 4, 5))
+
+
+def decoder_level(stem_pool: bool) -> str:
+    """The backbone level at `DECODER_STRIDE` the decoder fuses: "C2", or "C3" without the pool."""
+    return next(level for level, stride in backbone_strides(stem_pool).items() if stride == DECODER_STRIDE)
 
 
 def atrous_rates(rates: Sequence[int], output_stride: int) -> tuple[int, ...]:
@@ -126,10 +148,10 @@ class ASPP(nn.Module):
 
 
 class Decoder(nn.Module):
-    """DeepLabv3+'s decoder: ASPP output and C2 -> logits at C2's resolution.
+    """DeepLabv3+'s decoder: ASPP output and stride-4 features -> logits at their resolution.
 
-    `x` [N, h, w, C] is resized bilinearly to C2's [H4, W4] and concatenated
-    with "skip" (C2 [N, H4, W4, C2] through a 1x1 conv to `SKIP_CHANNELS`,
+    `x` [N, h, w, C] is resized bilinearly to `c2`'s [H4, W4] and concatenated
+    with "skip" (`c2` [N, H4, W4, C2] through a 1x1 conv to `SKIP_CHANNELS`,
     norm, ReLU); "conv0" and "conv1" (3x3, `channels`, norm, ReLU) and
     "classifier" (1x1 conv with bias) give [N, H4, W4, num_classes] in `dtype`.
     """
@@ -171,6 +193,10 @@ class DeepLabV3Plus(nn.Module):
         (DeepLab's evaluation scales, here in training too); the logits are resized
         back to the input's size. Small images' objects then keep their detail past
         the stem's stride 4. 1 = the images as given.
+      stem_pool: the ResNet stem's stride-2 max-pool. Without it the backbone's
+        levels have twice the resolution (C2 at stride 2, C3 at 4, ...), fewer
+        stages are dilated for the same output stride, and the decoder fuses C3,
+        the features at stride 4; same parameters except the skip's input width.
     """
 
     num_classes: int
@@ -185,6 +211,7 @@ class DeepLabV3Plus(nn.Module):
     dtype: Any = jnp.float32
     fast_cpu_ops: bool = False
     input_scale: int = 1
+    stem_pool: bool = True
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool) -> jax.Array:
@@ -204,7 +231,8 @@ class DeepLabV3Plus(nn.Module):
         backbone = build_resnet(
             self.backbone,
             num_filters=self.backbone_width,
-            replace_stride_with_dilation=_DILATED_STAGES[self.output_stride],
+            replace_stride_with_dilation=dilated_stages(self.output_stride, self.stem_pool),
+            stem_pool=self.stem_pool,
             name="backbone",
             **options,
         )
@@ -217,7 +245,7 @@ class DeepLabV3Plus(nn.Module):
             features["C5"], train
         )
         logits = Decoder(self.num_classes, self.decoder_channels, name="decoder", **options)(
-            x, features["C2"], train
+            x, features[decoder_level(self.stem_pool)], train
         )
         return resize_bilinear(logits.astype(jnp.float32), height, width)
 
@@ -253,6 +281,7 @@ DeepLabConfig = pretrained_config.with_pretrained(
             "dtype": schema.dtype,
             "fast_cpu_ops": schema.boolean,
             "input_scale": schema.integer(1),
+            "stem_pool": schema.boolean,
         },
         exclude=("num_classes",),
         cross_check=_check_image_size,

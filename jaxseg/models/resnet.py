@@ -338,6 +338,10 @@ class ResNet(nn.Module):
         at stride 1 and every later 3x3 conv dilated by the stride it gave
         up (times earlier stages'): (False, False, True) gives C5 at stride
         16, (False, True, True) C4 and C5 at stride 8. Parameters are the same.
+      stem_pool: the stem's 3x3 stride-2 max-pool. Without it (False) every
+        level keeps twice the resolution (C2 at stride 2 ... C5 at 16, halved
+        again per dilated stage) for about 4x the compute of res2..res4, and
+        the same parameters.
     """
 
     stage_sizes: Sequence[int]
@@ -349,6 +353,7 @@ class ResNet(nn.Module):
     remat: bool = False
     dtype: Any = jnp.float32
     replace_stride_with_dilation: Sequence[bool] = (False, False, False)
+    stem_pool: bool = True
 
     @property
     def out_channels(self) -> dict[str, int]:
@@ -364,12 +369,14 @@ class ResNet(nn.Module):
         """[N, H, W, C] images -> {"C2": [N, H/4, W/4, C2], ..., "C5": [N, H/32, W/32, C5]}.
 
         H and W must be divisible by 32, the stride of C5 (16 or 8 with
-        `replace_stride_with_dilation`, which also sets the strides of C3..C5).
+        `replace_stride_with_dilation`, which also sets the strides of C3..C5;
+        every stride is halved without `stem_pool`).
         Features are in `dtype`; channel counts are `out_channels` (64..512 for
         ResNet-18/34, 256..2048 for ResNet-50/101 with num_filters=64).
         """
         _check_options(self)
-        _check_input(x, INPUT_DIVISOR // 2 ** sum(self.replace_stride_with_dilation))
+        halvings = sum(self.replace_stride_with_dilation) + (not self.stem_pool)
+        _check_input(x, INPUT_DIVISOR // 2**halvings)
         options = dict(norm=self.norm, fast_cpu_ops=self.fast_cpu_ops, dtype=self.dtype)
         block_cls = Bottleneck if self.bottleneck else BasicBlock
         if self.remat:
@@ -378,7 +385,8 @@ class ResNet(nn.Module):
 
         x = x.astype(self.dtype)
         x = ConvNorm(self.num_filters, 7, 2, relu=True, name="stem", **options)(x, train)
-        x = max_pool_3x3_stride2(x, self.fast_cpu_ops)
+        if self.stem_pool:
+            x = max_pool_3x3_stride2(x, self.fast_cpu_ops)
         if self.freeze_at >= 1:
             x = lax.stop_gradient(x)
 
