@@ -1,6 +1,7 @@
 """Tests of the procedural shapes dataset and its TFDS builder (jaxseg.data.shapes)."""
 import hashlib
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -223,6 +224,18 @@ def test_config_names_encode_parameters():
 def test_invalid_parameters_are_named(overrides, field):
     with pytest.raises(ValueError, match=field):
         shapes.shapes_config(**overrides)
+
+
+def test_builders_of_predefined_and_custom_configs_survive_pickling(tmp_path):
+    # An input worker gets its copy of the source (and its builder) by pickling; TFDS
+    # refuses a config equal to, but not the same object as, a predefined one.
+    predefined, custom = shapes.shapes_config(), shapes.shapes_config(image_size=32)
+    assert pickle.loads(pickle.dumps(predefined)) is predefined
+    copy = pickle.loads(pickle.dumps(custom))
+    assert copy.name == custom.name and copy.image_size == 32
+    for config in (predefined, custom):
+        builder = shapes.Shapes(config=config, data_dir=str(tmp_path))
+        assert pickle.loads(pickle.dumps(builder)).builder_config.name == config.name
 
 
 def test_generate_example_rejects_bad_split_and_index():

@@ -67,6 +67,11 @@ class ShapesConfig(tfds.core.BuilderConfig):
     min_visible_pixels: int = 10
     seed: int = 0
 
+    def __reduce__(self):
+        # A copy in another process (an input worker) is made by `shapes_config`, so that it
+        # is the predefined config itself where its name is one: TFDS refuses an equal copy.
+        return (_config_from_params, ({name: getattr(self, name) for name in _DEFAULT_PARAMS},))
+
     def split_sizes(self) -> dict[str, int]:
         """Number of examples of each split, keyed by split name."""
         return {
@@ -176,6 +181,11 @@ def shapes_config(**overrides) -> ShapesConfig:
         if predefined.name == name:
             return predefined
     return _make_config(params)
+
+
+def _config_from_params(params: dict) -> ShapesConfig:
+    """`shapes_config(**params)` (how a pickled `ShapesConfig` is rebuilt)."""
+    return shapes_config(**params)
 
 
 # --------------------------------------------------------------------------- rendering
