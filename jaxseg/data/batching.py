@@ -174,14 +174,16 @@ class _Rows:
     """Where this process's row positions j lie in the global batches (module docstring)."""
 
     def __init__(self, batch_size: int, local_size: int, process_index: int):
-        self.batch_size = batch_size
+        self._batch_size = batch_size
         self._local_size = local_size
         self._process_index = process_index
 
-    def global_row(self, position: int) -> tuple[int, int]:
-        """(step s, global row p·b + r) of local row position j = `position`."""
+    def locate(self, position: int) -> tuple[int, int, int]:
+        """(step s, global row p·b + r, stream position s·B + p·b + r) of local row
+        position j = `position`."""
         step, row = divmod(int(position), self._local_size)
-        return step, self._process_index * self._local_size + row
+        global_row = self._process_index * self._local_size + row
+        return step, global_row, step * self._batch_size + global_row
 
 
 class _TrainRow:
@@ -198,8 +200,8 @@ class _TrainRow:
         self._max_instances = max_instances
 
     def __call__(self, position: int) -> dict:
-        step, row = self._rows.global_row(position)
-        index = int(self._order[step * self._rows.batch_size + row])
+        step, row, stream_position = self._rows.locate(position)
+        index = int(self._order[stream_position])
         rng = np.random.default_rng([self._seed, _AUGMENT_STREAM, step, row])
         example = self._source[index]
         if self._flip and rng.random() < 0.5:
@@ -221,8 +223,7 @@ class _EvalRow:
         self._canvas_hw = canvas_hw
 
     def __call__(self, position: int) -> dict:
-        step, row = self._rows.global_row(position)
-        index = step * self._rows.batch_size + row
+        _, _, index = self._rows.locate(position)
         if index >= len(self._source):
             canvas_hw = self._canvas_hw
             return _row(None, index, canvas_hw, self._max_instances, canvas_hw, self._fields)
