@@ -65,7 +65,7 @@ def _text_colour(background):
     return _DARK_TEXT if luminance > _LIGHT_BACKGROUND_LUMINANCE else _LIGHT_TEXT
 
 
-def _draw_label(draw, font, text, x, y, colour, image_width):
+def draw_label(draw, font, text, x, y, colour, image_width):
     """Writes `text` on a box of `colour` just above (x, y), or just below it at the top edge."""
     _, _, right, bottom = font.getbbox(text)
     label_w = right + 2 * _LABEL_PADDING
@@ -150,7 +150,7 @@ def draw_instances(image, boxes, scores, classes, masks, valid, class_names, sco
         draw.rectangle((x1, y1, max(x2 - 1, x1), max(y2 - 1, y1)), outline=colour)
         name = class_names[int(classes[index])]
         text = name if scores is None else f"{name} {float(scores[index]):.2f}"
-        _draw_label(draw, font, text, x1, y1, colour, image.shape[1])
+        draw_label(draw, font, text, x1, y1, colour, image.shape[1])
     if not len(indices):
         _draw_note(draw, font, empty_panel_text(None if scores is None else score_threshold),
                    image.shape[1])

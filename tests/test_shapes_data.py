@@ -164,7 +164,7 @@ def test_dropped_shape_uncovers_the_one_beneath():
 
 def test_rasterized_shapes_match_their_geometry():
     size = 200
-    rows, cols = shapes._pixel_centres(size)
+    rows, cols = shapes.pixel_centres(size)
     circle = shapes._circle_mask(None, rows, cols, (100.0, 100.0), 120.0)
     assert abs(circle.sum() / (math.pi * 60**2) - 1) < 0.01
     # long side 100 along columns, short side 0.5 * 100, angle 0 (random() = 0.9 > 0.5)

@@ -35,6 +35,15 @@ def shapes(image_size: int = 128, max_instances: int = 16) -> ml_collections.Con
     return data
 
 
+def panoptic_shapes(image_size: int = 128, max_instances: int = 16) -> ml_collections.ConfigDict:
+    """The shapes' things over stuff regions (jaxseg/data/panoptic_shapes.py): the shapes
+    section with the semantic head's classes, the thing class first."""
+    data = shapes(image_size, max_instances)
+    data.name = "panoptic_shapes"
+    data.stuff_class_names = ("thing", "sky", "grass", "sand")
+    return data
+
+
 def real_images(name: str, *, image_size: int, max_instances: int) -> ml_collections.ConfigDict:
     """The fields every dataset read from files shares: where TFDS keeps it, the static image
     size (aspect ratio kept, padded with the ignore label 255), flips, scale jitter

@@ -158,7 +158,7 @@ def _make_config(params: dict) -> ShapesConfig:
     )
 
 
-_PREDEFINED_CONFIGS = (
+PREDEFINED_CONFIGS = (
     _make_config(dict(_DEFAULT_PARAMS)),
     _make_config({**_DEFAULT_PARAMS, **SMALL_RARE_FOREGROUND}),
 )
@@ -177,7 +177,7 @@ def shapes_config(**overrides) -> ShapesConfig:
     params = {**_DEFAULT_PARAMS, **overrides}
     _validate_params(params)
     name = _config_name(params)
-    for predefined in _PREDEFINED_CONFIGS:
+    for predefined in PREDEFINED_CONFIGS:
         if predefined.name == name:
             return predefined
     return _make_config(params)
@@ -191,13 +191,13 @@ def _config_from_params(params: dict) -> ShapesConfig:
 # --------------------------------------------------------------------------- rendering
 
 
-def _pixel_centres(size: int) -> tuple[np.ndarray, np.ndarray]:
+def pixel_centres(size: int) -> tuple[np.ndarray, np.ndarray]:
     """Row and column pixel-centre coordinates, float32 [S, 1] and [1, S]."""
     centres = np.arange(size, dtype=np.float32) + 0.5
     return centres[:, None], centres[None, :]
 
 
-def _bilinear_upsample_matrix(grid: int, size: int) -> np.ndarray:
+def bilinear_upsample_matrix(grid: int, size: int) -> np.ndarray:
     """float32 [size, grid] matrix interpolating `grid` control points over `size` pixels."""
     position = (np.arange(size, dtype=np.float32) + 0.5) / size * (grid - 1)
     low = np.minimum(np.floor(position).astype(np.int64), grid - 2)
@@ -210,7 +210,7 @@ def _bilinear_upsample_matrix(grid: int, size: int) -> np.ndarray:
 
 def _render_background(rng: np.random.Generator, size: int) -> np.ndarray:
     """A textured background, float32 [S, S, 3] in roughly 0..255."""
-    rows, cols = _pixel_centres(size)
+    rows, cols = pixel_centres(size)
     angle = rng.uniform(0.0, 2.0 * np.pi)
     ramp = (cols * np.cos(angle) + rows * np.sin(angle)) / size
     ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6)
@@ -219,7 +219,7 @@ def _render_background(rng: np.random.Generator, size: int) -> np.ndarray:
 
     grid = int(rng.integers(3, 7))
     control = rng.normal(0.0, rng.uniform(10.0, 30.0), size=(grid, grid, 3)).astype(np.float32)
-    upsample = _bilinear_upsample_matrix(grid, size)
+    upsample = bilinear_upsample_matrix(grid, size)
     smooth_rows = np.tensordot(upsample, control, axes=(1, 0))  # [S, grid, 3]
     background += np.tensordot(smooth_rows, upsample, axes=(1, 1)).transpose(0, 2, 1)
 
@@ -286,7 +286,7 @@ def _sample_shapes(rng, config: ShapesConfig) -> tuple[list[np.ndarray], list[in
         count = 0
     else:
         count = int(rng.integers(config.min_shapes, config.max_shapes + 1))
-    rows, cols = _pixel_centres(size)
+    rows, cols = pixel_centres(size)
     log_low, log_high = np.log(config.min_object_size), np.log(config.max_object_size)
     masks, labels = [], []
     for _ in range(count):
@@ -376,22 +376,33 @@ def generate_example(config: ShapesConfig, split: str, index: int) -> dict[str, 
       instance_ids uint8 [S, S] (0 = none, k = instance k - 1), boxes float32 [n, 4]
       (x1, y1, x2, y2, exclusive ends), labels int32 [n] (1..3).
     """
+    rng = example_rng(config, split, index)
+    example = paint_things(rng, config, _render_background(rng, config.image_size))
+    label_lookup = np.concatenate([[0], example["labels"]]).astype(np.uint8)
+    return {**example, "semantic": label_lookup[example["instance_ids"]]}
+
+
+def example_rng(config: ShapesConfig, split: str, index: int) -> np.random.Generator:
+    """The random stream of example `index` of `split`: a pure function of (config.seed,
+    split, index); ValueError for an unknown split or a bad index."""
     if split not in _SPLIT_STREAMS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     if not is_integer(index) or index < 0:
         raise ValueError(f"index must be a non-negative int, got {index!r}")
-    rng = np.random.default_rng([config.seed, _SPLIT_STREAMS[split], int(index)])
+    return np.random.default_rng([config.seed, _SPLIT_STREAMS[split], int(index)])
+
+
+def paint_things(rng, config: ShapesConfig, background: np.ndarray) -> dict[str, np.ndarray]:
+    """Shapes drawn from `rng` as `config` says, painted over `background` float32 [S, S, 3]
+    (0..255): image uint8 [S, S, 3], instance_ids uint8 [S, S] (0 = none, k = instance
+    k - 1), boxes float32 [n, 4] (tight, exclusive ends), labels int32 [n] (1..3)."""
     size = config.image_size
-    background = _render_background(rng, size)
     masks, labels = _sample_shapes(rng, config)
     masks, labels, instance_ids = _visible_instances(
         masks, labels, size, config.min_visible_pixels
     )
-    image = _render_image(rng, background, masks, size)
-    label_lookup = np.array([0] + labels, np.uint8)
     return {
-        "image": image,
-        "semantic": label_lookup[instance_ids],
+        "image": _render_image(rng, background, masks, size),
         "instance_ids": instance_ids,
         "boxes": tight_boxes(instance_ids, len(labels)),
         "labels": np.array(labels, np.int32),
@@ -421,16 +432,17 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release."}
-    BUILDER_CONFIGS = list(_PREDEFINED_CONFIGS)
+    BUILDER_CONFIGS = list(PREDEFINED_CONFIGS)
     # TFDS's own look-up of this file imports the optional `importlib_resources` backport
     # when the builder lives in a package; naming the file directly avoids that.
     code_path = epath.Path(__file__)
+    DESCRIPTION = __doc__
 
     def _info(self) -> tfds.core.DatasetInfo:
         size = self.builder_config.image_size
         return tfds.core.DatasetInfo(
             builder=self,
-            description=__doc__,
+            description=self.DESCRIPTION,
             features=tfds.features.FeaturesDict({
                 "image": tfds.features.Image(shape=(size, size, 3), encoding_format="png"),
                 "semantic": tfds.features.Image(shape=(size, size, 1), encoding_format="png"),
@@ -449,9 +461,13 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
             for split, count in self.builder_config.split_sizes().items()
         }
 
+    def generate_example(self, split: str, index: int) -> dict[str, np.ndarray]:
+        """Example `index` of `split` of this builder's config (`generate_example`)."""
+        return generate_example(self.builder_config, split, index)
+
     def _generate_examples(self, split: str, count: int):
         for index in range(count):
-            yield index, _encode_example(generate_example(self.builder_config, split, index))
+            yield index, _encode_example(self.generate_example(split, index))
 
 
 def prepare_shapes(

@@ -233,14 +233,21 @@ class MaskRCNN(nn.Module):
         `rpn_objectness`, `rpn_box`, `box_classification`, `box_regression`, `mask` and
         their sum `total`.
         """
-        _check_ground_truth(images, gt_boxes, gt_labels, gt_masks, gt_valid)
-        extents = _extents(images, image_hw)
-        num_images, height, width = images.shape[:3]
+        check_ground_truth(images, gt_boxes, gt_labels, gt_masks, gt_valid)
+        pyramid = self._features(images, train)
+        losses = self._instance_losses(pyramid, images.shape, gt_boxes, gt_labels, gt_masks, gt_valid, image_hw)
+        losses["total"] = sum(losses.values())
+        return losses
+
+    def _instance_losses(self, pyramid, image_shape, gt_boxes, gt_labels, gt_masks, gt_valid, image_hw) -> dict:
+        """The five losses of `losses` (no "total") from the pyramid P2..P6 of images of
+        `image_shape` `(N, H, W, 3)`."""
+        num_images, height, width = image_shape[:3]
+        extents = _extents(image_shape, image_hw)
         gt_boxes = jnp.asarray(gt_boxes, jnp.float32)
         gt_valid = jnp.asarray(gt_valid, bool)
         keys = jax.random.split(self.make_rng("sampling"), (num_images, 2))
 
-        pyramid = self._features(images, train)
         objectness, deltas, anchors, proposals, proposal_valid = self._proposals(
             pyramid, (height, width), extents, True)
 
@@ -272,15 +279,13 @@ class MaskRCNN(nn.Module):
         num_sampled = jnp.maximum(jnp.sum(rois.valid), 1).astype(jnp.float32)
 
         mask_sum, num_mask_pixels = self._mask_loss(pyramid, rois, gt_masks)
-        losses = {
+        return {
             "rpn_objectness": jnp.sum(objectness_sum) / normalizer,
             "rpn_box": jnp.sum(rpn_box_sum) / normalizer,
             "box_classification": jnp.sum(classification_sum) / num_sampled,
             "box_regression": jnp.sum(regression_sum) / num_sampled,
             "mask": mask_sum / jnp.maximum(num_mask_pixels, 1.0),
         }
-        losses["total"] = sum(losses.values())
-        return losses
 
     def _mask_loss(self, pyramid, rois, gt_masks):
         """Summed mask BCE over the foreground RoIs and the number of pixels it sums."""
@@ -299,10 +304,13 @@ class MaskRCNN(nn.Module):
         boxes are clipped to it. `paste` (static): return `masks [N, D, H, W]` pasted into
         the canvas, or else `mask_probabilities [N, D, M, M]` for pasting on the host.
         """
-        _check_images(images)
-        extents = _extents(images, image_hw)
-        num_images, height, width = images.shape[:3]
-        pyramid = self._features(images, train=False)
+        check_images(images)
+        return self._detections(self._features(images, train=False), images.shape, image_hw, paste)
+
+    def _detections(self, pyramid, image_shape, image_hw, paste: bool) -> dict:
+        """`detect`'s outputs from the pyramid P2..P6 of images of `image_shape` `(N, H, W, 3)`."""
+        num_images, height, width = image_shape[:3]
+        extents = _extents(image_shape, image_hw)
         *_, proposals, proposal_valid = self._proposals(pyramid, (height, width), extents, False)
         class_logits, box_deltas = self.box_head(self._pool(pyramid, proposals, BOX_POOL_SIZE))
         per_image = proposals.shape[1]
@@ -325,16 +333,18 @@ class MaskRCNN(nn.Module):
         return {**outputs, "masks": jnp.where(valid[:, :, None, None], masks, 0.0)}
 
 
-def _check_images(images) -> None:
+def check_images(images) -> None:
+    """ValueError unless `images` is `[N, H, W, 3]` with H and W multiples of 32, N >= 1."""
     if np.ndim(images) != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must have shape [N, H, W, 3], got {images.shape}")
     if images.shape[1] % INPUT_DIVISOR or images.shape[2] % INPUT_DIVISOR or images.shape[0] < 1:
         raise ValueError(f"images height and width must be positive multiples of {INPUT_DIVISOR}, got {images.shape}")
 
 
-def _extents(images, image_hw) -> jax.Array:
-    """Each image's valid `(height, width)` as `[N, 2]` float32; the canvas's when `image_hw` is None."""
-    num_images, height, width = images.shape[:3]
+def _extents(image_shape, image_hw) -> jax.Array:
+    """Each image's valid `(height, width)` as `[N, 2]` float32 for images of `image_shape`
+    `(N, H, W, 3)`; the canvas's when `image_hw` is None."""
+    num_images, height, width = image_shape[:3]
     if image_hw is None:
         return jnp.broadcast_to(jnp.asarray([height, width], jnp.float32), (num_images, 2))
     if tuple(np.shape(image_hw)) != (num_images, 2):
@@ -345,8 +355,9 @@ def _extents(images, image_hw) -> jax.Array:
     return jnp.asarray(image_hw).astype(jnp.float32)
 
 
-def _check_ground_truth(images, gt_boxes, gt_labels, gt_masks, gt_valid) -> None:
-    _check_images(images)
+def check_ground_truth(images, gt_boxes, gt_labels, gt_masks, gt_valid) -> None:
+    """ValueError unless the padded ground truth fits `images` (shapes in the module docstring)."""
+    check_images(images)
     num_images, height, width = images.shape[:3]
     if np.ndim(gt_boxes) != 3 or np.shape(gt_boxes)[0] != num_images or np.shape(gt_boxes)[2] != 4:
         raise ValueError(f"gt_boxes must have shape [{num_images}, G, 4], got {np.shape(gt_boxes)}")

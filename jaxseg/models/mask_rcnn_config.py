@@ -66,7 +66,7 @@ def _anchor_sizes(value: Any, path: str) -> tuple[tuple[float, ...], ...]:
         raise ConfigError(message) from None
 
 
-def _check_relations(model: Any, config: Any, path: str) -> None:
+def check_relations(model: Any, config: Any, path: str) -> None:
     """Rules across fields: top-k pairs, IoU thresholds, mask RoIs, the image size."""
     for pre_field, post_field in RPN_TOPK_PAIRS:
         pre, post = getattr(model, pre_field), getattr(model, post_field)
@@ -94,30 +94,28 @@ def _check_relations(model: Any, config: Any, path: str) -> None:
         )
 
 
+# How each `MaskRCNN` attribute is read from `config.model` (Panoptic FPN reads them too).
+FIELD_RULES = {
+    **{name: schema.integer(1) for name in _POSITIVE_INTS},
+    **{name: schema.fraction("(0, 1]") for name in _FRACTIONS},
+    "backbone": schema.one_of(*resnet.RESNETS),
+    "backbone_norm": schema.one_of(*resnet.NORMS),
+    "fpn_norm": _fpn_norm,
+    "roi_extractor": schema.one_of(*roi_heads.EXTRACTORS),
+    "dtype": schema.dtype,
+    "freeze_at": schema.integer(0),
+    "mask_rois_per_image": schema.optional(schema.integer(1)),
+    "fast_cpu_ops": schema.boolean,
+    "remat": schema.boolean,
+    "score_threshold": schema.fraction("[0, 1)"),
+    "anchor_sizes": _anchor_sizes,
+    "aspect_ratios": schema.positive_numbers,
+    "pixel_mean": lambda value, path: tuple(value),
+    "pixel_std": lambda value, path: tuple(value),
+}
+
 MaskRCNNConfig = pretrained_config.with_pretrained(
-    schema.from_module(
-        MaskRCNN,
-        {
-            **{name: schema.integer(1) for name in _POSITIVE_INTS},
-            **{name: schema.fraction("(0, 1]") for name in _FRACTIONS},
-            "backbone": schema.one_of(*resnet.RESNETS),
-            "backbone_norm": schema.one_of(*resnet.NORMS),
-            "fpn_norm": _fpn_norm,
-            "roi_extractor": schema.one_of(*roi_heads.EXTRACTORS),
-            "dtype": schema.dtype,
-            "freeze_at": schema.integer(0),
-            "mask_rois_per_image": schema.optional(schema.integer(1)),
-            "fast_cpu_ops": schema.boolean,
-            "remat": schema.boolean,
-            "score_threshold": schema.fraction("[0, 1)"),
-            "anchor_sizes": _anchor_sizes,
-            "aspect_ratios": schema.positive_numbers,
-            "pixel_mean": lambda value, path: tuple(value),
-            "pixel_std": lambda value, path: tuple(value),
-        },
-        exclude=("num_classes",),
-        cross_check=_check_relations,
-    ),
+    schema.from_module(MaskRCNN, FIELD_RULES, exclude=("num_classes",), cross_check=check_relations),
     pretrained_config.Backbone(submodule="resnet", norm_field="backbone_norm"),
 )
 

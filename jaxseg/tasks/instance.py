@@ -99,7 +99,7 @@ class InstanceSegmentation(Task):
         )
         boxes = placement.boxes_to_image(detections["boxes"])
         probabilities = detections.pop("mask_probabilities")
-        masks = _pasted_masks(probabilities, boxes, detections["valid"], image.shape[:2],
+        masks = pasted_masks(probabilities, boxes, detections["valid"], image.shape[:2],
                               self.model.mask_threshold)
         return {**detections, "boxes": boxes, "masks": masks}
 
@@ -193,7 +193,7 @@ class _COCOEvaluation(Evaluation):
             json.dump(self._evaluator.image_ids, file)
 
 
-def _pasted_masks(probabilities, boxes, valid, image_hw, mask_threshold) -> np.ndarray:
+def pasted_masks(probabilities, boxes, valid, image_hw, mask_threshold) -> np.ndarray:
     """bool [D, H, W]: each valid detection's M x M mask `probabilities [D, M, M]` pasted at
     its box (`boxes [D, 4]` in the H x W image's pixels) and binarized; False elsewhere."""
     masks = np.zeros((len(valid), *image_hw), bool)
@@ -206,6 +206,6 @@ def _on_canvas(image: dict, mask_threshold: float, batch) -> dict[str, np.ndarra
     """One image's detections with `masks [D, S, S]` bool pasted on its canvas (pictures)."""
     kept = {name: value for name, value in image.items() if name != "mask_probabilities"}
     size = batch["image"].shape[1:3]
-    masks = _pasted_masks(image["mask_probabilities"], image["boxes"], image["valid"], size,
+    masks = pasted_masks(image["mask_probabilities"], image["boxes"], image["valid"], size,
                           mask_threshold)
     return {**kept, "masks": masks}
