@@ -157,14 +157,21 @@ def write_split(folder, images, categories):
     return folder.with_suffix(".json"), folder
 
 
-def reference_pq(gt_json, gt_dir, pred_json, pred_dir, tmp_path):
-    """panopticapi's PQ (cityscapesscripts' copy), its console output swallowed."""
+def reference_pq(gt_json, gt_dir, pred_json, pred_dir):
+    """panopticapi's PQ (cityscapesscripts' copy): its per-image statistics and averages, run
+    in this process (its own entry point forks a pool, which a process with JAX must not),
+    its console output swallowed."""
     from cityscapesscripts.evaluation import evalPanopticSemanticLabeling as reference
 
+    with open(gt_json) as file:
+        gt = json.load(file)
+    with open(pred_json) as file:
+        predictions = {a["image_id"]: a for a in json.load(file)["annotations"]}
+    categories = {c["id"]: c for c in gt["categories"]}
+    pairs = [(a, predictions[a["image_id"]]) for a in gt["annotations"]]
     with contextlib.redirect_stdout(io.StringIO()):
-        return reference.evaluatePanoptic(
-            str(gt_json), str(gt_dir), str(pred_json), str(pred_dir), str(tmp_path / "reference.json")
-        )
+        stats = reference.pq_compute_single_core(0, pairs, str(gt_dir), str(pred_dir), categories)
+    return reference.average_pq(stats, categories)
 
 
 def assert_equal_to_reference(ours, reference, categories):
@@ -195,7 +202,7 @@ def test_equal_to_panopticapi_on_generated_predictions(tmp_path, seed):
     gt_json, gt_dir = write_split(tmp_path / "gt", truth, CATEGORIES)
     pred_json, pred_dir = write_split(tmp_path / "pred", predictions, CATEGORIES)
     ours = panoptic.evaluate_files(gt_json, gt_dir, pred_json, pred_dir, progress=False)
-    reference = reference_pq(gt_json, gt_dir, pred_json, pred_dir, tmp_path)
+    reference = reference_pq(gt_json, gt_dir, pred_json, pred_dir)
     assert_equal_to_reference(ours, reference, CATEGORIES)
     assert 0.1 < ours["pq"] < 0.9 and ours["n_things"] == 3 and ours["n_stuff"] == 3
 

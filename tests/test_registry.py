@@ -15,11 +15,12 @@ from tests.test_config import load_config_file
 
 
 def test_shipped_components_are_registered():
-    assert {"unet", "mask_rcnn"} <= set(registry.MODELS.names())
-    assert registry.TASKS.names() == ("instance", "semantic")
+    assert {"unet", "mask_rcnn", "panoptic_fpn"} <= set(registry.MODELS.names())
+    assert registry.TASKS.names() == ("instance", "panoptic", "semantic")
     assert registry.LOSSES.names() == ("ce", "dice", "focal")
     assert registry.MODELS.get("unet").task == "semantic"
     assert registry.MODELS.get("mask_rcnn").task == "instance"
+    assert registry.MODELS.get("panoptic_fpn").task == "panoptic"
 
 
 def test_unknown_name_is_one_line_listing_the_registered_ones():

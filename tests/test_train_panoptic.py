@@ -1,0 +1,100 @@
+"""Panoptic FPN through the training loop: PQ in metrics.json equal to panopticapi's PQ of
+the exported COCO panoptic files, every loss logged, pictures, predict."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxseg import predict, train
+from jaxseg.config_files import load_config_file
+from jaxseg.evaluation import panoptic
+from jaxseg.metric_writer import read_history
+from tests.test_panoptic_quality import reference_pq
+from tests.test_train import apply_overrides
+
+pytestmark = pytest.mark.slow
+
+SIZE = 64
+
+
+def tiny_panoptic_config(data_dir: str, **overrides):
+    """configs/panoptic_shapes.py shrunk to seconds: 64 x 64 images, a narrow model, a
+    low fusion threshold so that the barely trained model places instances."""
+    config = load_config_file(os.path.join(os.path.dirname(__file__), "..", "configs", "panoptic_shapes.py"))
+    config.data.data_dir = data_dir
+    config.data.image_size = SIZE
+    config.data.num_train, config.data.num_validation, config.data.num_test = 16, 10, 2
+    config.data.num_workers = 0
+    config.batch_size = config.eval_batch_size = 8
+    config.num_train_steps = config.eval_every_steps = 4
+    config.log_every_steps = config.checkpoint_every_steps = 2
+    config.optimizer.warmup_steps = 1
+    config.num_prediction_images = 2
+    model = config.model
+    model.backbone_width, model.fpn_channels, model.semantic_channels = 8, 16, 8
+    model.anchor_sizes = (8.0, 16.0, 32.0, 64.0, 128.0)
+    model.rpn_pre_nms_topk_train = model.rpn_pre_nms_topk_test = 100
+    model.rpn_post_nms_topk_train = model.rpn_post_nms_topk_test = 50
+    model.rpn_batch_size_per_image = model.roi_batch_size_per_image = 32
+    model.mask_rois_per_image = 8
+    model.box_head_dim, model.mask_head_channels = 32, 8
+    model.detections_per_image = 20
+    model.score_threshold = 0.0
+    model.instance_score_threshold = 0.0
+    model.stuff_area_limit = 4
+    return apply_overrides(config, overrides)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("run"))
+    config = tiny_panoptic_config(str(tmp_path_factory.mktemp("tfds")))
+    _, result = train.run_training(config, workdir)
+    return config, workdir, result
+
+
+def test_metrics_equal_panopticapi_on_the_exported_files(finished_run):
+    config, workdir, result = finished_run
+    with open(os.path.join(workdir, "metrics.json")) as f:
+        written = json.load(f)
+    directory = os.path.join(workdir, "eval", f"validation_step{config.num_train_steps}")
+    files = [os.path.join(directory, name) for name in (
+        "panoptic_ground_truth.json", "panoptic_ground_truth", "panoptic_predictions.json", "panoptic_predictions")]
+    ours = panoptic.evaluate_files(*files, progress=False)
+    reference = reference_pq(*files)
+    with open(files[2]) as file:
+        predictions = json.load(file)["annotations"]
+    assert len(predictions) == config.data.num_validation
+    assert sum(len(a["segments_info"]) for a in predictions) > config.data.num_validation
+    for group, suffix in (("All", ""), ("Things", "_things"), ("Stuff", "_stuff")):
+        for name in ("pq", "sq", "rq"):
+            assert written[name + suffix] == pytest.approx(reference[group][name], abs=1e-9), name + suffix
+            assert ours[name + suffix] == pytest.approx(written[name + suffix], abs=1e-12)
+    for name, value in result.items():
+        if isinstance(value, float) and math.isnan(value):
+            assert written[name] is None, name
+    assert {"pq/circle", "pq/sky", "sq/sand", "rq/grass"} <= set(written)
+
+
+def test_every_loss_is_logged_and_pictures_are_written(finished_run):
+    config, workdir, _ = finished_run
+    _, history = read_history(os.path.join(workdir, "metrics.jsonl"), config.num_train_steps)
+    for component in ("rpn_objectness", "rpn_box", "box_classification", "box_regression", "mask", "semantic"):
+        assert f"train/loss_{component}" in history, component
+    assert {"val/pq", "val/pq_things", "val/pq_stuff"} <= set(history)
+    with Image.open(os.path.join(workdir, "predictions.png")) as picture:
+        # Two rows of 2x upscaled tiles under the title row, then the legend and caption.
+        assert picture.size[0] == 3 * 2 * SIZE + 4 * 4
+        assert picture.size[1] > 20 + 2 * (2 * SIZE + 4)
+
+
+def test_predict_draws_the_panoptic_map_at_the_input_size(finished_run, tmp_path):
+    _, workdir, _ = finished_run
+    Image.fromarray(np.full((40, 90, 3), 120, np.uint8)).save(tmp_path / "wide.png")
+    written = predict.write_overlays(workdir, str(tmp_path / "wide.png"), str(tmp_path / "out"))
+    with Image.open(written[0]) as picture:
+        assert picture.size[0] == 2 * 90 + 3 * 4
