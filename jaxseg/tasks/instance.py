@@ -16,7 +16,6 @@ from jaxseg import visualize_instances
 from jaxseg.data import batching
 from jaxseg.evaluation import frames
 from jaxseg.evaluation.coco import COCOEvaluator, write_results
-from jaxseg.models.mask_rcnn import MaskRCNN
 from jaxseg.ops.mask_paste_host import paste_binary_mask
 from jaxseg.tasks.base import Evaluation, Task, model_input
 
@@ -47,24 +46,26 @@ class InstanceSegmentation(Task):
         super().__init__(config)
         self._frames: dict[int, tuple] = {}
         self._detect = jax.jit(
-            functools.partial(self.model.apply, method=MaskRCNN.detect, paste=False)
+            functools.partial(self.model.apply, method="detect", paste=False)
         )
 
     def init_variables(self, rng, image_shape):
         images = jnp.zeros((1, *image_shape), jnp.float32)
-        return self.model.init(rng, images, method=MaskRCNN.detect)
+        return self.model.init(rng, images, method="detect")
+
+    def loss_inputs(self, batch) -> tuple:
+        """The positional arguments of the model's `losses` from a training batch."""
+        masks = batching.unpack_masks(batch["packed_masks"], batch["image"].shape[2])
+        return batch["image"], batch["boxes"], batch["labels"], masks, batch["instance_valid"]
 
     def loss(self, variables, batch, rng):
-        """Sum of the five Mask R-CNN losses; components `rpn_objectness`, ..., `mask`."""
+        """The model's `total` loss (Mask R-CNN: the sum of its five); the other losses are
+        the components (`rpn_objectness`, ..., `mask`)."""
         losses, updates = self.model.apply(
             variables,
-            batch["image"],
-            batch["boxes"],
-            batch["labels"],
-            batching.unpack_masks(batch["packed_masks"], batch["image"].shape[2]),
-            batch["instance_valid"],
+            *self.loss_inputs(batch),
             train=True,
-            method=MaskRCNN.losses,
+            method="losses",
             rngs={"sampling": rng},
             mutable=["batch_stats"],
         )
@@ -75,7 +76,7 @@ class InstanceSegmentation(Task):
         """The batch's detections (`MaskRCNN.detect(..., paste=False)`: `mask_probabilities
         [B, D, M, M]`, no full-size masks) and its `index`."""
         detections = self.model.apply(
-            variables, batch["image"], batch["image_hw"], paste=False, method=MaskRCNN.detect
+            variables, batch["image"], batch["image_hw"], paste=False, method="detect"
         )
         detections["index"] = batch["index"]
         return detections

@@ -9,17 +9,15 @@ scored on its canvases: the ground truth is each example's stuff labels and inst
 its ignore label VOID.
 """
 
-import functools
 import json
 import os
 from typing import Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxseg import registry, sharding, visualize, visualize_panoptic
-from jaxseg.data import batching, folders, panoptic_format, storage
+from jaxseg.data import folders, panoptic_format, storage
 from jaxseg.errors import ConfigError
 from jaxseg.evaluation.panoptic import PQAccumulator
 from jaxseg.models.panoptic_fpn import PanopticFPN
@@ -82,41 +80,16 @@ class PanopticSegmentation(InstanceSegmentation):
 
     def __init__(self, config):
         super().__init__(config)
-        self._detect = jax.jit(functools.partial(self.model.apply, method=PanopticFPN.detect, paste=False))
         self.categories = panoptic_categories(config.data.class_names, config.data.stuff_class_names)
 
     def category_id(self, segment: dict) -> int:
         """The panoptic category id of a segment ("isthing", "label"; module docstring)."""
         return segment["label"] if segment["isthing"] else len(self.config.data.class_names) - 1 + segment["label"]
 
-    def init_variables(self, rng, image_shape):
-        return self.model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), method=PanopticFPN.detect)
-
-    def loss(self, variables, batch, rng):
-        """Mask R-CNN's five losses + `semantic_loss_weight` x the semantic loss; components
-        `rpn_objectness`, ..., `mask`, `semantic` (unweighted)."""
-        losses, updates = self.model.apply(
-            variables,
-            batch["image"],
-            batch["boxes"],
-            batch["labels"],
-            batching.unpack_masks(batch["packed_masks"], batch["image"].shape[2]),
-            batch["instance_valid"],
-            batch["semantic"],
-            train=True,
-            method=PanopticFPN.losses,
-            rngs={"sampling": rng},
-            mutable=["batch_stats"],
-        )
-        components = {name: value for name, value in losses.items() if name != "total"}
-        return losses["total"], components, updates.get("batch_stats", variables["batch_stats"])
-
-    def eval_outputs(self, variables, batch):
-        """`PanopticFPN.detect(..., paste=False)` of the batch (with `semantic [B, S, S]`) and its `index`."""
-        outputs = self.model.apply(variables, batch["image"], batch["image_hw"], paste=False,
-                                   method=PanopticFPN.detect)
-        outputs["index"] = batch["index"]
-        return outputs
+    def loss_inputs(self, batch) -> tuple:
+        """Mask R-CNN's loss inputs and the semantic labels `[B, S, S]`: the loss is its five
+        losses + `semantic_loss_weight` x the semantic loss (`PanopticFPN.losses`)."""
+        return super().loss_inputs(batch) + (batch["semantic"],)
 
     def fuse(self, detections: Mapping[str, np.ndarray], masks: np.ndarray, semantic: np.ndarray):
         """One image's panoptic map (ids int32 [H, W], segments) from its detections, their
