@@ -436,6 +436,7 @@ def test_tiny_sweep_end_to_end_and_rerun_skips(tmp_path, capsys, monkeypatch):
         ("loss_imbalance", 12, "foreground_dice"),
         ("skip_connections", 6, "boundary_iou"),
         ("roi_extractor", 6, "mask_ap75"),
+        ("panoptic_loss_weight", 9, "pq_stuff"),
     ],
 )
 def test_shipped_experiments_resolve(name, num_runs, metric):
