@@ -12,7 +12,7 @@ from jaxseg.data import panoptic_shapes, pipeline, shapes
 from jaxseg.errors import ConfigError
 from jaxseg.models.panoptic_fpn import PanopticFPN, upsample_bilinear
 from jaxseg.ops.panoptic_fusion import fuse_panoptic
-from jaxseg.tasks.panoptic import ground_truth_map, panoptic_categories
+from jaxseg.evaluation.panoptic_frames import canvas_categories, example_ground_truth
 
 FUSION = dict(score_threshold=0.5, overlap_threshold=0.5, stuff_area_limit=3)
 
@@ -73,14 +73,14 @@ def test_ground_truth_map_of_an_example():
     masks[0, 0:2, 2] = 1
     masks[1, 2, 2:4] = 1
     masks[1, 0, 3] = 1
-    ids, segments = ground_truth_map({"semantic": semantic, "masks": masks, "labels": np.array([3, 1])}, 255)
+    ids, segments = example_ground_truth({"semantic": semantic, "masks": masks, "labels": np.array([3, 1])}, 255)
     np.testing.assert_array_equal(ids, [[1, 1, 3, 4], [2, 2, 3, 0], [2, 2, 4, 4]])
     assert [(s["isthing"], s["label"], s["area"]) for s in segments] == [
         (False, 1, 2), (False, 2, 4), (True, 3, 2), (True, 1, 3)]
 
 
 def test_categories_number_things_then_stuff():
-    categories = panoptic_categories(("background", "circle", "square"), ("thing", "sky", "sand"))
+    categories = canvas_categories(("background", "circle", "square"), ("thing", "sky", "sand"))
     assert [(c["id"], c["name"], c["isthing"]) for c in categories] == [
         (1, "circle", 1), (2, "square", 1), (3, "sky", 0), (4, "sand", 0)]
 

@@ -13,6 +13,7 @@ from jaxseg import predict, train
 from jaxseg.config_files import load_config_file
 from jaxseg.evaluation import panoptic
 from jaxseg.metric_writer import read_history
+from tests.test_coco_panoptic_folder import folder_data_config
 from tests.test_panoptic_quality import reference_pq
 from tests.test_train import apply_overrides
 
@@ -98,3 +99,41 @@ def test_predict_draws_the_panoptic_map_at_the_input_size(finished_run, tmp_path
     written = predict.write_overlays(workdir, str(tmp_path / "wide.png"), str(tmp_path / "out"))
     with Image.open(written[0]) as picture:
         assert picture.size[0] == 2 * 90 + 3 * 4
+
+
+def test_a_panoptic_folder_is_scored_against_its_own_json_and_pngs(tmp_path):
+    """4 steps on a COCO-panoptic-format folder (images upscaled from at most 32 to the
+    64 x 64 canvas): the exported predictions carry the JSON's image and category ids, and
+    panopticapi scores them against the user's own JSON and PNGs exactly as metrics.json."""
+    data = folder_data_config(tmp_path)
+    data.image_size = SIZE
+    config = tiny_panoptic_config(data.data_dir)
+    config.data = data
+    config.data.num_workers = 0
+    workdir = str(tmp_path / "run")
+    train.run_training(config, workdir)
+    with open(os.path.join(workdir, "metrics.json")) as f:
+        written = json.load(f)
+    directory = os.path.join(workdir, "eval", f"validation_step{config.num_train_steps}")
+    predictions = os.path.join(directory, "panoptic_predictions.json")
+    with open(predictions) as file:
+        exported = json.load(file)
+    assert all((a["image_id"] - 1000) % 7 == 0 for a in exported["annotations"])
+    used = {s["category_id"] for a in exported["annotations"] for s in a["segments_info"]}
+    assert used and used <= {3, 7, 12, 20}
+    files = (data.annotations, data.panoptic_masks, predictions, os.path.join(directory, "panoptic_predictions"))
+    reference = reference_pq_of_images(*files, [a["image_id"] for a in exported["annotations"]])
+    for group, suffix in (("All", ""), ("Things", "_things"), ("Stuff", "_stuff")):
+        for name in ("pq", "sq", "rq"):
+            assert written[name + suffix] == pytest.approx(reference[group][name], abs=1e-9), name + suffix
+
+
+def reference_pq_of_images(gt_json, gt_dir, pred_json, pred_dir, image_ids):
+    """`reference_pq` on the ground truth of `image_ids` alone (the validation split)."""
+    with open(gt_json) as file:
+        gt = json.load(file)
+    gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] in image_ids]
+    subset = os.path.join(os.path.dirname(pred_json), "gt_subset.json")
+    with open(subset, "w") as file:
+        json.dump(gt, file)
+    return reference_pq(subset, gt_dir, pred_json, pred_dir)
