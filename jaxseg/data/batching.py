@@ -18,6 +18,10 @@ saving. `num_workers` > 0 makes whole batches in that many worker processes (gra
 `mp_prefetch`: worker w makes batches w, w + k, ..., stacked straight into shared memory
 and handed back in order), which changes nothing in them; 0 makes them in the calling
 thread.
+
+Images travel as uint8 pixels, a quarter of float32's bytes (moving a batch through shared
+memory costs about 1 ms per MB where fresh pages are slow to fault in); the train and eval
+steps scale them to float32 in [0, 1] on the device (`model_images`).
 """
 
 from __future__ import annotations
@@ -85,10 +89,38 @@ def _flip_horizontally(example: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
-def unit_range(pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """float32 [...] in [0, 1]: pixel values [...] in [0, 255] (uint8 or float32) as the
-    model sees them (times float32(1 / 255)); written into `out` if given."""
-    return np.multiply(pixels, np.float32(1.0 / 255.0), out=out, dtype=np.float32)
+_UNIT = np.float32(1.0 / 255.0)
+
+
+def unit_range(pixels: np.ndarray) -> np.ndarray:
+    """float32 [...] in [0, 1]: uint8 pixel values [...] as the model sees them (times
+    float32(1 / 255)); the same bits as `model_images` gives on the device."""
+    return np.multiply(pixels, _UNIT, dtype=np.float32)
+
+
+def model_images(images: jax.Array) -> jax.Array:
+    """float32 images [..., 3] in [0, 1] as the model takes them; traceable.
+
+    uint8 pixels [..., 3] (the streams' `image`) become float32(pixels) times float32(1 /
+    255), bit for bit `unit_range`; float images (hand-made batches) are taken as already
+    in [0, 1] and returned as they are.
+    """
+    if images.dtype == jnp.uint8:
+        return images.astype(jnp.float32) * _UNIT
+    return images
+
+
+def _quantize(image: np.ndarray, out: np.ndarray) -> None:
+    """Writes uint8 pixels [H, W, 3] of `image` into `out`: a uint8 image as it is, a float32
+    one in [0, 255] (augmented) rounded to the nearest integer (ties to even) and clipped
+    to [0, 255], as torchvision's ColorJitter returns uint8 images (it truncates instead,
+    after each of its steps)."""
+    if image.dtype == np.uint8:
+        out[:] = image
+        return
+    rounded = np.rint(image)
+    np.clip(rounded, 0, 255, out=rounded)
+    np.copyto(out, rounded, casting="unsafe")
 
 
 FIELDS = (
@@ -110,7 +142,7 @@ def _layouts(canvas_hw, max_instances: int) -> dict[str, tuple]:
     height, width = canvas_hw
     slots = max_instances
     return {
-        "image": ((height, width, 3), np.float32),
+        "image": ((height, width, 3), np.uint8),
         "semantic": ((height, width), np.int32),
         "masks": ((slots, height, width), np.uint8),
         "packed_masks": ((slots, height, math.ceil(width / 8)), np.uint8),
@@ -141,7 +173,7 @@ def _row(example: dict | None, index: int, image_hw, max_instances: int, canvas_
         row["truncated"] = np.bool_(True)
     count = len(keep)
     if "image" in row:
-        unit_range(example["image"], out=row["image"])
+        _quantize(example["image"], row["image"])
     if "semantic" in row:
         row["semantic"][:] = example["semantic"]
     if "masks" in row:
@@ -261,8 +293,9 @@ def train_batches(
     docstring): starting at `start_step` = k yields exactly what an uninterrupted stream
     yields after k batches.
 
-    Yields dicts of `fields` (None: all of `FIELDS`): image float32 [B, S, S, 3] in [0, 1],
-    semantic int32 [B, S, S], masks uint8 [B, M, S, S], packed_masks uint8
+    Yields dicts of `fields` (None: all of `FIELDS`): image uint8 [B, S, S, 3] (the pixels,
+    augmented ones rounded to the nearest integer; `model_images` gives the model's float32
+    in [0, 1]), semantic int32 [B, S, S], masks uint8 [B, M, S, S], packed_masks uint8
     [B, M, S, ceil(S / 8)] (the masks' bits, 8x fewer bytes to move; `unpack_masks`),
     boxes float32 [B, M, 4], labels int32 [B, M] (0 = empty slot), instance_valid bool
     [B, M], valid bool [B] (all True), index int32 [B] (the example's position in
