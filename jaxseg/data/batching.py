@@ -378,9 +378,14 @@ def _quiet_worker(worker_index: int, worker_count: int) -> None:
     logging.set_verbosity(logging.ERROR)
 
 
-def _iterate(dataset: grain.MapDataset, num_workers: int, max_instances: int) -> Iterator[dict]:
-    """The batches of `dataset`, made by `num_workers` processes (0: in this thread); warns
-    once if a row dropped instances; the workers stop when the iterator is closed."""
+def _iterate(dataset, num_workers: int, max_instances: int) -> Iterator[dict]:
+    """The batches of `dataset` (a batched `grain.MapDataset`), made by `num_workers`
+    processes (0: in this thread); warns once if a row dropped instances; the workers stop
+    when the iterator is closed."""
+    if num_workers:
+        # Workers stack their rows straight into shared memory; grain does not ask a batch
+        # under `to_iter_dataset` to, and would copy each stacked batch into it.
+        dataset.enable_shared_memory_output()
     # Each process makes one batch at a time: no reading threads, no read-ahead buffer
     # (grain's default, 16 threads and 500 elements, would hold 500 batches).
     stream = dataset.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
