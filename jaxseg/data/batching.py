@@ -26,6 +26,7 @@ steps scale them to float32 in [0, 1] on the device (`model_images`).
 
 from __future__ import annotations
 
+import ctypes
 import math
 import warnings
 from collections.abc import Iterator
@@ -371,11 +372,35 @@ def _allow_grain_flags_unparsed() -> None:
         flags.FLAGS.mark_as_parsed()
 
 
-def _quiet_worker(worker_index: int, worker_count: int) -> None:
-    """Keeps a worker's absl log to errors: opening its copy of the source repeats the
-    warnings the main process logged when it opened the split."""
+# glibc's mallopt parameters (malloc.h) and the largest mmap threshold it takes on 64 bits.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_MAX_MMAP_THRESHOLD = 32 * 2**20
+_NEVER_TRIM = 2**31 - 1
+
+
+def _keep_freed_memory() -> None:
+    """Makes glibc's malloc in this process reuse what it frees: blocks of up to 32 MB come
+    from the heap, which is not given back to the system (a no-op without glibc).
+
+    A worker allocates the same large temporaries for every example (decoded and augmented
+    images and masks). By default glibc maps the largest afresh each time and gives freed
+    heap tops back, and first touching fresh pages costs about 1 ms per MB where page
+    faults are slow (virtual machines): a fifth of a worker's time on 1024² COCO batches.
+    """
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, _MAX_MMAP_THRESHOLD)
+        mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM)
+
+
+def _init_worker(worker_index: int, worker_count: int) -> None:
+    """Keeps a worker's absl log to errors (opening its copy of the source repeats the
+    warnings the main process logged when it opened the split) and its freed memory for
+    reuse (`_keep_freed_memory`)."""
     del worker_index, worker_count
     logging.set_verbosity(logging.ERROR)
+    _keep_freed_memory()
 
 
 def _iterate(dataset, num_workers: int, max_instances: int) -> Iterator[dict]:
@@ -393,7 +418,7 @@ def _iterate(dataset, num_workers: int, max_instances: int) -> Iterator[dict]:
         _allow_grain_flags_unparsed()
         stream = stream.mp_prefetch(
             grain.MultiprocessingOptions(num_workers=num_workers),
-            worker_init_fn=_quiet_worker,
+            worker_init_fn=_init_worker,
         )
     iterator = iter(stream)
     warned = False
