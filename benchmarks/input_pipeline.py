@@ -1,7 +1,8 @@
 """Images/s of the grain input streams with 0, 1 and 2 worker processes, and the step they feed.
 
 Streams (`batching.train_batches`, each in its config's training form, flips on, making the
-fields its task trains on: Mask R-CNN's masks as bits, `packed_masks`):
+fields its task trains on: images as uint8 pixels, Mask R-CNN's masks as bits,
+`packed_masks`):
   shapes        configs/unet_shapes.py (128, batch 8, no augmentation; decoded examples
                 cached: the calling thread's cache is filled first, each worker fills its
                 own as it reads).

@@ -127,7 +127,7 @@ def test_batch_norm_running_averages_update_once_per_micro_batch(data_dir):
     for_layer = before["down0"]["conv0"]["norm"]
     mean, var = for_layer["mean"], for_layer["var"]
     for micro in (0, 1):
-        images = batch["image"][micro::2].astype(np.float64)
+        images = batching.unit_range(batch["image"][micro::2]).astype(np.float64)
         padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)))
         h, w = images.shape[1:3]
         patches = np.stack(
@@ -167,7 +167,7 @@ def test_ema_follows_numpy_recurrence_and_skips_nonfinite_steps(data_dir):
     )
     before_skip = _host(state.ema_params)
     poisoned = dict(next(batches))
-    poisoned["image"] = np.full_like(poisoned["image"], np.nan)
+    poisoned["image"] = np.full(poisoned["image"].shape, np.nan, np.float32)
     state, _ = steps.train(state, sharding.shard_batch(poisoned, mesh))
     jax.tree.map(np.testing.assert_array_equal, _host(state.ema_params), before_skip)
 
@@ -195,7 +195,9 @@ def test_evaluation_uses_the_ema_params(data_dir):
     truth = np.concatenate([val[i]["semantic"].ravel() for i in range(len(val))])
     assert metrics["pixel_accuracy"] == pytest.approx(np.mean(truth == 2), abs=1e-6)
     raw = state.apply_fn(
-        {"params": state.params, "batch_stats": state.batch_stats}, batch["image"], train=False
+        {"params": state.params, "batch_stats": state.batch_stats},
+        batching.unit_range(batch["image"]),
+        train=False,
     )
     assert np.any(np.asarray(raw).argmax(-1) != 2)
 

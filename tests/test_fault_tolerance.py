@@ -80,7 +80,7 @@ def test_training_stops_after_consecutive_nonfinite_steps(data_dir, tmp_path, mo
         for step, batch in enumerate(batches, start=start_step):
             if step >= 4:
                 image = batch["image"]
-                nans = jax.device_put(np.full(image.shape, np.nan, image.dtype), image.sharding)
+                nans = jax.device_put(np.full(image.shape, np.nan, np.float32), image.sharding)
                 batch = dict(batch, image=nans)
             yield batch
 

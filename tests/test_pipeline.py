@@ -6,6 +6,8 @@ import pickle
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -48,10 +50,6 @@ def validation_source(data_config):
 
 def _key(image_uint8):
     return hashlib.sha1(np.ascontiguousarray(image_uint8).tobytes()).hexdigest()
-
-
-def _to_uint8(image_float):
-    return np.rint(image_float * 255.0).astype(np.uint8)
 
 
 def _tight_box(mask):
@@ -133,7 +131,7 @@ def test_load_split_rejects_unknown_split(data_config):
 def test_train_batch_shapes_dtypes_and_padding(train_source):
     batch = next(batching.train_batches(train_source, 8, seed=0, max_instances=MAX_INSTANCES))
     expected = {
-        "image": ((8, SIZE, SIZE, 3), np.float32),
+        "image": ((8, SIZE, SIZE, 3), np.uint8),
         "semantic": ((8, SIZE, SIZE), np.int32),
         "masks": ((8, MAX_INSTANCES, SIZE, SIZE), np.uint8),
         "packed_masks": ((8, MAX_INSTANCES, SIZE, SIZE // 8), np.uint8),
@@ -146,7 +144,6 @@ def test_train_batch_shapes_dtypes_and_padding(train_source):
     }
     assert {k: (v.shape, v.dtype) for k, v in batch.items()} == expected
     np.testing.assert_array_equal(batch["image_hw"], np.full((8, 2), SIZE))
-    assert 0.0 <= batch["image"].min() and batch["image"].max() <= 1.0
     assert batch["valid"].all()
     np.testing.assert_array_equal(batch["instance_valid"], batch["labels"] > 0)
     empty_slots = ~batch["instance_valid"]
@@ -160,7 +157,7 @@ def test_flips_are_applied_to_all_fields_together(train_source):
                                               max_instances=MAX_INSTANCES), 6):
         pattern = []
         for row in range(10):
-            image = _to_uint8(batch["image"][row])
+            image = batch["image"][row]
             if _key(image) in by_image:
                 source_index, mirrored = by_image[_key(image)], False
             else:
@@ -190,7 +187,7 @@ def test_no_flip_option_keeps_images(train_source):
     keys = {_key(train_source[i]["image"]) for i in range(len(train_source))}
     batch = next(batching.train_batches(train_source, 20, seed=5, flip=False,
                                         max_instances=MAX_INSTANCES))
-    assert {_key(_to_uint8(image)) for image in batch["image"]} == keys
+    assert {_key(image) for image in batch["image"]} == keys
 
 
 def test_each_epoch_is_a_permutation(train_source):
@@ -199,7 +196,7 @@ def test_each_epoch_is_a_permutation(train_source):
                                                max_instances=MAX_INSTANCES), 5)
         semantic = np.concatenate([b["semantic"] for b in batches])  # 40 = two epochs
         images = np.concatenate([b["image"] for b in batches])
-        return [_key(_to_uint8(image)) for image in images], semantic
+        return [_key(image) for image in images], semantic
 
     keys, _ = order(0)
     all_keys = {_key(train_source[i]["image"]) for i in range(20)}
@@ -255,7 +252,7 @@ def test_eval_covers_every_example_once_in_order(validation_source, batch_size, 
         if index < num:
             example = validation_source[index]
             assert row["valid"]
-            np.testing.assert_array_equal(_to_uint8(row["image"]), example["image"])
+            np.testing.assert_array_equal(row["image"], example["image"])
             np.testing.assert_array_equal(row["semantic"], example["semantic"])
             n = len(example["labels"])
             np.testing.assert_array_equal(row["labels"][:n], example["labels"])
@@ -326,7 +323,7 @@ def test_index_field_names_the_source_examples(validation_source):
     for batch in batching.eval_batches(source, 4, max_instances=MAX_INSTANCES):
         for row in np.flatnonzero(batch["valid"]):
             example = source[int(batch["index"][row])]
-            np.testing.assert_allclose(batch["image"][row], example["image"] / 255.0, atol=1e-6)
+            np.testing.assert_array_equal(batch["image"][row], example["image"])
         seen.extend(batch["index"][batch["valid"]].tolist())
         assert np.all(batch["index"][~batch["valid"]] == -1)
     assert seen == list(range(len(source)))
@@ -378,6 +375,29 @@ def test_folder_validation_split_size(count, fraction, expected):
     np.testing.assert_array_equal(folders.validation_mask(names[::-1], fraction), mask[::-1])
     with pytest.raises(ValueError, match="at least 2 usable images"):
         folders.validation_mask(names[:1], fraction)
+
+
+def test_float_images_travel_rounded_to_uint8_and_reach_the_model_in_unit_range():
+    # Augmented images are float32 in [0, 255]; ties round to even.
+    values = np.array([0.0, 0.49, 0.5, 1.5, 2.5, 127.51, 254.5, 254.7, 255.0], np.float32)
+    image = np.resize(values, (4, 4, 3)).astype(np.float32)
+    example = {"image": image, "semantic": np.zeros((4, 4), np.int32),
+               "masks": np.zeros((0, 4, 4), np.uint8), "boxes": np.zeros((0, 4), np.float32),
+               "labels": np.zeros((0,), np.int32)}
+    batch = next(batching.train_batches([example], 1, 0, flip=False, max_instances=1))
+    rounded = np.resize([0, 0, 0, 2, 2, 128, 254, 255, 255], (4, 4, 3))
+    np.testing.assert_array_equal(batch["image"], rounded[None].astype(np.uint8))
+    assert batch["image"].dtype == np.uint8
+
+    pixels = np.arange(256, dtype=np.uint8).reshape(4, 4, 16, 1).repeat(3, axis=-1)
+    reference = pixels.astype(np.float32) * np.float32(1 / 255)
+    on_device = jax.jit(batching.model_images)(jnp.asarray(pixels))
+    assert on_device.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(on_device), reference)
+    np.testing.assert_array_equal(batching.unit_range(pixels), reference)
+    np.testing.assert_allclose(reference, pixels / 255.0, rtol=1e-7)
+    floats = jnp.asarray(reference)
+    assert batching.model_images(floats) is floats
 
 
 # --------------------------------------------------------------------------- worker processes

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl.testing import flagsaver
@@ -44,7 +45,8 @@ def test_model_input_is_the_pipelines_batch_image(tmp_path):
     for split in folders.SPLITS:
         source = pipeline.load_split(data_config, split)
         batch = next(batching.eval_batches(source, 1, max_instances=1))
-        np.testing.assert_array_equal(np.asarray(inputs), batch["image"])
+        fed = batching.model_images(jnp.asarray(batch["image"]))  # as the steps feed it
+        np.testing.assert_array_equal(np.asarray(inputs), np.asarray(fed))
     assert not np.asarray(inputs)[0, 19:].any()
 
 

@@ -10,8 +10,15 @@ import optax
 
 from jaxseg import sharding
 from jaxseg import tasks
+from jaxseg.data import batching
 from jaxseg.errors import ConfigError
 from jaxseg.training.state import TrainState, eval_variables
+
+
+def _model_batch(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """`batch` with its `image` as the model takes it: float32 in [0, 1]
+    (`batching.model_images`: the streams' uint8 pixels scaled, float images as they are)."""
+    return {**batch, "image": batching.model_images(batch["image"])}
 
 
 def _micro_batches(batch: Mapping[str, jax.Array], count: int) -> dict[str, jax.Array]:
@@ -95,8 +102,9 @@ def train_step(
 
     Args:
       state: the replicated train state.
-      batch: the task's train fields, e.g. `image` float32 `[B, H, W, 3]` and
-        `semantic` int32 `[B, H, W]`.
+      batch: the task's train fields as the input stream makes them, e.g. `image` uint8
+        `[B, H, W, 3]` (or float32 in [0, 1]; see `_model_batch`) and `semantic` int32
+        `[B, H, W]`.
       loss_fn: `(variables, batch, rng) -> (loss, components, new_batch_stats)`,
         a `Task.loss`.
       schedule: the learning-rate schedule, for logging.
@@ -114,7 +122,7 @@ def train_step(
       batch counts as consumed) and counts in `nonfinite_streak`/`nonfinite_steps`.
     """
     loss, grads, batch_stats, components = _accumulated_gradients(
-        state, batch, loss_fn, accumulation_steps
+        state, _model_batch(batch), loss_fn, accumulation_steps
     )
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -138,8 +146,9 @@ def train_step(
 
 
 def eval_step(state: TrainState, batch: Mapping[str, jax.Array], task: tasks.Task) -> Any:
-    """`task.eval_outputs` of a batch with `eval_params(state)` and the running batch statistics."""
-    return task.eval_outputs(eval_variables(state), batch)
+    """`task.eval_outputs` of a batch (its `image` as `_model_batch` gives it) with
+    `eval_params(state)` and the running batch statistics."""
+    return task.eval_outputs(eval_variables(state), _model_batch(batch))
 
 
 class CompiledSteps:
