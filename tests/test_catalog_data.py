@@ -23,6 +23,7 @@ from tensorflow_datasets.object_detection import coco as tfds_coco
 from jaxseg import train
 from jaxseg.config_files import load_config_file
 from jaxseg.data import catalog, pipeline
+from jaxseg.data.coco_categories import COCO_STUFF_CLASS_NAMES
 from jaxseg.data.sources import catalog as catalog_source
 from jaxseg.tasks.instance import InstanceSegmentation
 from tests.test_train import apply_overrides
@@ -31,7 +32,8 @@ CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
 SIZE = 32
 # TFDS trimap value -> class id, as documented in jaxseg/data/catalog.py.
 TRIMAP_CLASS = {1: 1, 2: 0, 3: 2}
-PANOPTIC_STUFF = [f"stuff-{k}" for k in range(53)]
+# TFDS labels 80..132 of coco/2017_panoptic: COCO's stuff categories by increasing id.
+PANOPTIC_STUFF = list(COCO_STUFF_CLASS_NAMES[1:])
 
 
 # --------------------------------------------------------------------------- helpers
@@ -300,13 +302,13 @@ def test_coco_boxes_become_box_masks_without_crowds(coco_dir):
     assert without_objects["boxes"].shape == (0, 4) and without_objects["labels"].shape == (0,)
 
 
-def test_coco_panoptic_thing_segments_become_masks(coco_dir):
+def test_coco_panoptic_thing_segments_become_masks_and_semantic_target(coco_dir):
     rng = np.random.default_rng(4)
     image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
     segment_ids = np.zeros((48, 64), np.int64)
     segment_ids[0:16, 0:20] = 5  # person
     segment_ids[20:40, 30:64] = 300  # toothbrush
-    segment_ids[40:48, 0:30] = 70000  # a stuff class
+    segment_ids[40:48, 0:30] = 70000  # stuff: TFDS label 100 is stuff label 21
     segment_ids[0:10, 40:60] = 9  # crowd
     segment_ids[0, 63] = 11  # an even row: not sampled when halving
     # Segment id = R + 256 G + 65536 B.
@@ -332,10 +334,12 @@ def test_coco_panoptic_thing_segments_become_masks(coco_dir):
     np.testing.assert_array_equal(decoded["masks"], masks)
     np.testing.assert_array_equal(decoded["boxes"], [[0, 0, 10, 8], [15, 10, 32, 20]])
     np.testing.assert_array_equal(decoded["labels"], [1, 80])
+    # Panoptic FPN's target: things (the crowd too) 0, stuff 21, VOID and padding 255.
     semantic = np.full((SIZE, SIZE), 255)
-    semantic[:24] = 0
-    semantic[0:8, 0:10] = 1
-    semantic[10:20, 15:32] = 80
+    semantic[0:8, 0:10] = 0
+    semantic[10:20, 15:32] = 0
+    semantic[0:5, 20:30] = 0
+    semantic[20:24, 0:15] = 21
     np.testing.assert_array_equal(decoded["semantic"], semantic)
     assert without_things["masks"].shape == (0, SIZE, SIZE)
     assert without_things["boxes"].shape == (0, 4) and without_things["labels"].shape == (0,)

@@ -110,22 +110,27 @@ def test_a_panoptic_folder_is_scored_against_its_own_json_and_pngs(tmp_path):
     config = tiny_panoptic_config(data.data_dir)
     config.data = data
     config.data.num_workers = 0
-    workdir = str(tmp_path / "run")
-    train.run_training(config, workdir)
-    with open(os.path.join(workdir, "metrics.json")) as f:
-        written = json.load(f)
-    directory = os.path.join(workdir, "eval", f"validation_step{config.num_train_steps}")
-    predictions = os.path.join(directory, "panoptic_predictions.json")
-    with open(predictions) as file:
-        exported = json.load(file)
-    assert all((a["image_id"] - 1000) % 7 == 0 for a in exported["annotations"])
-    used = {s["category_id"] for a in exported["annotations"] for s in a["segments_info"]}
+    written, directory, exported = trained_exports(config, str(tmp_path / "run"))
+    assert all((a["image_id"] - 1000) % 7 == 0 for a in exported)
+    used = {s["category_id"] for a in exported for s in a["segments_info"]}
     assert used and used <= {3, 7, 12, 20}
-    files = (data.annotations, data.panoptic_masks, predictions, os.path.join(directory, "panoptic_predictions"))
-    reference = reference_pq_of_images(*files, [a["image_id"] for a in exported["annotations"]])
+    files = (data.annotations, data.panoptic_masks, os.path.join(directory, "panoptic_predictions.json"),
+             os.path.join(directory, "panoptic_predictions"))
+    reference = reference_pq_of_images(*files, [a["image_id"] for a in exported])
     for group, suffix in (("All", ""), ("Things", "_things"), ("Stuff", "_stuff")):
         for name in ("pq", "sq", "rq"):
             assert written[name + suffix] == pytest.approx(reference[group][name], abs=1e-9), name + suffix
+
+
+def trained_exports(config, workdir: str) -> tuple[dict, str, list]:
+    """Trains `config` in `workdir`: (metrics.json, the last evaluation's directory, the
+    annotations of its panoptic_predictions.json)."""
+    train.run_training(config, workdir)
+    with open(os.path.join(workdir, "metrics.json")) as file:
+        written = json.load(file)
+    directory = os.path.join(workdir, "eval", f"validation_step{config.num_train_steps}")
+    with open(os.path.join(directory, "panoptic_predictions.json")) as file:
+        return written, directory, json.load(file)["annotations"]
 
 
 def reference_pq_of_images(gt_json, gt_dir, pred_json, pred_dir, image_ids):

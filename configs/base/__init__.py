@@ -1,2 +1,2 @@
-"""Parts shared by the experiment files of configs/: the loop and optimizer (`loop`) and
-`config.data` sections (`data`)."""
+"""Parts shared by the experiment files of configs/: the loop and optimizer (`loop`),
+`config.data` sections (`data`) and Panoptic FPN's model fields (`panoptic`)."""

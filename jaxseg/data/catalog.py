@@ -6,11 +6,12 @@ Datasets (`tfds_name`) and how each example is converted on access:
                       Classes: 0 background (trimap 2), 1 pet (trimap 1), 2 border (trimap 3).
                       No instances. Splits with annotations: train (3,680), test (3,669).
   coco/2017_panoptic  instances with real masks: the panoptic segments of the 80 thing
-                      classes (TFDS labels 0..79 of its 133; the 53 stuff classes are
-                      dropped), their pixels decoded from `panoptic_image` (segment id =
-                      R + 256 G + 65536 B), boxes the tight boxes of the resized masks.
-                      Panoptic masks do not overlap (COCO resolved the instance annotations'
-                      overlaps), so they differ slightly from the instances JSON's masks.
+                      classes (TFDS labels 0..79 of its 133), their pixels decoded from
+                      `panoptic_image` (segment id = R + 256 G + 65536 B), boxes the tight
+                      boxes of the resized masks. Panoptic masks do not overlap (COCO
+                      resolved the instance annotations' overlaps), so they differ slightly
+                      from the instances JSON's masks. The semantic map is Panoptic FPN's
+                      target (`catalog_panoptic`); Mask R-CNN does not read it.
   coco/2017, coco/2014 instances WITHOUT masks: TFDS keeps only boxes of these configs, so each
                       instance's mask is its box (the pixels whose centres lie in it). Box AP
                       is meaningful; mask AP then only scores boxes.
@@ -20,8 +21,8 @@ the stored size are dropped. TFDS's bbox is normalized (ymin, xmin, ymax, xmax).
 
 Geometry (`jaxseg.data.folders`): images are resized with the aspect ratio kept so that the
 longer side is `image_size`, then padded at the bottom and right; label maps and masks are
-resized by nearest neighbour. The semantic map holds the ignore label in the padding (COCO:
-0 in the image, each kept instance painted with its label).
+resized by nearest neighbour. The semantic map holds the ignore label in the padding (coco/2017,
+coco/2014: 0 in the image, each kept instance painted with its label).
 
 Preparing and reading: datasets are read by random access from TFDS's `array_record` format
 (`builder.as_data_source`), which needs no TensorFlow. Preparing them does: TFDS's COCO and
@@ -43,8 +44,8 @@ import tensorflow_datasets as tfds
 from pycocotools import mask as mask_utils
 from tensorflow_datasets.core import read_only_builder
 
-from jaxseg.data import folders, shapes
-from jaxseg.data.coco_categories import COCO_CLASS_NAMES
+from jaxseg.data import catalog_panoptic, folders
+from jaxseg.data.coco_categories import COCO_CLASS_NAMES, COCO_STUFF_CLASS_NAMES
 
 PET_CLASS_NAMES = ("background", "pet", "border")
 # Trimap value -> class id (values other than 1, 2, 3 are rejected before the lookup).
@@ -180,7 +181,7 @@ def convert_coco_boxes(example: dict, image_size: int, ignore_label: int) -> dic
 
 def convert_coco_panoptic(example: dict, image_size: int, ignore_label: int) -> dict:
     """A `coco/2017_panoptic` example (image, panoptic_image uint8 [h, w, 3], panoptic_objects:
-    id, bbox, label, is_crowd) as a record of its non-crowd thing segments."""
+    id, bbox, label, is_crowd) as a record of its non-crowd thing segments and semantic map."""
     image = _checked_image(example)
     panoptic = np.asarray(example["panoptic_image"])
     if panoptic.shape != image.shape:
@@ -188,23 +189,12 @@ def convert_coco_panoptic(example: dict, image_size: int, ignore_label: int) -> 
             f"coco panoptic: panoptic_image {panoptic.shape} and image {image.shape} differ"
         )
     _, tfds_labels, crowd = coco_objects(example, "panoptic_objects")
-    segment_ids = np.asarray(example["panoptic_objects"]["id"], np.int64).reshape(-1)
-    if len(segment_ids) != len(tfds_labels):
-        raise ValueError("panoptic_objects: id and label have different lengths")
-    pixel_ids = panoptic.astype(np.int64) @ np.array([1, 256, 65536], np.int64)
-    pixel_ids = folders.fit_nearest(pixel_ids, image_size, 0)
-    things = ~crowd & (tfds_labels < len(COCO_CLASS_NAMES) - 1)
-    masks = (pixel_ids[..., None] == segment_ids[things]).astype(np.uint8)
-    present = masks.any(axis=(0, 1))
-    masks, labels = masks[..., present], tfds_labels[things][present] + 1
-    # Segments do not overlap: number them 1..n in one map for their tight boxes.
-    numbered = np.zeros((image_size, image_size), np.int64)
-    for k in range(len(labels)):
-        numbered[masks[..., k] == 1] = k + 1
-    boxes = shapes.tight_boxes(numbered, len(labels))
-    return _instances_record(
-        image, masks, boxes, labels, image_size, ignore_label, example.get("image/id")
+    semantic, masks, boxes, labels = catalog_panoptic.stored_segments(
+        example, tfds_labels, crowd, image_size, ignore_label
     )
+    canvas, _ = folders.fit_image(image, image_size)
+    return _record(canvas, semantic, masks, boxes, labels, source_hw=image.shape[:2],
+                   image_id=example.get("image/id"))
 
 
 # --------------------------------------------------------------------------- the catalog
@@ -218,20 +208,23 @@ class CatalogEntry:
     convert: (TFDS example, image_size, ignore_label) -> record.
     splits: the TFDS splits with annotations; the first two are the default train and
       validation splits.
-    objects: the sequence feature whose first K - 1 ClassLabel names must be
-      class_names[1:], or None.
+    objects: the sequence feature whose first ClassLabel names must be class_names[1:]
+      + stuff_class_names[1:], or None.
+    stuff_class_names: the classes of a Panoptic FPN semantic map ("thing" first), or ().
     """
 
     class_names: tuple[str, ...]
     convert: Callable[[dict, int, int], dict]
     splits: tuple[str, ...]
     objects: str | None
+    stuff_class_names: tuple[str, ...] = ()
 
 
 CATALOG = {
     "oxford_iiit_pet": CatalogEntry(PET_CLASS_NAMES, convert_pet, ("train", "test"), None),
     "coco/2017_panoptic": CatalogEntry(
-        COCO_CLASS_NAMES, convert_coco_panoptic, ("train", "validation"), "panoptic_objects"
+        COCO_CLASS_NAMES, convert_coco_panoptic, ("train", "validation"), "panoptic_objects",
+        COCO_STUFF_CLASS_NAMES,
     ),
     "coco/2017": CatalogEntry(
         COCO_CLASS_NAMES, convert_coco_boxes, ("train", "validation"), "objects"
@@ -396,7 +389,7 @@ def _check_label_names(builder, config: CatalogConfig) -> None:
     names = list(builder.info.features[entry.objects]["label"].names)
     if names == [str(i) for i in range(len(names))]:
         return  # Names are set while preparing; a builder from code alone has none.
-    expected = list(entry.class_names[1:])
+    expected = [*entry.class_names[1:], *entry.stuff_class_names[1:]]
     if names[: len(expected)] != expected:
         raise ValueError(
             f"tfds_name={config.tfds_name!r}: the prepared data's labels {names[:5]}... are not "

@@ -9,7 +9,8 @@ categories by increasing id).
   lie in its box (the converter's rule, at the source size).
 - coco/2017_panoptic: the segments of the 80 thing classes, decoded from `panoptic_image`
   (segment id = R + 256 G + 65536 B).
-Objects that cover no pixel are left out.
+Objects that cover no pixel are left out. Panoptic FPN scores `coco/2017_panoptic` against
+`coco_panoptic_ground_truth`: every segment, things and stuff, with COCO's category ids.
 """
 
 from __future__ import annotations
@@ -18,9 +19,7 @@ import dataclasses
 
 import numpy as np
 
-from jaxseg.data import catalog
-from jaxseg.data.coco_categories import COCO_CATEGORY_IDS
-
+from jaxseg.data import catalog, catalog_panoptic, panoptic_format
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,18 +50,41 @@ def coco_box_objects(example: dict) -> list[SourceObject]:
 def coco_panoptic_objects(example: dict) -> list[SourceObject]:
     """The thing segments of a `coco/2017_panoptic` example, crowd segments included."""
     _, labels, crowd = catalog.coco_objects(example, "panoptic_objects")
-    segment_ids = np.asarray(example["panoptic_objects"]["id"], np.int64).reshape(-1)
-    pixel_ids = np.asarray(example["panoptic_image"]).astype(np.int64) @ np.array(
-        [1, 256, 65536], np.int64
-    )
+    segment_ids, pixel_ids = catalog_panoptic.segment_ids_of(example)
     found = []
     for segment, label, is_crowd in zip(segment_ids, labels, crowd):
-        if label >= len(COCO_CATEGORY_IDS):
+        if label >= catalog_panoptic.NUM_THINGS:
             continue
         mask = (pixel_ids == segment).astype(np.uint8)
         if mask.any():
             found.append(SourceObject(int(label) + 1, bool(is_crowd), mask))
     return found
+
+
+def coco_panoptic_ground_truth(example: dict) -> tuple[np.ndarray, list[dict]]:
+    """A `coco/2017_panoptic` example's panoptic ground truth at its own size (h, w).
+
+    Returns:
+      ids int64 [h, w]: each pixel's segment id from `panoptic_image`, 0 (VOID) where
+        `panoptic_objects` does not list it.
+      segments_info: one {"id", "category_id" (COCO's), "iscrowd" (0/1), "area"} per listed
+        segment. The area is TFDS's `area` (COCO's, the segment's pixel count in COCO's
+        PNG) where the example has that field, else the segment's pixel count here.
+    """
+    _, labels, crowd = catalog.coco_objects(example, "panoptic_objects")
+    segment_ids, pixel_ids = catalog_panoptic.segment_ids_of(example)
+    positions = catalog_panoptic.listed_positions(pixel_ids, segment_ids)
+    areas = example["panoptic_objects"].get("area")
+    if areas is None:
+        areas = np.bincount(positions.ravel() + 1, minlength=len(segment_ids) + 1)[1:]
+    info = [
+        {"id": int(segment), "category_id": int(catalog_panoptic.LABEL_CATEGORY_IDS[label]),
+         "iscrowd": int(is_crowd), "area": int(area)}
+        for segment, label, is_crowd, area in zip(
+            segment_ids, labels, crowd, np.asarray(areas).reshape(-1), strict=True
+        )
+    ]
+    return np.where(positions >= 0, pixel_ids, panoptic_format.VOID), info
 
 
 OBJECTS = {

@@ -1,4 +1,5 @@
-"""COCO's 80 thing categories: their names and their ids in COCO's annotation files."""
+"""COCO's 80 thing categories and its panoptic task's 53 stuff categories: their names and
+their ids in COCO's annotation files."""
 
 # The 80 COCO thing categories by increasing category id, as TFDS's ClassLabel orders them,
 # after the background.
@@ -89,4 +90,70 @@ COCO_CLASS_NAMES = (
 COCO_CATEGORY_IDS = (
     *range(1, 12), *range(13, 26), 27, 28, *range(31, 45), *range(46, 66), 67, 70,
     *range(72, 83), *range(84, 91),
+)
+
+# The 53 stuff categories of COCO panoptic by increasing category id, after the thing class
+# (the semantic head's class 0). TFDS's coco/2017_panoptic ClassLabel orders all 133
+# categories by increasing id: labels 0..79 are the things, 80..132 these.
+COCO_STUFF_CLASS_NAMES = (
+    "thing",
+    "banner",
+    "blanket",
+    "bridge",
+    "cardboard",
+    "counter",
+    "curtain",
+    "door-stuff",
+    "floor-wood",
+    "flower",
+    "fruit",
+    "gravel",
+    "house",
+    "light",
+    "mirror-stuff",
+    "net",
+    "pillow",
+    "platform",
+    "playingfield",
+    "railroad",
+    "river",
+    "road",
+    "roof",
+    "sand",
+    "sea",
+    "shelf",
+    "snow",
+    "stairs",
+    "tent",
+    "towel",
+    "wall-brick",
+    "wall-stone",
+    "wall-tile",
+    "wall-wood",
+    "water-other",
+    "window-blind",
+    "window-other",
+    "tree-merged",
+    "fence-merged",
+    "ceiling-merged",
+    "sky-other-merged",
+    "cabinet-merged",
+    "table-merged",
+    "floor-other-merged",
+    "pavement-merged",
+    "mountain-merged",
+    "grass-merged",
+    "dirt-merged",
+    "paper-merged",
+    "food-other-merged",
+    "building-other-merged",
+    "rock-merged",
+    "wall-other-merged",
+    "rug-merged",
+)
+# COCO's category id of each of the 53 stuff classes, in `COCO_STUFF_CLASS_NAMES[1:]` order.
+COCO_STUFF_CATEGORY_IDS = (
+    92, 93, 95, 100, 107, 109, 112, 118, 119, 122, 125, 128, 130, 133, 138, 141, 144, 145,
+    147, 148, 149, 151, 154, 155, 156, 159, 161, 166, 168, 171, 175, 176, 177, 178, 180,
+    181, *range(184, 201),
 )

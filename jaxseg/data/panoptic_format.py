@@ -41,6 +41,18 @@ def ids_to_rgb(ids: np.ndarray) -> np.ndarray:
     return np.stack([ids % 256, ids // 256 % 256, ids // (256 * 256)], axis=-1).astype(np.uint8)
 
 
+def segment_positions(ids: np.ndarray, table_ids: np.ndarray) -> np.ndarray:
+    """int64, the shape of `ids`: the position of each of `ids` in `table_ids` [S] (e.g. a
+    segments_info's ids), -1 where absent."""
+    ids = np.asarray(ids)
+    if table_ids.size == 0:
+        return np.full(ids.shape, -1, np.int64)
+    order = np.argsort(table_ids)
+    found = np.clip(np.searchsorted(table_ids[order], ids), 0, table_ids.size - 1)
+    positions = order[found]
+    return np.where(table_ids[positions] == ids, positions, -1)
+
+
 def read_id_png(path) -> np.ndarray:
     """int64 [H, W] segment ids of the panoptic PNG `path` (RGB, or RGBA with alpha ignored).
 

@@ -48,16 +48,6 @@ def _segment_table(segments: Sequence[Mapping]) -> dict[str, np.ndarray]:
     }
 
 
-def _positions(ids: np.ndarray, table_ids: np.ndarray) -> np.ndarray:
-    """int64 [N]: the position of each of `ids` [N] in `table_ids` [S], -1 where absent."""
-    if table_ids.size == 0:
-        return np.full(ids.shape, -1, np.int64)
-    order = np.argsort(table_ids)
-    found = np.clip(np.searchsorted(table_ids[order], ids), 0, table_ids.size - 1)
-    positions = order[found]
-    return np.where(table_ids[positions] == ids, positions, -1)
-
-
 class PQAccumulator:
     """Per-category sums of matched IoU, TP, FP and FN over the images added.
 
@@ -113,7 +103,7 @@ class PQAccumulator:
         map_ids, map_areas = np.unique(pred_ids, return_counts=True)
         painted = map_ids != panoptic_format.VOID
         map_ids, map_areas = map_ids[painted], map_areas[painted]
-        in_json = _positions(map_ids, pred["id"])
+        in_json = panoptic_format.segment_positions(map_ids, pred["id"])
         if (in_json < 0).any():
             raise ValueError(f"{where}: predicted segment ids {map_ids[in_json < 0].tolist()} are in the PNG but not in segments_info")
         pred["area"] = np.zeros(pred["id"].size, np.int64)
@@ -123,8 +113,8 @@ class PQAccumulator:
             raise ValueError(f"{where}: predicted segment ids {missing} are in segments_info but not in the PNG")
 
         codes, overlaps = np.unique(gt_ids * _OFFSET + pred_ids, return_counts=True)
-        pair_gt = _positions(codes // _OFFSET, gt["id"])
-        pair_pred = _positions(codes % _OFFSET, pred["id"])
+        pair_gt = panoptic_format.segment_positions(codes // _OFFSET, gt["id"])
+        pair_pred = panoptic_format.segment_positions(codes % _OFFSET, pred["id"])
         on_void = np.zeros(pred["id"].size, np.int64)
         from_void = (codes // _OFFSET == panoptic_format.VOID) & (pair_pred >= 0)
         on_void[pair_pred[from_void]] = overlaps[from_void]
