@@ -334,7 +334,7 @@ def test_index_field_names_the_source_examples(validation_source):
 
 def test_unknown_dataset_and_split_name_the_choices(data_config, tmp_path):
     unknown = ml_collections.ConfigDict({**data_config.to_dict(), "name": "voc"})
-    registered = "'coco_folder', 'semantic_folder', 'shapes', 'tfds'"
+    registered = "'coco_folder', 'coco_panoptic_folder', 'panoptic_shapes', 'semantic_folder', 'shapes', 'tfds'"
     with pytest.raises(ValueError, match=f"config.data.name='voc' is not a registered dataset: {registered}."):
         pipeline.load_split(unknown, "train")
     folder = ml_collections.ConfigDict({"name": "semantic_folder", "data_dir": str(tmp_path)})
