@@ -104,7 +104,7 @@ def to_results(
     )
 
 
-def _ids_and_placements(source) -> tuple[tuple[int, ...], tuple[folders.Placement, ...]]:
+def ids_and_placements(source) -> tuple[tuple[int, ...], tuple[folders.Placement, ...]]:
     """Every example's dataset id and placement, in the split's order."""
     indices = range(len(source))
     return (
@@ -125,7 +125,7 @@ def canvas_frame(source, class_names) -> InstanceFrame:
         ground_truth=ground_truth_to_coco(examples, class_names),
         image_ids=tuple(range(len(source))),
         category_ids=tuple(range(len(class_names))),
-        placements=_ids_and_placements(source)[1],
+        placements=ids_and_placements(source)[1],
     )
 
 
@@ -151,7 +151,7 @@ def objects_frame(source, objects_of, category_ids, categories) -> InstanceFrame
     annotation per object: its mask's RLE, area (pixel count) and tight box, `iscrowd`.
     """
     images, annotations = [], []
-    image_ids, placements = _ids_and_placements(source)
+    image_ids, placements = ids_and_placements(source)
     repeated = sorted(i for i, count in collections.Counter(image_ids).items() if count > 1)
     if repeated:
         raise ValueError(f"the split's image ids repeat ({repeated[:5]}): each image needs its own")
@@ -206,7 +206,7 @@ def coco_json_frame(annotations_path: str, source) -> InstanceFrame:
       source: a `pipeline.DecodedSource` of one of its splits.
     """
     coco = coco_folder.read_coco_json(annotations_path)
-    image_ids, placements = _ids_and_placements(source)
+    image_ids, placements = ids_and_placements(source)
     sizes = {image_id: (p.height, p.width) for image_id, p in zip(image_ids, placements)}
     images = [
         {**entry, "height": sizes[entry["id"]][0], "width": sizes[entry["id"]][1]}

@@ -15,6 +15,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from jaxseg.data import folders
+from jaxseg.evaluation import frames
 from jaxseg.ops.panoptic_fusion import THING_LABEL
 
 
@@ -93,6 +94,6 @@ def canvas_frame(source, class_names, stuff_class_names, ignore_label: int) -> P
         thing_ids=thing_ids,
         stuff_ids=stuff_ids,
         ground_truth=ground_truth,
-        placements=tuple(source.placement(index) for index in range(len(source))),
+        placements=frames.ids_and_placements(source)[1],
         image_ids=tuple(range(len(source))),
     )

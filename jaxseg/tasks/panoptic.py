@@ -22,7 +22,6 @@ from jaxseg.ops.panoptic_fusion import fuse_panoptic
 from jaxseg.tasks.base import Evaluation
 from jaxseg.tasks.instance import InstanceSegmentation, pasted_masks
 
-HEADLINE = ("pq", "sq", "rq", "pq_things", "sq_things", "rq_things", "pq_stuff", "sq_stuff", "rq_stuff")
 PREDICTIONS = "panoptic_predictions"
 GROUND_TRUTH = "panoptic_ground_truth"
 

@@ -96,13 +96,14 @@ def panoptic_frame(data_config: Any, source) -> PanopticFrame:
     config = catalog_config_from_data_config(data_config)
     if not catalog.CATALOG[config.tfds_name].stuff_class_names:
         raise ValueError(f"{config.tfds_name} has no panoptic segments to evaluate; coco/2017_panoptic has")
+    image_ids, placements = frames.ids_and_placements(source)
     return PanopticFrame(
         categories=catalog_panoptic.categories(),
         thing_ids=(0, *coco_categories.COCO_CATEGORY_IDS),
         stuff_ids=(0, *coco_categories.COCO_STUFF_CATEGORY_IDS),
         ground_truth=lambda index: catalog_truth.coco_panoptic_ground_truth(source.records.raw(index)),
-        placements=tuple(source.placement(index) for index in range(len(source))),
-        image_ids=tuple(source.image_id(index) for index in range(len(source))),
+        placements=placements,
+        image_ids=image_ids,
     )
 
 

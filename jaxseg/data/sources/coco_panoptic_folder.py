@@ -19,6 +19,7 @@ from jaxseg import registry
 from jaxseg.data import coco_panoptic_folder, folders, panoptic_format, storage
 from jaxseg.data.sources import checks
 from jaxseg.errors import ConfigError
+from jaxseg.evaluation import frames
 from jaxseg.evaluation.panoptic_frames import PanopticFrame
 
 
@@ -59,7 +60,7 @@ def check(config: Any) -> None:
 def panoptic_frame(data_config: Any, source) -> PanopticFrame:
     """The frame a split (`source`) is scored in: its source images, the JSON and its PNGs."""
     coco = coco_panoptic_folder.read_panoptic_json(os.path.abspath(data_config.annotations))
-    image_ids = tuple(source.image_id(index) for index in range(len(source)))
+    image_ids, placements = frames.ids_and_placements(source)
 
     def ground_truth(index: int):
         annotation = coco.annotations[image_ids[index]]
@@ -71,7 +72,7 @@ def panoptic_frame(data_config: Any, source) -> PanopticFrame:
         thing_ids=(0, *coco.labels),
         stuff_ids=(0, *coco.stuff_labels),
         ground_truth=ground_truth,
-        placements=tuple(source.placement(index) for index in range(len(source))),
+        placements=placements,
         image_ids=image_ids,
     )
 
