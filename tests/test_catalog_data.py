@@ -540,6 +540,7 @@ def test_mask_rcnn_coco_trains_and_evaluates(coco_dir, tmp_path):
             "optimizer__warmup_steps": 1,
             "optimizer__decay_steps": (2,),
             "num_prediction_images": 2,
+            "model__pretrained": None,
             "model__backbone": "resnet18",
             "model__backbone_width": 8,
             "model__fpn_channels": 16,

@@ -13,7 +13,7 @@ import pytest
 import safetensors.numpy
 from flax import traverse_util
 
-from configs import deeplab_shapes, mask_rcnn_shapes
+from configs import deeplab_shapes, mask_rcnn_coco, mask_rcnn_shapes
 from jaxseg import sharding, tasks
 from jaxseg.config_validation import validate_config
 from jaxseg.errors import ConfigError
@@ -328,6 +328,18 @@ def test_config_errors_name_the_pretrained_field(files, tmp_path):
     assert config_error(config) == (
         "config.model.pretrained=3 must be None or the path of a ResNet checkpoint."
     )
+
+
+@pytest.mark.parametrize("no_file", ["None", ""])
+def test_a_command_line_none_means_no_pretrained_file(no_file):
+    """`--config.model.pretrained=None` reaches the config as the string 'None'."""
+    config = mask_rcnn_coco.get_config()
+    assert config_error(config) == (
+        "config.model.pretrained='weights/resnet50.safetensors' is not a file."
+    )
+    config.model.pretrained = no_file
+    validate_config(config)
+    assert pretrained_config.backbone_variables(config) is None
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])  # resnet50: the v1.5 stride

@@ -50,16 +50,22 @@ def _check_backbone_fields(fields: Any, backbone: Backbone, path: str) -> None:
         )
 
 
-def _path_string(value: Any, path: str) -> str:
-    """A non-empty string (whether the file exists is `check_files`' business)."""
-    if not isinstance(value, str) or not value:
+# What a command line gives for "no file": it cannot set a string field to None.
+NO_FILE = ("", "None", "none")
+
+
+def _path_string(value: Any, path: str) -> Optional[str]:
+    """A non-empty string, or None for one of NO_FILE (whether the file exists is
+    `check_files`' business)."""
+    if not isinstance(value, str):
         raise ConfigError(f"{path}={value!r} must be None or the path of a ResNet checkpoint.")
-    return value
+    return None if value in NO_FILE else value
 
 
 def with_pretrained(model_schema: type, backbone: Backbone) -> type:
-    """`model_schema` (a `jaxseg.schema` dataclass) plus the field `pretrained` (None), for a
-    model whose ResNet is the submodule `backbone.submodule`.
+    """`model_schema` (a `jaxseg.schema` dataclass) plus the field `pretrained` (None; from a
+    command line also `--config.model.pretrained=None`), for a model whose ResNet is the
+    submodule `backbone.submodule`.
 
     Its `check` adds the width (`pretrained.WIDTH`) and norm (`BATCH_NORMS`) rules; its
     `check_files` (run by `validate_config` only: a trained run's config is read back

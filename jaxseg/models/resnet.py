@@ -49,11 +49,11 @@ class FrozenBatchNorm(nn.Module):
     FrozenBatchNorm2d, for detection's small per-device batches whose batch
     statistics would be too noisy. 'mean' and 'var' live in `batch_stats`
     and are never updated (applying with mutable=["batch_stats"] returns them
-    unchanged). 'scale' and 'bias' live in `params`, so they ARE trained by an
-    optimizer unless frozen (by `ResNet.freeze_at` or an optimizer mask);
-    detectron2 keeps them fixed too. With fresh (identity) statistics the
-    layer is only the learnable affine map: without converted pretrained
-    statistics, prefer norm="group" or "batch".
+    unchanged). 'scale' and 'bias' live in `params` (where pretrained weights
+    put them) and, as in detectron2, stay fixed: the training optimizer
+    labels them frozen (`training.param_groups`). With fresh (identity)
+    statistics the layer is the identity: without converted pretrained
+    weights, use norm="group" or "batch".
 
     Input [..., C], output [..., C] in `dtype` (or the promoted input dtype).
     """
@@ -321,10 +321,11 @@ class ResNet(nn.Module):
       bottleneck: Bottleneck blocks (ResNet-50/101) instead of BasicBlocks.
       num_filters: width of the stem and of res2's (inner) convs; doubled per stage.
       norm: "frozen_batch", "batch" or "group" (see `make_norm`, `FrozenBatchNorm`).
-      freeze_at: 0 trains everything; 1 stops gradients after the stem; k in
-        2..5 also after stages res2..res_k (detectron2's FREEZE_AT). Frozen
-        parts get zero gradients (`lax.stop_gradient` on their output);
-        weight decay in the optimizer would still shrink them.
+      freeze_at: 0 trains everything; 1 freezes the stem; k in 2..5 also
+        stages res2..res_k (detectron2's FREEZE_AT). Frozen parts get no
+        gradient (`lax.stop_gradient` on their output, which also skips
+        their backward pass), and the optimizer neither updates nor decays
+        them (`frozen_children`, read by `training.param_groups`).
       fast_cpu_ops: XLA:CPU-fast formulations with the same parameters and
         outputs: 1x1 convs as matmuls (`pointwise_conv`), other stride-1
         convs with `layers.row_blocked_conv`, the stem
@@ -363,6 +364,19 @@ class ResNet(nn.Module):
             f"C{level}": self.num_filters * 2**index * expansion
             for index, level in enumerate(FEATURE_LEVELS)
         }
+
+    def frozen_children(self) -> tuple[str, ...]:
+        """Names of the submodules `freeze_at` freezes: "stem", then every block of
+        res2..res_k ("res2_0", ...)."""
+        if self.freeze_at < 1:
+            return ()
+        blocks = tuple(
+            f"res{level}_{block}"
+            for level, num_blocks in zip(FEATURE_LEVELS, self.stage_sizes)
+            if level <= self.freeze_at
+            for block in range(num_blocks)
+        )
+        return ("stem",) + blocks
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:

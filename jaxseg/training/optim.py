@@ -3,12 +3,14 @@
 import dataclasses
 from typing import Any, Optional
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 
 from jaxseg import schema
 from jaxseg.errors import ConfigError
+from jaxseg.training import param_groups
 
 
 def create_learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -47,21 +49,45 @@ def _step_decay(value: float, boundaries: list[int], factor: float) -> optax.Sch
 
 
 def create_optimizer(
-    config: ml_collections.ConfigDict, schedule: optax.Schedule
+    config: ml_collections.ConfigDict, schedule: optax.Schedule, labels: Any = None
 ) -> optax.GradientTransformation:
     """Gradient clipping followed by AdamW, or SGD with (Nesterov or heavy-ball) momentum and
-    weight decay."""
+    weight decay, over the parameters `labels` gives (`param_groups.parameter_labels`).
+
+    FROZEN parameters get zero updates and no optimizer state (`optax.multi_transform`);
+    DECAYED parameters decay by `optimizer.weight_decay`, and NORM ones too with
+    `optimizer.decay_norms` (an `optax.add_decayed_weights` mask). Without `labels` every
+    parameter is DECAYED. The AdamW and SGD chains are optax's `adamw` and `sgd` with the
+    decay masked.
+    """
     opt = config.optimizer
+    decay = _weight_decay(opt, labels)
     if opt.name == "adamw":
-        update = optax.adamw(schedule, weight_decay=opt.weight_decay)
+        update = optax.chain(optax.scale_by_adam(), *decay, optax.scale_by_learning_rate(schedule))
     else:
         update = optax.chain(
-            optax.add_decayed_weights(opt.weight_decay),
-            optax.sgd(schedule, momentum=opt.momentum, nesterov=opt.nesterov),
+            *decay,
+            optax.trace(decay=opt.momentum, nesterov=opt.nesterov),
+            optax.scale_by_learning_rate(schedule),
         )
-    if opt.grad_clip_norm is None:
+    if opt.grad_clip_norm is not None:
+        update = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), update)
+    if labels is None or param_groups.FROZEN not in jax.tree.leaves(labels):
         return update
-    return optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), update)
+    trained = jax.tree.map(
+        lambda label: param_groups.FROZEN if label == param_groups.FROZEN else "trained", labels
+    )
+    return optax.multi_transform({"trained": update, param_groups.FROZEN: optax.set_to_zero()}, trained)
+
+
+def _weight_decay(opt: Any, labels: Any) -> list[optax.GradientTransformation]:
+    """`add_decayed_weights` on the decayed parameters; none at rate 0."""
+    if not opt.weight_decay:
+        return []
+    if labels is None:
+        return [optax.add_decayed_weights(opt.weight_decay)]
+    decayed = (param_groups.DECAYED, param_groups.NORM) if opt.decay_norms else (param_groups.DECAYED,)
+    return [optax.add_decayed_weights(opt.weight_decay, mask=param_groups.mask_of(labels, *decayed))]
 
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -83,6 +109,8 @@ class OptimizerConfig:
     Attributes:
       name: "adamw", or "sgd" with momentum and weight decay.
       weight_decay: decoupled (AdamW) or added to the gradient (SGD).
+      decay_norms: decay normalization layers' scales and biases too; False is detectron2's
+        WEIGHT_DECAY_NORM = 0 of its recipes.
       momentum: SGD's momentum.
       nesterov: Nesterov momentum for SGD, else heavy-ball (as detectron2).
       grad_clip_norm: global gradient-norm clipping, None for none.
@@ -95,6 +123,7 @@ class OptimizerConfig:
 
     name: str = schema.field("adamw", schema.one_of(*OPTIMIZERS))
     weight_decay: float = schema.field(1e-4, schema.non_negative_number)
+    decay_norms: bool = schema.field(True, schema.boolean)
     momentum: float = schema.field(0.9, schema.fraction("[0, 1)"))
     nesterov: bool = schema.field(True, schema.boolean)
     grad_clip_norm: Optional[float] = schema.field(1.0, schema.optional(schema.positive_number))

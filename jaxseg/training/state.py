@@ -11,6 +11,7 @@ from flax.training import train_state
 from jaxseg import sharding
 from jaxseg import tasks
 from jaxseg.models import pretrained_config
+from jaxseg.training import param_groups
 from jaxseg.training.optim import create_optimizer
 
 
@@ -81,15 +82,20 @@ def initial_state(
 
     With `load_pretrained` the weights `config.model.pretrained` names (if any) are read on
     the host and replace the initialized backbone; without, every variable is initialized
-    (a template to restore a checkpoint into needs no file).
+    (a template to restore a checkpoint into needs no file). The optimizer leaves the
+    parameters the model freezes alone (`param_groups.parameter_labels`).
     """
     pretrained = pretrained_config.backbone_variables(config) if load_pretrained else None
+    task = tasks.task_for(config)
+    image_shape = (config.data.image_size, config.data.image_size, 3)
+    rng = jax.random.PRNGKey(config.seed)
+    labels = param_groups.parameter_labels(lambda: task.init_variables(rng, image_shape))
     init = functools.partial(
         create_train_state,
-        task=tasks.task_for(config),
-        tx=create_optimizer(config, schedule),
-        image_shape=(config.data.image_size, config.data.image_size, 3),
+        task=task,
+        tx=create_optimizer(config, schedule, labels),
+        image_shape=image_shape,
         keep_ema=config.ema_decay > 0,
     )
     jitted = jax.jit(init, out_shardings=sharding.replicated(mesh))
-    return jitted(jax.random.PRNGKey(config.seed), pretrained=pretrained)
+    return jitted(rng, pretrained=pretrained)
