@@ -7,6 +7,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from configs import unet_shapes
@@ -137,3 +138,23 @@ def test_training_leaves_frozen_stages_and_frozen_norms_bit_identical(tmp_path):
     assert frozen == 3 + 12 + 15 * 2
     moved = [path for path in before if "res3_0" in path and path[-1] == "kernel"]
     assert moved and all(np.abs(after[path] - before[path]).max() > 0 for path in moved)
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_without_frozen_or_undecayed_parameters_the_state_is_that_of_earlier_versions(name):
+    """Earlier runs' checkpoints restore: clipping + optax's adamw / (decay + sgd), and a
+    config.json written before `decay_norms` existed reads it as True."""
+    config = _sgd_config(name=name, grad_clip_norm=1.0)
+    del config.optimizer["decay_norms"]
+    schedule = train.create_learning_rate_schedule(config)
+    labels = {"norm": {"scale": NORM}, "conv": {"kernel": DECAYED}}
+    params = {"norm": {"scale": np.ones(3, np.float32)}, "conv": {"kernel": np.ones(2, np.float32)}}
+    ours = optim.create_optimizer(config, schedule, labels).init(params)
+    decayed = optax.add_decayed_weights(0.01)
+    update = (
+        optax.adamw(schedule, weight_decay=0.01)
+        if name == "adamw"
+        else optax.chain(decayed, optax.sgd(schedule, momentum=0.9, nesterov=False))
+    )
+    earlier = optax.chain(optax.clip_by_global_norm(1.0), update).init(params)
+    assert jax.tree.structure(ours) == jax.tree.structure(earlier)

@@ -22,6 +22,9 @@ one-line conversion to safetensors). A `.safetensors` file whose names start wit
 
   python -m jaxseg.models.pretrained --input=FILE --resnet=resnet50 --output=OUT.safetensors
 
+or as `jaxseg.export_backbone` writes a trained run's backbone, at that run's width and
+norm (`load_resnet_variables(..., width=, norm=)`).
+
 `config.model.pretrained` (Mask R-CNN, DeepLabv3+) puts such a file's variables in place
 of a model's initialized backbone: see `jaxseg.models.pretrained_config`.
 """
@@ -64,9 +67,11 @@ _TO_OIHW = (3, 2, 0, 1)
 
 
 @functools.lru_cache(maxsize=None)
-def _variable_shapes(resnet_name: str) -> dict[tuple[str, ...], tuple[int, ...]]:
-    """{(collection, *module path, leaf): shape} of the width-64 frozen-batch ResNet."""
-    model = build_resnet(resnet_name, norm="frozen_batch")
+def _variable_shapes(
+    resnet_name: str, width: int = WIDTH, norm: str = "frozen_batch"
+) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """{(collection, *module path, leaf): shape} of the ResNet of that width and norm."""
+    model = build_resnet(resnet_name, num_filters=width, norm=norm)
     images = jnp.zeros((1, 32, 32, 3), jnp.float32)
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), images, train=False))
     return {key: leaf.shape for key, leaf in traverse_util.flatten_dict(shapes).items()}
@@ -178,17 +183,26 @@ def listed(names: list[str]) -> str:
     return ", ".join(names[:_SHOWN]) + more
 
 
+def _is_flax_layout(names: Any) -> bool:
+    """Whether a file's array names are Flax variable paths ("params/stem/conv/kernel", ...)
+    as `save_variables` writes them, rather than a torchvision / timm state dict's."""
+    return any(name.startswith(_FLAX_PREFIX) for name in names)
+
+
 def _plan(
-    shapes: Mapping[str, tuple[int, ...]], resnet_name: str, where: str
+    shapes: Mapping[str, tuple[int, ...]], resnet_name: str, where: str, width: int, norm: str
 ) -> tuple[dict[tuple[str, ...], str], bool, list[str]]:
     """Which file array fills each variable: ({variable key: file name}, whether the file
-    is in torchvision's layout (else Flax's), the ignored head names). Raises ValueError
-    naming the first missing, misshapen or unexpected arrays."""
+    is in torchvision's layout (else Flax's), the ignored head names). A torchvision file
+    is always the width-64 BatchNorm tree; a Flax file is checked against the ResNet of
+    `width` and `norm`. Raises ValueError naming the first missing, misshapen or
+    unexpected arrays."""
     if resnet_name not in RESNETS:
         raise ValueError(f"resnet_name must be one of {sorted(RESNETS)}, got {resnet_name!r}")
-    torch_layout = not any(name.startswith(_FLAX_PREFIX) for name in shapes)
+    torch_layout = not _is_flax_layout(shapes)
     plan, wanted = {}, {}
-    for key, shape in _variable_shapes(resnet_name).items():
+    tree = _variable_shapes(resnet_name) if torch_layout else _variable_shapes(resnet_name, width, norm)
+    for key, shape in tree.items():
         name = _torchvision_name(key) if torch_layout else "/".join(key)
         plan[key] = name
         kernel = torch_layout and len(shape) == 4
@@ -224,10 +238,13 @@ def _plan(
     return plan, torch_layout, head
 
 
-def _load(path: str, resnet_name: str, where: str) -> tuple[dict[str, Any], list[str]]:
+def _load(
+    path: str, resnet_name: str, where: str, width: int = WIDTH, norm: str = "frozen_batch"
+) -> tuple[dict[str, Any], list[str]]:
     """(`load_resnet_variables`'s variables, the ignored head names)."""
     arrays = _read_arrays(path, where)
-    plan, torch_layout, head = _plan({n: a.shape for n, a in arrays.items()}, resnet_name, where)
+    shapes = {name: array.shape for name, array in arrays.items()}
+    plan, torch_layout, head = _plan(shapes, resnet_name, where, width, norm)
     flat = {}
     for key, name in plan.items():
         array = np.asarray(arrays[name], np.float32)
@@ -237,33 +254,42 @@ def _load(path: str, resnet_name: str, where: str) -> tuple[dict[str, Any], list
     return traverse_util.unflatten_dict(flat), head
 
 
-def load_resnet_variables(path: str, resnet_name: str) -> dict[str, Any]:
+def load_resnet_variables(
+    path: str, resnet_name: str, width: int = WIDTH, norm: str = "frozen_batch"
+) -> dict[str, Any]:
     """The ResNet variables a checkpoint file holds (see the module docstring for formats).
 
     Args:
       path: a torchvision / timm state dict (`.safetensors`, `.pth`, `.pt`, `.bin`) or a
-        Flax `.safetensors` file of this module's command line.
+        Flax `.safetensors` file (this module's command line, `jaxseg.export_backbone`).
       resnet_name: "resnet18", "resnet34", "resnet50" or "resnet101".
+      width, norm: the ResNet a Flax file holds (`num_filters`, `norm` of `build_resnet`);
+        a torchvision / timm file is always width 64 with BatchNorm.
 
     Returns:
       {"params": ..., "batch_stats": ...}: exactly the tree of `build_resnet(resnet_name,
-      norm="frozen_batch")` (width 64), float32 numpy arrays (conv kernels HWIO). The
-      ignored classifier head `fc.*` is reported with `logging.info`.
+      norm="frozen_batch")` (width 64) for a state dict, of `build_resnet(resnet_name,
+      num_filters=width, norm=norm)` for a Flax file (no "batch_stats" for norm "group");
+      float32 numpy arrays (conv kernels HWIO). The ignored classifier head `fc.*` is
+      reported with `logging.info`.
 
     Raises:
       ValueError: one line naming the file and the first bad names (and expected vs got
         shapes), or how to convert a torch file when torch is missing.
     """
-    variables, head = _load(path, resnet_name, path)
+    variables, head = _load(path, resnet_name, path, width, norm)
     if head:
         logging.info("%s: ignored the classifier head %s.", path, ", ".join(head))
     return variables
 
 
-def check_file(path: str, resnet_name: str, where: str) -> None:
+def check_file(
+    path: str, resnet_name: str, where: str, width: int = WIDTH, norm: str = "frozen_batch"
+) -> bool:
     """Raises ValueError (starting with `where`) unless `load_resnet_variables(path,
-    resnet_name)` would succeed; a safetensors file is checked from its header alone."""
-    _plan(_read_shapes(path, where), resnet_name, where)
+    resnet_name, width, norm)` would succeed; a safetensors file is checked from its header
+    alone. Returns whether the file is in torchvision's layout (else Flax's)."""
+    return _plan(_read_shapes(path, where), resnet_name, where, width, norm)[1]
 
 
 def save_variables(variables: Mapping[str, Any], path: str) -> None:

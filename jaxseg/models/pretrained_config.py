@@ -1,4 +1,5 @@
-"""`config.model.pretrained`: a model's ResNet backbone from an ImageNet checkpoint.
+"""`config.model.pretrained`: a model's ResNet backbone from an ImageNet checkpoint (or from
+a backbone this project trained, `jaxseg.export_backbone`).
 
 A model schema extended by `with_pretrained(schema, Backbone(submodule=...))` takes the
 field `pretrained`: None (random init) or a file `pretrained.load_resnet_variables`
@@ -33,8 +34,8 @@ class Backbone:
     width_field: str = "backbone_width"
 
 
-def _check_backbone_fields(fields: Any, backbone: Backbone, path: str) -> None:
-    """The width and norm a pretrained file's variables fit."""
+def _check_imagenet_fields(fields: Any, backbone: Backbone, path: str) -> None:
+    """The width and norm a torchvision / timm file's variables fit."""
     named = f"{path}.{FIELD}={getattr(fields, FIELD)!r}"
     width = getattr(fields, backbone.width_field)
     if width != WIDTH:
@@ -54,6 +55,14 @@ def _check_backbone_fields(fields: Any, backbone: Backbone, path: str) -> None:
 NO_FILE = ("", "None", "none")
 
 
+def _resnet(fields: Any, backbone: Backbone) -> tuple[str, int, str]:
+    """(ResNet name, width, norm) of a model's configured backbone."""
+    return tuple(
+        getattr(fields, field)
+        for field in (backbone.name_field, backbone.width_field, backbone.norm_field)
+    )
+
+
 def _path_string(value: Any, path: str) -> Optional[str]:
     """A non-empty string, or None for one of NO_FILE (whether the file exists is
     `check_files`' business)."""
@@ -67,34 +76,32 @@ def with_pretrained(model_schema: type, backbone: Backbone) -> type:
     command line also `--config.model.pretrained=None`), for a model whose ResNet is the
     submodule `backbone.submodule`.
 
-    Its `check` adds the width (`pretrained.WIDTH`) and norm (`BATCH_NORMS`) rules; its
-    `check_files` (run by `validate_config` only: a trained run's config is read back
-    where the file may be gone) reads the file's names and shapes. The class attribute
+    Its `check_files` (run by `validate_config` only: a trained run's config is read back
+    where the file may be gone) reads the file's names and shapes: a torchvision / timm
+    state dict must fit the width (`pretrained.WIDTH`) and norm (`BATCH_NORMS`) the model
+    is configured with; a Flax file (e.g. a backbone `jaxseg.export_backbone` wrote) must
+    hold the configured ResNet, whatever its width and norm. The class attribute
     `pretrained_backbone` is `backbone`.
     """
-    base_check = getattr(model_schema, "check", None)
-
-    def check(self, config, path):
-        if base_check is not None:
-            base_check(self, config, path)
-        if getattr(self, FIELD) is not None:
-            _check_backbone_fields(self, backbone, path)
 
     def check_files(self, path):
         file = getattr(self, FIELD)
         if file is None:
             return
+        name, width, norm = _resnet(self, backbone)
         try:
-            check_file(file, getattr(self, backbone.name_field), f"{path}.{FIELD}={file!r}")
+            torch_layout = check_file(file, name, f"{path}.{FIELD}={file!r}", width, norm)
         except ValueError as error:
             raise ConfigError(str(error)) from None
+        if torch_layout:
+            _check_imagenet_fields(self, backbone, path)
 
     return dataclasses.make_dataclass(
         model_schema.__name__,
         [(FIELD, Optional[str], schema.field(None, schema.optional(_path_string)))],
         bases=(model_schema,),
         frozen=True,
-        namespace={"check": check, "check_files": check_files, "pretrained_backbone": backbone},
+        namespace={"check_files": check_files, "pretrained_backbone": backbone},
     )
 
 
@@ -109,7 +116,7 @@ def backbone_variables(config: Any) -> Optional[dict[str, Any]]:
     fields = schema.read(entry.schema, config.model, "config.model", config)
     if getattr(fields, FIELD) is None:
         return None
-    loaded = load_resnet_variables(getattr(fields, FIELD), getattr(fields, backbone.name_field))
+    loaded = load_resnet_variables(getattr(fields, FIELD), *_resnet(fields, backbone))
     return {collection: {backbone.submodule: tree} for collection, tree in loaded.items()}
 
 

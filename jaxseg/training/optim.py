@@ -57,19 +57,15 @@ def create_optimizer(
     FROZEN parameters get zero updates and no optimizer state (`optax.multi_transform`);
     DECAYED parameters decay by `optimizer.weight_decay`, and NORM ones too with
     `optimizer.decay_norms` (an `optax.add_decayed_weights` mask). Without `labels` every
-    parameter is DECAYED. The AdamW and SGD chains are optax's `adamw` and `sgd` with the
-    decay masked.
+    parameter is DECAYED. The AdamW chain is optax's `adamw` with the decay masked. Fields a config lacks (a run written before they existed) take their
+    `OptimizerConfig` defaults.
     """
-    opt = config.optimizer
+    opt = schema.read_section(OptimizerConfig, config, "optimizer")
     decay = _weight_decay(opt, labels)
     if opt.name == "adamw":
-        update = optax.chain(optax.scale_by_adam(), *decay, optax.scale_by_learning_rate(schedule))
+        update = optax.chain(optax.scale_by_adam(), decay, optax.scale_by_learning_rate(schedule))
     else:
-        update = optax.chain(
-            *decay,
-            optax.trace(decay=opt.momentum, nesterov=opt.nesterov),
-            optax.scale_by_learning_rate(schedule),
-        )
+        update = optax.chain(decay, optax.sgd(schedule, momentum=opt.momentum, nesterov=opt.nesterov))
     if opt.grad_clip_norm is not None:
         update = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), update)
     if labels is None or param_groups.FROZEN not in jax.tree.leaves(labels):
@@ -80,14 +76,14 @@ def create_optimizer(
     return optax.multi_transform({"trained": update, param_groups.FROZEN: optax.set_to_zero()}, trained)
 
 
-def _weight_decay(opt: Any, labels: Any) -> list[optax.GradientTransformation]:
-    """`add_decayed_weights` on the decayed parameters; none at rate 0."""
-    if not opt.weight_decay:
-        return []
-    if labels is None:
-        return [optax.add_decayed_weights(opt.weight_decay)]
+def _weight_decay(opt: Any, labels: Any) -> optax.GradientTransformation:
+    """`add_decayed_weights` on the decayed parameters. Unmasked where it decays every
+    parameter, so that such runs keep the optimizer state of earlier versions (their
+    checkpoints restore)."""
     decayed = (param_groups.DECAYED, param_groups.NORM) if opt.decay_norms else (param_groups.DECAYED,)
-    return [optax.add_decayed_weights(opt.weight_decay, mask=param_groups.mask_of(labels, *decayed))]
+    if labels is None or all(label in decayed for label in jax.tree.leaves(labels)):
+        return optax.add_decayed_weights(opt.weight_decay)
+    return optax.add_decayed_weights(opt.weight_decay, mask=param_groups.mask_of(labels, *decayed))
 
 
 OPTIMIZERS = ("adamw", "sgd")
