@@ -22,7 +22,7 @@ one-line conversion to safetensors). A `.safetensors` file whose names start wit
 
   python -m jaxseg.models.pretrained --input=FILE --resnet=resnet50 --output=OUT.safetensors
 
-`config.model.pretrained` (Mask R-CNN, DeepLabv3+) puts such a file's variables in place
+`config.model.pretrained` (Mask R-CNN, DeepLabv3+, the ResNet U-Net) puts such a file's variables in place
 of a model's initialized backbone: see `jaxseg.models.pretrained_config`.
 """
 
