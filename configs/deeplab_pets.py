@@ -21,7 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.aspp_channels = 256
     config.model.decoder_channels = 256
     # The shapes model's stem without its max-pool and without dropout suit its small objects;
-    # here the paper's ResNet (and ImageNet files, if given) and dropout stay.
+    # here the paper's ResNet (and ImageNet files, if given, with pixel_mean and pixel_std set
+    # to ImageNet's) and dropout stay.
     config.model.stem_pool = True
     config.model.dropout_rate = 0.1
     return config

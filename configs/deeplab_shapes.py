@@ -40,6 +40,7 @@ python -m jaxseg.main --config=configs/deeplab_shapes.py --workdir=DIR
 import ml_collections
 
 from configs import unet_shapes
+from jaxseg.models import layers
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -69,4 +70,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.input_scale = 1
     # The stem's stride-2 max-pool; without it the decoder fuses C3, then at stride 4.
     config.model.stem_pool = False
+    # The identity: the [0, 1] images as the record saw them. An ImageNet `pretrained` file
+    # needs ImageNet's normalization: layers.IMAGENET_MEAN and layers.IMAGENET_STD.
+    config.model.pixel_mean = layers.IDENTITY_MEAN
+    config.model.pixel_std = layers.IDENTITY_STD
     return config

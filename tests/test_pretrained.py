@@ -18,7 +18,7 @@ from jaxseg import sharding, tasks
 from jaxseg.config_validation import validate_config
 from jaxseg.errors import ConfigError
 from jaxseg.models import build_resnet
-from jaxseg.models import pretrained, pretrained_config
+from jaxseg.models import layers, pretrained, pretrained_config
 from jaxseg.models.resnet import FrozenBatchNorm
 from jaxseg.training.optim import create_learning_rate_schedule
 from jaxseg.training.state import initial_state
@@ -255,7 +255,10 @@ def test_the_converter_writes_flax_names_that_load_back(files, tmp_path, capsys)
 def deeplab_config(path, **model):
     config = deeplab_shapes.get_config()
     config.data.image_size = 32
-    config.model.update({"backbone_width": 64, "aspp_channels": 8, "decoder_channels": 8, **model})
+    config.model.update({
+        "backbone_width": 64, "aspp_channels": 8, "decoder_channels": 8,
+        "pixel_mean": layers.IMAGENET_MEAN, "pixel_std": layers.IMAGENET_STD, **model,
+    })
     config.model.pretrained = path
     return config
 

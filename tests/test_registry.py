@@ -15,10 +15,13 @@ from tests.test_config import load_config_file
 
 
 def test_shipped_components_are_registered():
-    assert {"unet", "mask_rcnn", "panoptic_fpn"} <= set(registry.MODELS.names())
+    assert {"unet", "deeplabv3plus", "resnet_unet", "mask_rcnn", "panoptic_fpn"} <= set(
+        registry.MODELS.names()
+    )
     assert registry.TASKS.names() == ("instance", "panoptic", "semantic")
     assert registry.LOSSES.names() == ("ce", "dice", "focal")
-    assert registry.MODELS.get("unet").task == "semantic"
+    for name in ("unet", "deeplabv3plus", "resnet_unet"):
+        assert registry.MODELS.get(name).task == "semantic"
     assert registry.MODELS.get("mask_rcnn").task == "instance"
     assert registry.MODELS.get("panoptic_fpn").task == "panoptic"
 

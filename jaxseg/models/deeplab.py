@@ -15,6 +15,9 @@ rngs={"dropout": key})` or `model.apply(variables, images, train=False)`, with
 `images [N, H, W, 3]` float32 in [0, 1] (H, W divisible by the output stride)
 and logits `[N, H, W, num_classes]` float32.
 
+The images are normalized per channel with `pixel_mean` / `pixel_std` first: the identity
+by default (the recorded runs saw the [0, 1] images), ImageNet's for ImageNet weights.
+
 `DeepLabConfig` is the schema of an experiment's `config.model` section (`name = NAME`),
 built from the module's own fields and defaults plus `pretrained` (an ImageNet ResNet
 file for the backbone, `jaxseg.models.pretrained_config`); `build(config)`, registered as `NAME`,
@@ -30,6 +33,7 @@ import jax.numpy as jnp
 from jaxseg import schema
 from jaxseg.errors import ConfigError
 from jaxseg.models import factory, pretrained_config
+from jaxseg.models.layers import IDENTITY_MEAN, IDENTITY_STD, normalize_pixels
 from jaxseg.models.resnet import (
     GROUP_NORM_GROUPS,
     NORM_EPSILON,
@@ -197,6 +201,10 @@ class DeepLabV3Plus(nn.Module):
         levels have twice the resolution (C2 at stride 2, C3 at 4, ...), fewer
         stages are dilated for the same output stride, and the decoder fuses C3,
         the features at stride 4; same parameters except the skip's input width.
+      pixel_mean, pixel_std: per-channel image normalization before the backbone
+        (`layers.normalize_pixels`, [0, 1] units). The identity by default, as the
+        recorded runs were trained; ImageNet files (`pretrained`) need ImageNet's
+        (`layers.IMAGENET_MEAN`, `layers.IMAGENET_STD`).
     """
 
     num_classes: int
@@ -212,6 +220,8 @@ class DeepLabV3Plus(nn.Module):
     fast_cpu_ops: bool = False
     input_scale: int = 1
     stem_pool: bool = True
+    pixel_mean: tuple = IDENTITY_MEAN
+    pixel_std: tuple = IDENTITY_STD
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool) -> jax.Array:
@@ -237,6 +247,7 @@ class DeepLabV3Plus(nn.Module):
             **options,
         )
         height, width = images.shape[1:3]
+        images = normalize_pixels(images, self.pixel_mean, self.pixel_std)
         if self.input_scale != 1:
             images = resize_bilinear(images, height * self.input_scale, width * self.input_scale)
         features = backbone(images, train)
@@ -282,6 +293,7 @@ DeepLabConfig = pretrained_config.with_pretrained(
             "fast_cpu_ops": schema.boolean,
             "input_scale": schema.integer(1),
             "stem_pool": schema.boolean,
+            **pretrained_config.PIXEL_RULES,
         },
         exclude=("num_classes",),
         cross_check=_check_image_size,

@@ -1,4 +1,7 @@
-"""CPU-fast building blocks for convolutional networks (NHWC).
+"""Building blocks for convolutional networks (NHWC): input normalization and CPU-fast ops.
+
+`normalize_pixels` standardizes images per channel, with ImageNet's statistics
+(`IMAGENET_MEAN`, `IMAGENET_STD`) for backbones trained on ImageNet.
 
 XLA:CPU differentiates a few standard ops slowly (see
 `shared/notes/xla-cpu-conv-speed.md`): the kernel gradient of a stride-2
@@ -18,6 +21,21 @@ from jax import lax
 
 _NHWC_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 _ROW_BLOCK_BYTES = 1024 * 1024
+# ImageNet's per-channel RGB mean and standard deviation, in [0, 1] units (torchvision's).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# The normalization that leaves images as they are.
+IDENTITY_MEAN = (0.0, 0.0, 0.0)
+IDENTITY_STD = (1.0, 1.0, 1.0)
+
+
+def normalize_pixels(images: jax.Array, mean: Sequence[float], std: Sequence[float]) -> jax.Array:
+    """(images - mean) / std per channel: [N, H, W, 3] float32 -> [N, H, W, 3] float32.
+
+    `mean` and `std` are 3 numbers each, in the images' units ([0, 1] for the data
+    pipeline's images); mean (0, 0, 0) and std (1, 1, 1) return the images unchanged.
+    """
+    return (images - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
 
 
 def _check_nhwc(name: str, x: jax.Array) -> None:

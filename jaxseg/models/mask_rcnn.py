@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg.models.fpn import FPN
+from jaxseg.models.layers import IMAGENET_MEAN, IMAGENET_STD, normalize_pixels
 from jaxseg.models.resnet import INPUT_DIVISOR, build_resnet
 from jaxseg.models.roi_heads import (
     EXTRACTORS,
@@ -71,8 +72,6 @@ ROI_LEVELS = (2, 3, 4, 5)
 BOX_POOL_SIZE = 7
 MASK_POOL_SIZE = 14
 MASK_SIZE = 2 * MASK_POOL_SIZE
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class MaskRCNN(nn.Module):
@@ -192,9 +191,7 @@ class MaskRCNN(nn.Module):
                                strides=tuple(2**level for level in RPN_LEVELS))
 
     def _features(self, images, train: bool) -> list[jax.Array]:
-        mean = jnp.asarray(self.pixel_mean, jnp.float32)
-        std = jnp.asarray(self.pixel_std, jnp.float32)
-        pyramid = self.fpn(self.resnet((images - mean) / std, train))
+        pyramid = self.fpn(self.resnet(normalize_pixels(images, self.pixel_mean, self.pixel_std), train))
         return [pyramid[f"P{level}"] for level in RPN_LEVELS]
 
     def _proposals(self, pyramid, canvas_hw: tuple[int, int], extents, train: bool):

@@ -110,8 +110,7 @@ FIELD_RULES = {
     "score_threshold": schema.fraction("[0, 1)"),
     "anchor_sizes": _anchor_sizes,
     "aspect_ratios": schema.positive_numbers,
-    "pixel_mean": lambda value, path: tuple(value),
-    "pixel_std": lambda value, path: tuple(value),
+    **pretrained_config.PIXEL_RULES,
 }
 
 MaskRCNNConfig = pretrained_config.with_pretrained(

@@ -25,7 +25,8 @@ one-line conversion to safetensors). A `.safetensors` file whose names start wit
 or as `jaxseg.export_backbone` writes a trained run's backbone, at that run's width and
 norm (`load_resnet_variables(..., width=, norm=)`).
 
-`config.model.pretrained` (Mask R-CNN, DeepLabv3+) puts such a file's variables in place
+`config.model.pretrained` (Mask R-CNN, DeepLabv3+, the ResNet U-Net) puts such a file's
+variables in place
 of a model's initialized backbone: see `jaxseg.models.pretrained_config`.
 """
 

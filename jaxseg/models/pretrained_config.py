@@ -5,8 +5,13 @@ A model schema extended by `with_pretrained(schema, Backbone(submodule=...))` ta
 field `pretrained`: None (random init) or a file `pretrained.load_resnet_variables`
 reads. The train state (`training.state.initial_state`) loads it on the host with
 `backbone_variables(config)` and puts it in place of the freshly initialized backbone
-with `replace_subtrees`, for any model so registered (Mask R-CNN: "resnet", DeepLabv3+:
-"backbone").
+with `replace_subtrees`, for any model so registered (Mask R-CNN: "resnet", DeepLabv3+ and
+the ResNet U-Net: "backbone").
+
+ImageNet weights expect ImageNet-normalized images: such a model normalizes its [0, 1]
+images with the fields `pixel_mean` and `pixel_std` (`PIXEL_RULES`, `layers.normalize_pixels`),
+and an ImageNet (torchvision / timm) file with the identity normalization is a config
+error.
 """
 
 import dataclasses
@@ -16,6 +21,7 @@ from flax import traverse_util
 
 from jaxseg import registry, schema
 from jaxseg.errors import ConfigError
+from jaxseg.models.layers import IDENTITY_MEAN, IDENTITY_STD, IMAGENET_MEAN, IMAGENET_STD
 from jaxseg.models.pretrained import WIDTH, check_file, listed, load_resnet_variables
 
 FIELD = "pretrained"
@@ -23,19 +29,43 @@ FIELD = "pretrained"
 BATCH_NORMS = ("frozen_batch", "batch")
 
 
+def _per_channel(rule: str, holds: Any) -> schema.Check:
+    """3 numbers for which `holds(number)`, one per RGB channel, as a tuple of floats."""
+
+    def check(value, path):
+        if (
+            not isinstance(value, (tuple, list))
+            or len(value) != 3
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and holds(v) for v in value)
+        ):
+            raise ConfigError(f"{path}={value!r} must be 3 numbers {rule}, one per RGB channel.")
+        return tuple(float(v) for v in value)
+
+    return check
+
+
+# How a model schema reads `pixel_mean` and `pixel_std` ([0, 1] units).
+PIXEL_RULES = {
+    "pixel_mean": _per_channel("in [0, 1]", lambda v: 0.0 <= v <= 1.0),
+    "pixel_std": _per_channel("> 0", lambda v: v > 0.0),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Backbone:
     """Where a model keeps its ResNet: the name of its submodule and the `config.model`
-    fields giving the ResNet's name, width and norm."""
+    fields giving the ResNet's name, width and norm and the images' normalization."""
 
     submodule: str
     norm_field: str
     name_field: str = "backbone"
     width_field: str = "backbone_width"
+    mean_field: str = "pixel_mean"
+    std_field: str = "pixel_std"
 
 
 def _check_imagenet_fields(fields: Any, backbone: Backbone, path: str) -> None:
-    """The width and norm a torchvision / timm file's variables fit."""
+    """The width, norm and input normalization a torchvision / timm file's variables fit."""
     named = f"{path}.{FIELD}={getattr(fields, FIELD)!r}"
     width = getattr(fields, backbone.width_field)
     if width != WIDTH:
@@ -48,6 +78,13 @@ def _check_imagenet_fields(fields: Any, backbone: Backbone, path: str) -> None:
         raise ConfigError(
             f"{named} holds BatchNorm variables: {path}.{backbone.norm_field}={norm!r} must be "
             f"one of {', '.join(BATCH_NORMS)} (where the model allows it)."
+        )
+    mean, std = getattr(fields, backbone.mean_field), getattr(fields, backbone.std_field)
+    if tuple(mean) == IDENTITY_MEAN and tuple(std) == IDENTITY_STD:
+        raise ConfigError(
+            f"{path}.{backbone.mean_field}={tuple(mean)} and {path}.{backbone.std_field}={tuple(std)} "
+            f"leave the images unnormalized, but {named} expects ImageNet's normalization: "
+            f"set them to {IMAGENET_MEAN} and {IMAGENET_STD}."
         )
 
 
@@ -78,10 +115,10 @@ def with_pretrained(model_schema: type, backbone: Backbone) -> type:
 
     Its `check_files` (run by `validate_config` only: a trained run's config is read back
     where the file may be gone) reads the file's names and shapes: a torchvision / timm
-    state dict must fit the width (`pretrained.WIDTH`) and norm (`BATCH_NORMS`) the model
-    is configured with; a Flax file (e.g. a backbone `jaxseg.export_backbone` wrote) must
-    hold the configured ResNet, whatever its width and norm. The class attribute
-    `pretrained_backbone` is `backbone`.
+    state dict must fit the width (`pretrained.WIDTH`), norm (`BATCH_NORMS`) and input
+    normalization (ImageNet's, not the identity) the model is configured with; a Flax file
+    (e.g. a backbone `jaxseg.export_backbone` wrote) must hold the configured ResNet,
+    whatever its width and norm. The class attribute `pretrained_backbone` is `backbone`.
     """
 
     def check_files(self, path):
