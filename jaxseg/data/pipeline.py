@@ -16,6 +16,9 @@ each, which says which `data_config` fields that kind reads. Fields every kind h
                       the test-time size (evaluation, prediction, the stored datasets).
   resize_max_longer_side   optional, default None (= image_size): the longer side's limit,
                       at most image_size.
+  train_shorter_sides optional, default None (= resize_shorter_side): training only, a
+                      tuple of shorter sides, each at most resize_shorter_side, one drawn
+                      per example (`jaxseg.data.augment`); not with scale_jitter.
   max_instances       instance slots per example in batches (read by the caller, which
                       passes it to `train_batches` / `eval_batches`).
   cache_decoded       optional, default True: keep decoded examples in memory after their
@@ -75,6 +78,8 @@ def augmentation_from_data_config(data_config) -> augment.Augmentation:
         scale_jitter=data_config.get("scale_jitter"),
         color_jitter=data_config.get("color_jitter", 0.0),
         ignore_label=data_config.get("ignore_label", folders.DEFAULT_IGNORE_LABEL),
+        shorter_sides=data_config.get("train_shorter_sides"),
+        fit=geometry.fit_of(data_config),
     )
 
 
