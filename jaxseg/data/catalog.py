@@ -21,8 +21,9 @@ the stored size are dropped. TFDS's bbox is normalized (ymin, xmin, ymax, xmax).
 
 Geometry (`jaxseg.data.geometry`): images are resized with the aspect ratio kept as the
 config's `Fit` says (default: the longer side `image_size`), then padded at the bottom and
-right; label maps and masks are resized by nearest neighbour. The semantic map holds the ignore label in the padding (coco/2017,
-coco/2014: 0 in the image, each kept instance painted with its label).
+right; label maps and masks are resized by nearest neighbour. The semantic map holds the
+ignore label in the padding (coco/2017, coco/2014: 0 in the image, each kept instance
+painted with its label).
 
 Preparing and reading: datasets are read by random access from TFDS's `array_record` format
 (`builder.as_data_source`), which needs no TensorFlow. Preparing them does: TFDS's COCO and
