@@ -23,11 +23,13 @@ weights/resnet50.safetensors; torchvision's or timm's state dict, or the Flax fi
 `python -m jaxseg.models.pretrained --input=resnet50-0676ba61.pth --resnet=resnet50
 --output=weights/resnet50.safetensors` writes; a `.pth` loads directly where torch is
 installed), freeze_at 2 (no update, no decay), FrozenBatchNorm with the file's statistics
-and affine, fixed. What differs:
-- images are resized so that the longer side is 1024 and padded to 1024x1024 (static
-  shapes): a 640x480 image becomes 1024x768 (the literature's 1067x800);
-- training adds scale jitter (factors 0.8 to 1.25, cropped or padded back to 1024) and
-  colour jitter (strength 0.2), which the 1x schedule does not use;
+and affine, fixed; images resized as detectron2 resizes them (shorter side 800, in
+training one of 640 to 800 in steps of 32, longer side at most 1333: a 640x480 image
+becomes 1067x800). What differs:
+- the images are padded to one static 1344x1344 canvas (1333 rounded up to a multiple of
+  32) instead of each batch's largest image; training draws its shorter side per image and
+  resizes the stored 800-side content to it (jaxseg/data/augment.py), not the source image;
+- training adds colour jitter (strength 0.2), which the 1x schedule does not use;
 - detectron2's model zoo starts from MSRA's caffe ResNet-50 (BGR, pixel std 1); torchvision's
   weights (RGB, ImageNet mean and std, as configured) are what torchvision's own Mask R-CNN
   uses (37.9 box / 34.6 mask AP at 26 epochs);
@@ -48,7 +50,7 @@ from jaxseg.data import catalog
 
 
 def get_config() -> ml_collections.ConfigDict:
-    """ResNet-50-FPN Mask R-CNN with detectron2's sizes on COCO 2017 at 1024x1024, 1x."""
+    """ResNet-50-FPN Mask R-CNN with detectron2's sizes on COCO 2017 on a 1344x1344 canvas, 1x."""
     config = mask_rcnn_r50_fpn.get_config()
     config.batch_size = 16
     config.eval_batch_size = 8
@@ -58,7 +60,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 5000
     config.num_prediction_images = 8
 
-    config.data = data.real_images("tfds", image_size=1024, max_instances=100)
+    config.data = data.real_images("tfds", image_size=1344, max_instances=100)
+    config.data.resize_shorter_side = 800
+    config.data.resize_max_longer_side = 1333
+    config.data.train_shorter_sides = (640, 672, 704, 736, 768, 800)
+    config.data.scale_jitter = None
     config.data.tfds_name = "coco/2017_panoptic"
     config.data.train_split = "train"
     config.data.validation_split = "validation"

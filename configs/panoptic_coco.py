@@ -1,10 +1,10 @@
 """Panoptic FPN ResNet-50-FPN on COCO 2017 panoptic (TFDS `coco/2017_panoptic`), 1x schedule.
 
 configs/mask_rcnn_coco.py (its data, its 1x schedule and what it leaves out: no pretrained
-weights, 1024x1024 static images, scale and colour jitter; read its docstring) with
-detectron2's semantic FPN head (panoptic_fpn_R_50_1x: 128 channels, GroupNorm, semantic
-loss weight 0.5) on its pyramid. The 80 thing classes are the instances; the semantic head
-predicts class 0 for every thing pixel and the 53 stuff classes 1..53
+weights, detectron2's shortest-edge sizes on a static 1344x1344 canvas, colour jitter; read
+its docstring) with detectron2's semantic FPN head (panoptic_fpn_R_50_1x: 128 channels,
+GroupNorm, semantic loss weight 0.5) on its pyramid. The 80 thing classes are the instances;
+the semantic head predicts class 0 for every thing pixel and the 53 stuff classes 1..53
 (`stuff_class_names`, by increasing COCO id; jaxseg/data/catalog_panoptic.py).
 
 Scoring (PQ, as panopticapi computes it) runs in the source images' own pixels, against

@@ -7,8 +7,8 @@ predicted label map with a legend (semantic), or coloured instance masks with bo
 names and scores (instance).
 
 Each image is read as the folder datasets read it (`jaxseg.data.images.read_rgb`) and
-prepared as the data pipeline prepares it (`jaxseg.data.folders.fit_image`: resized with
-its aspect ratio kept, padded to the config's square); the prediction's valid region is
+prepared as the data pipeline prepares it (`jaxseg.data.geometry.fit_image`: resized with
+its aspect ratio kept as the config's test-time fit says, padded to the config's square); the prediction's valid region is
 resized back to the image's own pixels. Every input is checked before the checkpoint is
 restored; a missing or unreadable input and a --workdir that is not a training run (no
 config.json, no checkpoint) stop with one line naming the path.

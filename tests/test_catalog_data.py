@@ -22,7 +22,7 @@ from tensorflow_datasets.object_detection import coco as tfds_coco
 
 from jaxseg import train
 from jaxseg.config_files import load_config_file
-from jaxseg.data import catalog, pipeline
+from jaxseg.data import catalog, geometry, pipeline
 from jaxseg.data.coco_categories import COCO_STUFF_CLASS_NAMES
 from jaxseg.data.sources import catalog as catalog_source
 from jaxseg.tasks.instance import InstanceSegmentation
@@ -166,6 +166,10 @@ def coco_dir(tmp_path_factory):
 def data_config(config_name: str, **fields):
     config = load_config_file(os.path.join(CONFIG_DIR, config_name))
     config.data.image_size = SIZE
+    # The small test canvases fit the longer side (mask_rcnn_coco's 800/1333 exceed them).
+    for field in (*geometry.RESIZE_FIELDS, "train_shorter_sides"):
+        if field in config.data:
+            config.data[field] = None
     for field, value in fields.items():
         config.data[field] = value
     return config.data
@@ -531,6 +535,9 @@ def test_mask_rcnn_coco_trains_and_evaluates(coco_dir, tmp_path):
         {
             "data__download": False,
             "data__image_size": 64,
+            "data__resize_shorter_side": 48,
+            "data__resize_max_longer_side": 64,
+            "data__train_shorter_sides": (32, 40, 48),
             "batch_size": 8,
             "eval_batch_size": 8,
             "num_train_steps": 3,

@@ -485,9 +485,12 @@ def test_augmentation_fields_are_optional_and_off_in_synthetic_configs():
     config = load_config_file("unet_shapes.py")
     del config.data["scale_jitter"], config.data["color_jitter"]
     validate_config(config)
-    for name in ("mask_rcnn_folder.py", "unet_folder.py", "unet_pets.py", "mask_rcnn_coco.py"):
+    for name in ("mask_rcnn_folder.py", "unet_folder.py", "unet_pets.py"):
         data = load_config_file(name).data
         assert data.scale_jitter == (0.8, 1.25) and data.color_jitter == 0.2
+    data = load_config_file("mask_rcnn_coco.py").data  # detectron2's multi-scale instead
+    assert data.scale_jitter is None and data.color_jitter == 0.2
+    assert data.train_shorter_sides == (640, 672, 704, 736, 768, 800)
 
 
 def test_augmentation_command_line_error_is_one_line_naming_the_field():

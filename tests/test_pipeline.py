@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxseg.data import augment, batching, folders, pipeline
+from jaxseg.data import augment, batching, folders, geometry, pipeline
 
 SIZE = 32
 MAX_INSTANCES = 6  # = max_shapes, so no example is truncated
@@ -354,16 +354,18 @@ def test_unknown_dataset_and_split_name_the_choices(data_config, tmp_path):
     ],
 )
 def test_folder_resize_keeps_the_aspect_ratio(shape, resized):
-    assert folders.resized_shape(*shape, 32) == resized
+    assert geometry.resized_shape(*shape, geometry.Fit(32)) == resized
 
 
 def test_folder_nearest_fit_samples_pixel_centres_and_pads():
     values = np.arange(12, dtype=np.uint8).reshape(3, 4)  # 3 x 4 -> 6 x 8, then padded to 8
     expected = np.full((8, 8), 99, np.uint8)
     expected[:6] = np.repeat(np.repeat(values, 2, axis=0), 2, axis=1)
-    np.testing.assert_array_equal(folders.fit_nearest(values, 8, fill=99), expected)
+    np.testing.assert_array_equal(geometry.fit_nearest(values, geometry.Fit(8), fill=99), expected)
     # Shrinking 4 -> 3 samples floor((i + 0.5) · 4 / 3) = 0, 2, 3.
-    shrunk = folders.fit_nearest(np.arange(4, dtype=np.uint8)[None].repeat(4, 0), 3, fill=9)
+    shrunk = geometry.fit_nearest(
+        np.arange(4, dtype=np.uint8)[None].repeat(4, 0), geometry.Fit(3), fill=9
+    )
     np.testing.assert_array_equal(shrunk[0], [0, 2, 3])
 
 

@@ -18,7 +18,7 @@ from absl.testing import flagsaver
 from PIL import Image
 
 from jaxseg import predict
-from jaxseg.data import batching, folders, pipeline
+from jaxseg.data import batching, folders, geometry, pipeline
 from jaxseg.data.images import read_rgb
 from jaxseg.tasks.base import model_input
 from tests import test_semantic_folder
@@ -39,8 +39,8 @@ def test_model_input_is_the_pipelines_batch_image(tmp_path):
     data_config = test_semantic_folder.folder_data_config(
         str(images), str(labels), tmp_path / "tfds", validation_fraction=0.5
     )
-    inputs, placement = model_input(read_rgb(images / "a.png"), SIZE)
-    assert placement == folders.Placement(24, 40, 19, 32)
+    inputs, placement = model_input(read_rgb(images / "a.png"), geometry.Fit(SIZE))
+    assert placement == geometry.Placement(24, 40, 19, 32)
     assert inputs.shape == (1, SIZE, SIZE, 3) and inputs.dtype == np.float32
     for split in folders.SPLITS:
         source = pipeline.load_split(data_config, split)
@@ -51,8 +51,8 @@ def test_model_input_is_the_pipelines_batch_image(tmp_path):
 
 
 def _placement():
-    _, placement = folders.fit_image(np.zeros((20, 50, 3), np.uint8), SIZE)
-    assert placement == folders.Placement(20, 50, 13, 32)
+    _, placement = geometry.fit_image(np.zeros((20, 50, 3), np.uint8), geometry.Fit(SIZE))
+    assert placement == geometry.Placement(20, 50, 13, 32)
     return placement
 
 

@@ -46,12 +46,19 @@ def panoptic_shapes(image_size: int = 128, max_instances: int = 16) -> ml_collec
 
 def real_images(name: str, *, image_size: int, max_instances: int) -> ml_collections.ConfigDict:
     """The fields every dataset read from files shares: where TFDS keeps it, the static image
-    size (aspect ratio kept, padded with the ignore label 255), flips, scale jitter
+    size (aspect ratio kept, longer side image_size unless resize_shorter_side is set; padded
+    with the ignore label 255), flips, scale jitter
     (0.8-1.25) and colour jitter (0.2) in training, and no cache of decoded examples."""
     data = ml_collections.ConfigDict()
     data.name = name
     data.data_dir = ml_collections.FieldReference(None, field_type=str)
     data.image_size = image_size
+    # How images are fitted to the canvas (jaxseg/data/geometry.py): None = the longer side
+    # image_size; an int = detectron2's shortest-edge resize, the longer side at most
+    # resize_max_longer_side (None = image_size); train_shorter_sides: training's choices.
+    data.resize_shorter_side = ml_collections.FieldReference(None, field_type=int)
+    data.resize_max_longer_side = ml_collections.FieldReference(None, field_type=int)
+    data.train_shorter_sides = ml_collections.FieldReference(None, field_type=tuple)
     data.ignore_label = 255
     data.max_instances = max_instances
     data.flip = True

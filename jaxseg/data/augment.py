@@ -1,4 +1,5 @@
-"""Per-example training augmentations of decoded examples: colour jitter and scale jitter.
+"""Per-example training augmentations of decoded examples: multi-scale shortest-edge
+resizing, colour jitter and scale jitter.
 
 The functions take and return decoded examples as `pipeline.DecodedSource` gives them: image
 [H, W, 3] (uint8, or float32 in [0, 255] once augmented), semantic int32 [H, W], masks uint8
@@ -23,6 +24,16 @@ Output pixel i of an axis shows scaled pixel k = i + offset, which is source coo
 antialiasing, so factors well below 1/2 alias), semantic maps and masks take the nearest
 source pixel floor((k + 0.5)·H / round(H·f)). Boxes become the tight boxes of the new masks,
 and instances left without pixels are dropped.
+
+Multi-scale training (detectron2's ResizeShortestEdge with several shorter sides) works on
+the stored examples, which the dataset fitted at the test-time shorter side s
+(`geometry.Fit`): each example draws one of the training sides s_i <= s, computes the size
+(h_i, w_i) that fitting its source image (h, w) at s_i gives (`geometry.resized_shape`,
+detectron2's rounding) and resizes its content (the placement's valid region at the top
+left) to that size, sampling as scale jitter does (scale h / h_i per axis, no offset), then
+pads back to the canvas. Since s_i <= s the content always fits. The pixels are resampled
+from the stored content, not from the source image. It runs first, before the flip
+(`jaxseg.data.batching`), as detectron2 resizes before it flips.
 """
 
 from __future__ import annotations
@@ -32,7 +43,7 @@ import math
 
 import numpy as np
 
-from jaxseg.data import shapes
+from jaxseg.data import geometry, shapes
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 
@@ -43,24 +54,56 @@ class Augmentation:
 
     scale_jitter: (min_scale, max_scale), or None for none.
     color_jitter: strength s in [0, 1]; 0 for none.
-    ignore_label: the semantic label of the padding scale jitter adds.
+    ignore_label: the semantic label of the padding scale jitter and multi-scale add.
+    shorter_sides: the training shorter sides to draw from, or None for no multi-scale.
+    fit: the test-time `geometry.Fit` the examples were stored with (read with
+      shorter_sides).
     """
 
     scale_jitter: tuple[float, float] | None = None
     color_jitter: float = 0.0
     ignore_label: int = 255
+    shorter_sides: tuple[int, ...] | None = None
+    fit: geometry.Fit | None = None
 
     @property
     def enabled(self) -> bool:
-        return self.scale_jitter is not None or self.color_jitter > 0
+        return (
+            self.scale_jitter is not None or self.color_jitter > 0 or self.shorter_sides is not None
+        )
 
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
-def augmentation(scale_jitter=None, color_jitter=0.0, ignore_label=255) -> Augmentation:
-    """A validated `Augmentation`; ValueError starting with the name of an invalid argument."""
+def _checked_shorter_sides(shorter_sides, fit, scale_jitter) -> tuple[int, ...] | None:
+    if shorter_sides is None:
+        return None
+    field = f"train_shorter_sides={shorter_sides!r}"
+    if fit is None or fit.shorter_side is None:
+        raise ValueError(f"{field} needs resize_shorter_side (the test-time shorter side) set")
+    if scale_jitter is not None:
+        raise ValueError(
+            f"{field} and scale_jitter={scale_jitter!r} exclude each other: set one to None"
+        )
+    if (
+        not isinstance(shorter_sides, (tuple, list))
+        or not shorter_sides
+        or not all(shapes.is_integer(v) and 1 <= v <= fit.shorter_side for v in shorter_sides)
+    ):
+        raise ValueError(
+            f"{field} must be None or a non-empty tuple of ints in [1, {fit.shorter_side}] "
+            "(at most resize_shorter_side)"
+        )
+    return tuple(int(v) for v in shorter_sides)
+
+
+def augmentation(
+    scale_jitter=None, color_jitter=0.0, ignore_label=255, shorter_sides=None, fit=None
+) -> Augmentation:
+    """A validated `Augmentation`; ValueError starting with the name of an invalid argument
+    (`shorter_sides` is the config's `train_shorter_sides`)."""
     if scale_jitter is not None:
         if (
             not isinstance(scale_jitter, (tuple, list))
@@ -77,7 +120,8 @@ def augmentation(scale_jitter=None, color_jitter=0.0, ignore_label=255) -> Augme
         raise ValueError(f"color_jitter={color_jitter!r} must be a number in [0, 1] (0 = off)")
     if not shapes.is_integer(ignore_label) or ignore_label < 0:
         raise ValueError(f"ignore_label={ignore_label!r} must be a non-negative int")
-    return Augmentation(scale_jitter, float(color_jitter), int(ignore_label))
+    shorter_sides = _checked_shorter_sides(shorter_sides, fit, scale_jitter)
+    return Augmentation(scale_jitter, float(color_jitter), int(ignore_label), shorter_sides, fit)
 
 
 def color_jitter(image: np.ndarray, brightness, contrast, saturation) -> np.ndarray:
@@ -194,6 +238,12 @@ def scale_example(
     height, width = example["semantic"].shape
     rows = _axis_sampling(height, scaled_size(height, factor), offset[0])
     columns = _axis_sampling(width, scaled_size(width, factor), offset[1])
+    return _resampled(example, rows, columns, ignore_label)
+
+
+def _resampled(example, rows: _AxisSampling, columns: _AxisSampling, ignore_label: int) -> dict:
+    """`example` sampled at `rows` x `columns`, padded back to its size (`scale_example`)."""
+    height, width = example["semantic"].shape
     image = _bilinear(example["image"], rows, columns)
     semantic = _nearest(example["semantic"], rows, columns, first_axis=0)
     masks = _nearest(example["masks"], rows, columns, first_axis=1)
@@ -210,6 +260,43 @@ def scale_example(
     }
 
 
+def resize_content(
+    example: dict[str, np.ndarray], content_hw: tuple[int, int], target_hw: tuple[int, int],
+    ignore_label: int,
+) -> dict[str, np.ndarray]:
+    """Resizes `example`'s content, its top-left `content_hw` (the rest padding), to
+    `target_hw` (each side at most the content's) and pads it back to its H x W.
+
+    Returns the example as `scale_example` does (image float32, tight boxes, only the
+    instances with pixels left).
+    """
+    rows = _axis_sampling(content_hw[0], target_hw[0], 0)
+    columns = _axis_sampling(content_hw[1], target_hw[1], 0)
+    return _resampled(example, rows, columns, ignore_label)
+
+
+def multi_scale(
+    example: dict[str, np.ndarray], rng: np.random.Generator, config: Augmentation,
+    placement: geometry.Placement | None,
+) -> dict[str, np.ndarray]:
+    """`example` at one of `config.shorter_sides`, drawn from `rng` (module docstring); the
+    example itself where there are none. `placement`: where its source image lies on the
+    canvas (None: the source is the whole canvas)."""
+    if config.shorter_sides is None:
+        return example
+    side = config.shorter_sides[int(rng.integers(len(config.shorter_sides)))]
+    if placement is None:
+        size = example["semantic"].shape[0]
+        placement = geometry.Placement(size, size, size, size)
+    content_hw = (placement.valid_height, placement.valid_width)
+    target_hw = geometry.resized_shape(
+        placement.height, placement.width, config.fit.with_shorter_side(side)
+    )
+    if target_hw == content_hw:
+        return example
+    return resize_content(example, content_hw, target_hw, config.ignore_label)
+
+
 def _crop_offset(rng: np.random.Generator, size: int, scaled: int) -> int:
     return int(rng.integers(0, scaled - size + 1)) if scaled > size else 0
 
@@ -217,7 +304,8 @@ def _crop_offset(rng: np.random.Generator, size: int, scaled: int) -> int:
 def augment(
     example: dict[str, np.ndarray], rng: np.random.Generator, config: Augmentation
 ) -> dict[str, np.ndarray]:
-    """`config`'s colour jitter, then scale jitter, of a decoded example (`rng` draws all)."""
+    """`config`'s colour jitter, then scale jitter, of a decoded example (`rng` draws all;
+    `multi_scale` runs separately, before the flip)."""
     if config.color_jitter > 0:
         strength = config.color_jitter
         factors = rng.uniform(1 - strength, 1 + strength, size=3)

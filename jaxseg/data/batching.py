@@ -7,8 +7,9 @@ j = 0, 1, ...: row j is row r = j mod b of local batch s = j div b, global row
 p·b + r of global batch s (b = B / P rows per process, p its index):
 
   train: order = range(N) -> shuffle(seed) -> repeat   (grain's permutation, new each epoch)
-         row j at global stream position g = s·B + p·b + r: example order[g], flipped and
-         augmented with draws from (seed, s, p·b + r), padded to M instance slots
+         row j at global stream position g = s·B + p·b + r: example order[g], rescaled
+         (multi-scale), flipped and augmented with draws from (seed, s, p·b + r), padded to
+         M instance slots
          -> rows from start_step·b on -> batch(b)
   eval:  row j: example g = s·B + p·b + r, or a padding row past the end -> batch(b)
 
@@ -237,7 +238,15 @@ class _TrainRow:
         index = int(self._order[stream_position])
         rng = np.random.default_rng([self._seed, _AUGMENT_STREAM, step, row])
         example = self._source[index]
-        if self._flip and rng.random() < 0.5:
+        flip = self._flip and rng.random() < 0.5
+        if self._augmentation is not None:
+            placement = (
+                self._source.placement(index)
+                if isinstance(self._source, pipeline.DecodedSource)
+                else None
+            )
+            example = augment.multi_scale(example, rng, self._augmentation, placement)
+        if flip:
             example = _flip_horizontally(example)
         if self._augmentation is not None:
             example = augment.augment(example, rng, self._augmentation)
@@ -288,8 +297,10 @@ def train_batches(
     permutation for (seed, epoch). Global batch s holds stream positions
     [s·batch_size, (s+1)·batch_size) (it may straddle two epochs); process p gets the
     contiguous slice [p·B, (p+1)·B) of it, B = batch_size / process_count. Row j of global
-    batch s is mirrored left-right with probability 1/2, then augmented as `augmentation`
-    says (`jaxseg.data.augment`; None = not at all), all drawn from (seed, s, j). Batch s
+    batch s is rescaled to a drawn training shorter side where `augmentation` has them
+    (`augment.multi_scale`), mirrored left-right with probability 1/2, then augmented as
+    `augmentation` says (`jaxseg.data.augment`; None = not at all), all drawn from
+    (seed, s, j). Batch s
     is thus a pure function of (seed, s), whatever `num_workers` (see the module
     docstring): starting at `start_step` = k yields exactly what an uninterrupted stream
     yields after k batches.

@@ -19,10 +19,11 @@ For COCO, label = TFDS label + 1 (1..80, 0 is the background); crowd objects (`i
 dropped, as COCO leaves them out of training targets; objects that cover no pixel centre at
 the stored size are dropped. TFDS's bbox is normalized (ymin, xmin, ymax, xmax).
 
-Geometry (`jaxseg.data.folders`): images are resized with the aspect ratio kept so that the
-longer side is `image_size`, then padded at the bottom and right; label maps and masks are
-resized by nearest neighbour. The semantic map holds the ignore label in the padding (coco/2017,
-coco/2014: 0 in the image, each kept instance painted with its label).
+Geometry (`jaxseg.data.geometry`): images are resized with the aspect ratio kept as the
+config's `Fit` says (default: the longer side `image_size`), then padded at the bottom and
+right; label maps and masks are resized by nearest neighbour. The semantic map holds the
+ignore label in the padding (coco/2017, coco/2014: 0 in the image, each kept instance
+painted with its label).
 
 Preparing and reading: datasets are read by random access from TFDS's `array_record` format
 (`builder.as_data_source`), which needs no TensorFlow. Preparing them does: TFDS's COCO and
@@ -44,7 +45,7 @@ import tensorflow_datasets as tfds
 from pycocotools import mask as mask_utils
 from tensorflow_datasets.core import read_only_builder
 
-from jaxseg.data import catalog_panoptic, folders
+from jaxseg.data import catalog_panoptic, folders, geometry
 from jaxseg.data.coco_categories import COCO_CLASS_NAMES, COCO_STUFF_CLASS_NAMES
 
 PET_CLASS_NAMES = ("background", "pet", "border")
@@ -89,7 +90,7 @@ def _record(image, semantic, masks, boxes, labels, *, source_hw, image_id=None) 
     }
 
 
-def convert_pet(example: dict, image_size: int, ignore_label: int) -> dict:
+def convert_pet(example: dict, fit: geometry.Fit, ignore_label: int) -> dict:
     """An `oxford_iiit_pet` example (image uint8 [h, w, 3], segmentation_mask uint8 [h, w, 1]
     trimap) as a record: semantic classes 0 background, 1 pet, 2 border; no instances."""
     image = _checked_image(example)
@@ -105,12 +106,12 @@ def convert_pet(example: dict, image_size: int, ignore_label: int) -> dict:
             f"oxford_iiit_pet: trimap values {values.tolist()}; expected 1 (pet), "
             "2 (background), 3 (border)"
         )
-    semantic = folders.fit_nearest(_TRIMAP_CLASSES[trimap], image_size, ignore_label)
-    canvas, _ = folders.fit_image(image, image_size)
+    semantic = geometry.fit_nearest(_TRIMAP_CLASSES[trimap], fit, ignore_label)
+    canvas, _ = geometry.fit_image(image, fit)
     return _record(
         canvas,
         semantic,
-        np.zeros((image_size, image_size, 0), np.uint8),
+        np.zeros((fit.canvas, fit.canvas, 0), np.uint8),
         np.zeros((0, 4)),
         [],
         source_hw=image.shape[:2],
@@ -132,7 +133,7 @@ def coco_objects(example: dict, key: str) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 def _instances_record(
-    image, masks, boxes, labels, image_size: int, ignore_label: int, image_id
+    image, masks, boxes, labels, fit: geometry.Fit, ignore_label: int, image_id
 ) -> dict:
     """Record of an image uint8 [h, w, 3] (TFDS `image/id` `image_id`) and its instances at
     the stored size.
@@ -141,10 +142,10 @@ def _instances_record(
     image, `ignore_label` in the padding, each mask painted with its label in order.
     """
     height, width = image.shape[:2]
-    semantic = folders.fit_nearest(np.zeros((height, width), np.uint8), image_size, ignore_label)
+    semantic = geometry.fit_nearest(np.zeros((height, width), np.uint8), fit, ignore_label)
     for k, label in enumerate(labels):
         semantic[masks[..., k].astype(bool)] = label
-    canvas, _ = folders.fit_image(image, image_size)
+    canvas, _ = geometry.fit_image(image, fit)
     return _record(canvas, semantic, masks, boxes, labels, source_hw=(height, width),
                    image_id=image_id)
 
@@ -159,27 +160,27 @@ def covered_pixels(boxes: np.ndarray, size_xy: tuple[int, int]) -> tuple[np.ndar
     return first, end
 
 
-def convert_coco_boxes(example: dict, image_size: int, ignore_label: int) -> dict:
+def convert_coco_boxes(example: dict, fit: geometry.Fit, ignore_label: int) -> dict:
     """A `coco/2017` or `coco/2014` example (image, objects: bbox, label, is_crowd) as a
     record with box-shaped masks: pixel (row r, column c) lies in box (x1, y1, x2, y2) when
     y1 <= r + 0.5 < y2 and x1 <= c + 0.5 < x2."""
     image = _checked_image(example)
     bbox, tfds_labels, crowd = coco_objects(example, "objects")
-    height, width = folders.resized_shape(image.shape[0], image.shape[1], image_size)
+    height, width = geometry.resized_shape(image.shape[0], image.shape[1], fit)
     boxes = bbox[:, [1, 0, 3, 2]] * np.array([width, height, width, height], np.float64)
     first, end = covered_pixels(boxes, (width, height))
     kept = np.flatnonzero(~crowd & (end > first).all(axis=1))
-    masks = np.zeros((image_size, image_size, len(kept)), np.uint8)
+    masks = np.zeros((fit.canvas, fit.canvas, len(kept)), np.uint8)
     for k, index in enumerate(kept):
         (x1, y1), (x2, y2) = first[index], end[index]
         masks[y1:y2, x1:x2, k] = 1
     return _instances_record(
-        image, masks, boxes[kept], tfds_labels[kept] + 1, image_size, ignore_label,
+        image, masks, boxes[kept], tfds_labels[kept] + 1, fit, ignore_label,
         example.get("image/id"),
     )
 
 
-def convert_coco_panoptic(example: dict, image_size: int, ignore_label: int) -> dict:
+def convert_coco_panoptic(example: dict, fit: geometry.Fit, ignore_label: int) -> dict:
     """A `coco/2017_panoptic` example (image, panoptic_image uint8 [h, w, 3], panoptic_objects:
     id, bbox, label, is_crowd) as a record of its non-crowd thing segments and semantic map."""
     image = _checked_image(example)
@@ -190,9 +191,9 @@ def convert_coco_panoptic(example: dict, image_size: int, ignore_label: int) -> 
         )
     _, tfds_labels, crowd = coco_objects(example, "panoptic_objects")
     semantic, masks, boxes, labels = catalog_panoptic.stored_segments(
-        example, tfds_labels, crowd, image_size, ignore_label
+        example, tfds_labels, crowd, fit, ignore_label
     )
-    canvas, _ = folders.fit_image(image, image_size)
+    canvas, _ = geometry.fit_image(image, fit)
     return _record(canvas, semantic, masks, boxes, labels, source_hw=image.shape[:2],
                    image_id=example.get("image/id"))
 
@@ -205,7 +206,7 @@ class CatalogEntry:
     """What the pipeline needs to know of one TFDS dataset.
 
     class_names: the K classes of the converted examples, the background first.
-    convert: (TFDS example, image_size, ignore_label) -> record.
+    convert: (TFDS example, `geometry.Fit`, ignore_label) -> record.
     splits: the TFDS splits with annotations; the first two are the default train and
       validation splits.
     objects: the sequence feature whose first ClassLabel names must be class_names[1:]
@@ -214,7 +215,7 @@ class CatalogEntry:
     """
 
     class_names: tuple[str, ...]
-    convert: Callable[[dict, int, int], dict]
+    convert: Callable[[dict, geometry.Fit, int], dict]
     splits: tuple[str, ...]
     objects: str | None
     stuff_class_names: tuple[str, ...] = ()
@@ -242,7 +243,7 @@ def class_names(tfds_name: str) -> tuple[str, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class CatalogConfig:
-    """One catalog dataset at one size; build it with `catalog_config`."""
+    """One catalog dataset at one size and fit; build it with `catalog_config`."""
 
     tfds_name: str
     train_split: str
@@ -250,6 +251,8 @@ class CatalogConfig:
     image_size: int
     ignore_label: int
     download: bool
+    resize_shorter_side: int | None = None
+    resize_max_longer_side: int | None = None
 
 
 def _check_split(field: str, split, tfds_name: str) -> None:
@@ -274,6 +277,8 @@ def catalog_config(
     validation_split=None,
     ignore_label=folders.DEFAULT_IGNORE_LABEL,
     download=False,
+    resize_shorter_side=None,
+    resize_max_longer_side=None,
 ) -> CatalogConfig:
     """A validated `CatalogConfig`; splits left None take the dataset's defaults.
 
@@ -292,10 +297,12 @@ def catalog_config(
     folders.check_common_params(
         image_size, folders.DEFAULT_VALIDATION_FRACTION, ignore_label, len(entry.class_names)
     )
+    fit = geometry.checked_fit(image_size, resize_shorter_side, resize_max_longer_side)
     if not isinstance(download, bool):
         raise ValueError(f"download={download!r} must be True or False")
     return CatalogConfig(
-        tfds_name, train_split, validation_split, image_size, ignore_label, download
+        tfds_name, train_split, validation_split, image_size, ignore_label, download,
+        fit.shorter_side, fit.max_longer_side,
     )
 
 
@@ -329,7 +336,7 @@ class CatalogDataset:
         tfds_split = {"train": self.config.train_split, "validation": self.config.validation_split}
         convert = functools.partial(
             CATALOG[self.config.tfds_name].convert,
-            image_size=self.config.image_size,
+            fit=geometry.fit_of(self.config),
             ignore_label=self.config.ignore_label,
         )
         return ConvertedSource(self.builder.as_data_source(split=tfds_split[split]), convert)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxseg.data import folders, panoptic_format, shapes
+from jaxseg.data import geometry, panoptic_format, shapes
 from jaxseg.data.coco_categories import (
     COCO_CATEGORY_IDS,
     COCO_CLASS_NAMES,
@@ -71,14 +71,15 @@ def semantic_target(
 
 
 def stored_segments(
-    example: dict, labels: np.ndarray, crowd: np.ndarray, image_size: int, ignore_label: int
+    example: dict, labels: np.ndarray, crowd: np.ndarray, fit: geometry.Fit, ignore_label: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A `coco/2017_panoptic` example's segments at the stored size S = `image_size`.
+    """A `coco/2017_panoptic` example's segments on the stored S x S canvas of `fit`.
 
     Args:
       example: with panoptic_image uint8 [h, w, 3] and panoptic_objects' ids.
       labels: int64 [n] the objects' TFDS labels; crowd: bool [n] their `is_crowd`.
-      image_size: S; ignore_label: the semantic label of VOID and of the padding.
+      fit: the canvas and resize (`geometry.Fit`); ignore_label: the semantic label of VOID
+        and of the padding.
 
     Returns:
       semantic uint8 [S, S] (`semantic_target`), and the non-crowd thing segments that keep
@@ -88,13 +89,13 @@ def stored_segments(
     segment_ids, pixel_ids = segment_ids_of(example)
     if len(segment_ids) != len(labels):
         raise ValueError("panoptic_objects: id and label have different lengths")
-    pixel_ids = folders.fit_nearest(pixel_ids, image_size, panoptic_format.VOID)
+    pixel_ids = geometry.fit_nearest(pixel_ids, fit, panoptic_format.VOID)
     things = ~crowd & (labels < NUM_THINGS)
     masks = (pixel_ids[..., None] == segment_ids[things]).astype(np.uint8)
     present = masks.any(axis=(0, 1))
     masks, thing_labels = masks[..., present], labels[things][present] + 1
     # Segments do not overlap: number them 1..m in one map for their tight boxes.
-    numbered = np.zeros((image_size, image_size), np.int64)
+    numbered = np.zeros((fit.canvas, fit.canvas), np.int64)
     for k in range(len(thing_labels)):
         numbered[masks[..., k] == 1] = k + 1
     boxes = shapes.tight_boxes(numbered, len(thing_labels))

@@ -29,10 +29,10 @@ malformed, an RLE of another size) or whose mask has no pixel once resized.
 Images are read by `jaxseg.data.images.read_rgb` (16-bit images scaled to 8 bits, not
 saturated; an unreadable file is skipped with the reason).
 
-The config name encodes the image size, split fraction and ignore label, and hashes the
-absolute paths, the JSON's size and modification time and the relative path, size and
-modification time (or absence) of every image the JSON lists: rewriting the JSON or
-adding, deleting or rewriting a listed image builds a new dataset.
+The config name encodes the image size and fit (`geometry.Fit.tag`), split fraction and
+ignore label, and hashes the absolute paths, the JSON's size and modification time and the
+relative path, size and modification time (or absence) of every image the JSON lists:
+rewriting the JSON or adding, deleting or rewriting a listed image builds a new dataset.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 from pycocotools import mask as mask_utils
 
-from jaxseg.data import folders, shapes
+from jaxseg.data import folders, geometry, shapes
 from jaxseg.data.images import ImageReadError, read_rgb
 
 BACKGROUND = "background"
@@ -62,6 +62,8 @@ class CocoFolderConfig(tfds.core.BuilderConfig):
     image_size: int = 512
     validation_fraction: float = folders.DEFAULT_VALIDATION_FRACTION
     ignore_label: int = folders.DEFAULT_IGNORE_LABEL
+    resize_shorter_side: int | None = None
+    resize_max_longer_side: int | None = None
 
 
 def coco_folder_config(
@@ -71,6 +73,8 @@ def coco_folder_config(
     image_size: int,
     validation_fraction: float = folders.DEFAULT_VALIDATION_FRACTION,
     ignore_label: int = folders.DEFAULT_IGNORE_LABEL,
+    resize_shorter_side: int | None = None,
+    resize_max_longer_side: int | None = None,
 ) -> CocoFolderConfig:
     """A validated `CocoFolderConfig` (absolute paths) named after its parameters.
 
@@ -81,6 +85,7 @@ def coco_folder_config(
     annotations = folders.check_path("annotations", annotations, directory=False)
     images = folders.check_path("images", images, directory=True)
     folders.check_common_params(image_size, validation_fraction, ignore_label, num_classes=1)
+    fit = geometry.checked_fit(image_size, resize_shorter_side, resize_max_longer_side)
     try:
         listed = read_coco_json(annotations).images
     except ValueError as error:
@@ -93,13 +98,15 @@ def coco_folder_config(
         *stamps,
     )
     return CocoFolderConfig(
-        name=f"s{image_size}_v{validation_fraction:g}_i{ignore_label}_{digest}",
+        name=f"s{image_size}{fit.tag}_v{validation_fraction:g}_i{ignore_label}_{digest}",
         description=f"COCO-format {annotations} with images in {images}",
         annotations=annotations,
         images=images,
         image_size=image_size,
         validation_fraction=validation_fraction,
         ignore_label=ignore_label,
+        resize_shorter_side=fit.shorter_side,
+        resize_max_longer_side=fit.max_longer_side,
     )
 
 
@@ -328,7 +335,7 @@ def make_example(entry: dict, annotations: list, config: CocoFolderConfig, label
     Args:
       entry: the image's JSON dict (id, file_name, optional height and width).
       annotations: its annotations (known image and category), in file order.
-      config: the dataset config (images folder, image size, ignore label).
+      config: the dataset config (images folder, image size and fit, ignore label).
       labels: category id -> label 1..K-1.
       report: a `folders.SkipReport` told about every skipped image and annotation.
     """
@@ -342,8 +349,9 @@ def make_example(entry: dict, annotations: list, config: CocoFolderConfig, label
         report.add(str(skip), path)
         return None
     height, width = pixels.shape[:2]
-    size = config.image_size
-    semantic = folders.fit_nearest(np.zeros((height, width), np.uint8), size, config.ignore_label)
+    fit = geometry.fit_of(config)
+    size = fit.canvas
+    semantic = geometry.fit_nearest(np.zeros((height, width), np.uint8), fit, config.ignore_label)
     masks, instance_labels = [], []
     for annotation in annotations:
         name = f"annotation {annotation.get('id')} of {entry['file_name']}"
@@ -352,7 +360,7 @@ def make_example(entry: dict, annotations: list, config: CocoFolderConfig, label
         except Unusable as skip:
             report.add(str(skip), name)
             continue
-        mask = folders.fit_nearest(mask, size, 0)
+        mask = geometry.fit_nearest(mask, fit, 0)
         if not mask.any():
             report.add(f"annotations whose mask has no pixel at image_size {size}", name)
             continue
@@ -362,7 +370,7 @@ def make_example(entry: dict, annotations: list, config: CocoFolderConfig, label
             masks.append(mask)
             instance_labels.append(label)
     stacked = np.stack(masks, axis=-1) if masks else np.zeros((size, size, 0), np.uint8)
-    canvas, _ = folders.fit_image(pixels, size)
+    canvas, _ = geometry.fit_image(pixels, fit)
     return folders.encode_example(
         canvas,
         semantic,

@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from jaxseg.data import folders, panoptic_format, shapes
+from jaxseg.data import folders, geometry, panoptic_format, shapes
 from jaxseg.data.images import ImageReadError, read_rgb
 from jaxseg.ops.panoptic_fusion import THING_LABEL
 
@@ -44,6 +44,8 @@ class CocoPanopticFolderConfig(tfds.core.BuilderConfig):
     image_size: int = 512
     validation_fraction: float = folders.DEFAULT_VALIDATION_FRACTION
     ignore_label: int = folders.DEFAULT_IGNORE_LABEL
+    resize_shorter_side: int | None = None
+    resize_max_longer_side: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +105,8 @@ def coco_panoptic_folder_config(
     *, annotations, images, panoptic_masks, image_size: int,
     validation_fraction: float = folders.DEFAULT_VALIDATION_FRACTION,
     ignore_label: int = folders.DEFAULT_IGNORE_LABEL,
+    resize_shorter_side: int | None = None,
+    resize_max_longer_side: int | None = None,
 ) -> CocoPanopticFolderConfig:
     """A validated config (absolute paths) named after its parameters and the stamps of
     the JSON and of every image and PNG it lists.
@@ -115,6 +119,7 @@ def coco_panoptic_folder_config(
     images = folders.check_path("images", images, directory=True)
     panoptic_masks = folders.check_path("panoptic_masks", panoptic_masks, directory=True)
     folders.check_common_params(image_size, validation_fraction, ignore_label, num_classes=1)
+    fit = geometry.checked_fit(image_size, resize_shorter_side, resize_max_longer_side)
     try:
         coco = read_panoptic_json(annotations)
     except ValueError as error:
@@ -124,10 +129,11 @@ def coco_panoptic_folder_config(
     digest = folders.fingerprint(annotations, folders.file_stamp(*os.path.split(annotations)), images,
                                  panoptic_masks, *stamps)
     return CocoPanopticFolderConfig(
-        name=f"s{image_size}_v{validation_fraction:g}_i{ignore_label}_{digest}",
+        name=f"s{image_size}{fit.tag}_v{validation_fraction:g}_i{ignore_label}_{digest}",
         description=f"COCO panoptic {annotations}, images in {images}, PNGs in {panoptic_masks}",
         annotations=annotations, images=images, panoptic_masks=panoptic_masks, image_size=image_size,
         validation_fraction=validation_fraction, ignore_label=ignore_label,
+        resize_shorter_side=fit.shorter_side, resize_max_longer_side=fit.max_longer_side,
     )
 
 
@@ -144,6 +150,7 @@ def make_example(entry: dict, annotation: dict, config: CocoPanopticFolderConfig
     if ids.shape != pixels.shape[:2]:
         report.add("PNGs whose size differs from their image's", f"{png} {ids.shape} vs {pixels.shape[:2]}")
         return None
+    fit = geometry.fit_of(config)
     semantic = np.full(ids.shape, config.ignore_label, np.uint8)
     masks, labels = [], []
     for segment in annotation["segments_info"]:
@@ -153,14 +160,14 @@ def make_example(entry: dict, annotation: dict, config: CocoPanopticFolderConfig
             semantic[inside] = coco.stuff_labels[category]
             continue
         semantic[inside] = THING_LABEL
-        mask = folders.fit_nearest(inside.astype(np.uint8), config.image_size, 0)
+        mask = geometry.fit_nearest(inside.astype(np.uint8), fit, 0)
         if not segment.get("iscrowd", 0) and mask.any():
             masks.append(mask)
             labels.append(coco.labels[category])
-    size = config.image_size
+    size = fit.canvas
     stacked = np.stack(masks, axis=-1) if masks else np.zeros((size, size, 0), np.uint8)
-    canvas, _ = folders.fit_image(pixels, size)
-    return folders.encode_example(canvas, folders.fit_nearest(semantic, size, config.ignore_label), stacked,
+    canvas, _ = geometry.fit_image(pixels, fit)
+    return folders.encode_example(canvas, geometry.fit_nearest(semantic, fit, config.ignore_label), stacked,
                                   labels, entry["id"], entry["file_name"], pixels.shape[:2])
 
 

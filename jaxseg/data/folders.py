@@ -1,13 +1,11 @@
 """What the folder datasets (`coco_folder`, `semantic_folder`) share.
 
-Geometry: every example is stored at one static size S x S. The image is resized with its
-aspect ratio kept so that its longer side is S (bilinear, antialiased when shrinking), then
-padded at the bottom and right with zeros. Label maps and instance masks go through the same
-geometry with nearest-neighbour sampling (output pixel i samples input pixel
-floor((i + 0.5) · h / h')); the semantic map's padding holds the ignore label, so padding
-pixels never count in losses or metrics. `fit_image` returns the image's `Placement` on the
-canvas, which maps predictions on the canvas back to the image's own pixels
-(`jaxseg.predict`).
+Geometry (`jaxseg.data.geometry`): every example is stored on one static S x S canvas, the
+image resized with its aspect ratio kept as the dataset's `Fit` says (default: the longer
+side S; or detectron2's shortest-edge resize) and padded at the bottom and right with zeros.
+Label maps and instance masks go through the same geometry by nearest neighbour; the
+semantic map's padding holds the ignore label, so padding pixels never count in losses or
+metrics. `geometry.placement` maps predictions on the canvas back to the image's own pixels.
 
 Cache key: each config name hashes the stamp (relative path, size, modification time) of
 every file the dataset reads (`file_stamp`), so adding, deleting or rewriting an image,
@@ -28,13 +26,12 @@ Stored features (TFDS `array_record` format, read without TensorFlow through
   image_id   int64            the image's id in the source.
   file_name  text             the image's path relative to the images folder.
   height     int64            the source image's own height and width in pixels (its frame,
-  width      int64            in which evaluation scores; `placement` maps the canvas to it).
+  width      int64            in which evaluation scores; `geometry.placement` maps the canvas to it).
 """
 
 from __future__ import annotations
 
 import collections
-import dataclasses
 import hashlib
 import os
 import sys
@@ -42,7 +39,6 @@ import warnings
 
 import numpy as np
 import tensorflow_datasets as tfds
-from PIL import Image
 from pycocotools import mask as mask_utils
 
 from jaxseg.data import shapes, storage
@@ -110,77 +106,6 @@ def file_stamp(directory: str, name: str) -> str:
     except FileNotFoundError:
         return f"{name}:missing"
     return f"{name}:{status.st_size}:{status.st_mtime_ns}"
-
-
-# --------------------------------------------------------------------------- geometry
-
-
-def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
-    """(h', w') with the longer side = size and the aspect ratio kept (rounded, >= 1)."""
-    longer = max(height, width)
-    return (
-        max(1, (2 * height * size + longer) // (2 * longer)),
-        max(1, (2 * width * size + longer) // (2 * longer)),
-    )
-
-
-def resize_nearest(array: np.ndarray, height: int, width: int) -> np.ndarray:
-    """[h, w, ...] -> [height, width, ...] same dtype: output pixel i samples input pixel
-    floor((i + 0.5) · h / height), columns alike."""
-    rows = (2 * np.arange(height) + 1) * array.shape[0] // (2 * height)
-    columns = (2 * np.arange(width) + 1) * array.shape[1] // (2 * width)
-    return array[rows[:, None], columns[None, :]]
-
-
-@dataclasses.dataclass(frozen=True)
-class Placement:
-    """Where an image of height x width lies on its S x S canvas: resized to
-    valid_height x valid_width at the top left, the rest padding."""
-
-    height: int
-    width: int
-    valid_height: int
-    valid_width: int
-
-    def label_map_to_image(self, values: np.ndarray) -> np.ndarray:
-        """[S, S] canvas values (class ids) -> [height, width] same dtype: the valid region
-        resized back by nearest neighbour (`resize_nearest`)."""
-        valid = values[: self.valid_height, : self.valid_width]
-        return resize_nearest(valid, self.height, self.width)
-
-    def boxes_to_image(self, boxes: np.ndarray) -> np.ndarray:
-        """float32 [n, 4] (x1, y1, x2, y2) in canvas pixels -> the same boxes in image
-        pixels, clipped to the image."""
-        scale = np.array(
-            [self.width / self.valid_width, self.height / self.valid_height] * 2, np.float32
-        )
-        limits = np.array([self.width, self.height] * 2, np.float32)
-        return np.clip(np.asarray(boxes, np.float32) * scale, 0.0, limits)
-
-
-def placement(source_hw: tuple[int, int], size: int) -> Placement:
-    """Where an image of (height, width) `source_hw` lies on its `size` x `size` canvas."""
-    return Placement(*source_hw, *resized_shape(*source_hw, size))
-
-
-def fit_image(image: np.ndarray, size: int) -> tuple[np.ndarray, Placement]:
-    """uint8 [h, w, 3] -> uint8 [S, S, 3] canvas (bilinear resize with the aspect ratio
-    kept, zero padding) and the image's `Placement` on it."""
-    placed = placement(image.shape[:2], size)
-    resized = Image.fromarray(image).resize(
-        (placed.valid_width, placed.valid_height), Image.Resampling.BILINEAR
-    )
-    canvas = np.zeros((size, size, 3), np.uint8)
-    canvas[: placed.valid_height, : placed.valid_width] = np.asarray(resized)
-    return canvas, placed
-
-
-def fit_nearest(array: np.ndarray, size: int, fill: int) -> np.ndarray:
-    """[h, w, ...] -> [S, S, ...] same dtype: nearest-neighbour resize, `fill` padding."""
-    new_height, new_width = resized_shape(array.shape[0], array.shape[1], size)
-    fitted = np.full((size, size, *array.shape[2:]), fill, array.dtype)
-    fitted[:new_height, :new_width] = resize_nearest(array, new_height, new_width)
-    return fitted
 
 
 # --------------------------------------------------------------------------- splits

@@ -9,6 +9,16 @@ each, which says which `data_config` fields that kind reads. Fields every kind h
   name                a registered dataset kind (`registry.DATASETS.names()`).
   data_dir            TFDS data directory; None = TFDS default (~/tensorflow_datasets).
   image_size          image side S in pixels (square images).
+  resize_shorter_side optional, default None: None fits every image so that its longer
+                      side is resize_max_longer_side; an int s resizes it as detectron2's
+                      ResizeShortestEdge does (shorter side s, unless the longer side would
+                      then exceed resize_max_longer_side); see `jaxseg.data.geometry`. It is
+                      the test-time size (evaluation, prediction, the stored datasets).
+  resize_max_longer_side   optional, default None (= image_size): the longer side's limit,
+                      at most image_size.
+  train_shorter_sides optional, default None (= resize_shorter_side): training only, a
+                      tuple of shorter sides, each at most resize_shorter_side, one drawn
+                      per example (`jaxseg.data.augment`); not with scale_jitter.
   max_instances       instance slots per example in batches (read by the caller, which
                       passes it to `train_batches` / `eval_batches`).
   cache_decoded       optional, default True: keep decoded examples in memory after their
@@ -35,7 +45,7 @@ import ml_collections
 import numpy as np
 
 from jaxseg import registry
-from jaxseg.data import augment, folders, shapes
+from jaxseg.data import augment, folders, geometry, shapes
 from jaxseg.data.sources import shapes as shapes_source
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -68,6 +78,8 @@ def augmentation_from_data_config(data_config) -> augment.Augmentation:
         scale_jitter=data_config.get("scale_jitter"),
         color_jitter=data_config.get("color_jitter", 0.0),
         ignore_label=data_config.get("ignore_label", folders.DEFAULT_IGNORE_LABEL),
+        shorter_sides=data_config.get("train_shorter_sides"),
+        fit=geometry.fit_of(data_config),
     )
 
 
@@ -99,14 +111,16 @@ class DecodedSource:
 
     `image_id(i)` is the example's id in its dataset (folder datasets: the source's own id;
     others: i), `placement(i)` where the source image lies on the S x S canvas
-    (`folders.Placement`; the whole canvas where the records keep no source size).
+    (`geometry.Placement`; the whole canvas where the records keep no source size).
     """
 
-    def __init__(self, records, *, cache: bool = True):
+    def __init__(self, records, *, cache: bool = True, fit: geometry.Fit | None = None):
         """`records`: random access to records with the shapes or folder features (a TFDS
-        data source, or a `catalog.ConvertedSource` giving the folder features)."""
+        data source, or a `catalog.ConvertedSource` giving the folder features); `fit`: how
+        the records were fitted to their canvas (None: the longer side to the canvas)."""
         self._records = records
         self._cache = [None] * len(records) if cache else None
+        self._fit = fit
 
     def __len__(self) -> int:
         return len(self._records)
@@ -140,11 +154,17 @@ class DecodedSource:
             np.asarray(record["boxes"], np.float32).reshape(-1, 4),
             np.asarray(record["labels"], np.int32).reshape(-1),
             int(record.get("image_id", index)),
-            folders.placement((int(record.get("height", size)), int(record.get("width", size))), size),
+            self._placement(record, size),
         )
         if self._cache is not None:
             self._cache[index] = compact
         return compact
+
+    def _placement(self, record, size: int) -> geometry.Placement:
+        if "height" not in record:
+            return geometry.Placement(size, size, size, size)
+        fit = geometry.Fit(size) if self._fit is None else self._fit
+        return geometry.placement((int(record["height"]), int(record["width"])), fit)
 
     def _checked_compact(self, index: int) -> tuple:
         if not shapes.is_integer(index) or not 0 <= index < len(self):
@@ -155,7 +175,7 @@ class DecodedSource:
         """The dataset's id of example `index` (see the class docstring)."""
         return self._checked_compact(index)[5]
 
-    def placement(self, index: int) -> folders.Placement:
+    def placement(self, index: int) -> geometry.Placement:
         """Where example `index`'s source image lies on the canvas."""
         return self._checked_compact(index)[6]
 
@@ -196,4 +216,6 @@ def load_split(data_config, split: str, *, build: bool = True) -> DecodedSource:
     if split not in splits:
         raise ValueError(f"unknown split {split!r} of {data_config.name}; expected one of {splits}")
     records = dataset.target(data_config, build).as_data_source(split=split)
-    return DecodedSource(records, cache=bool(data_config.get("cache_decoded", True)))
+    return DecodedSource(
+        records, cache=bool(data_config.get("cache_decoded", True)), fit=geometry.fit_of(data_config)
+    )

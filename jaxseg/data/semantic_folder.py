@@ -27,7 +27,7 @@ Errors (ValueError naming the files): an image without a label map or a label ma
 an image, an unreadable file, a label map that is not single-channel, whose size differs
 from its image's, or holding a value that is neither a class id nor the ignore label.
 
-The config name encodes the image size, class count, split fraction and ignore label, and
+The config name encodes the image size and fit, class count, split fraction and ignore label, and
 hashes the absolute folder paths, the suffixes and the relative path, size and modification
 time of every image and label map: adding, deleting or rewriting one builds a new dataset.
 """
@@ -40,7 +40,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
-from jaxseg.data import folders, shapes
+from jaxseg.data import folders, geometry, shapes
 from jaxseg.data.images import IMAGE_EXTENSIONS, load_image, read_rgb
 
 LABEL_EXTENSIONS = (".png",)
@@ -60,6 +60,8 @@ class SemanticFolderConfig(tfds.core.BuilderConfig):
     ignore_label: int = folders.DEFAULT_IGNORE_LABEL
     image_suffix: str = ""
     label_suffix: str = ""
+    resize_shorter_side: int | None = None
+    resize_max_longer_side: int | None = None
 
 
 def _find_files(directory: str, extensions: tuple, suffix: str) -> dict[str, str]:
@@ -125,6 +127,8 @@ def semantic_folder_config(
     ignore_label: int = folders.DEFAULT_IGNORE_LABEL,
     image_suffix: str = "",
     label_suffix: str = "",
+    resize_shorter_side: int | None = None,
+    resize_max_longer_side: int | None = None,
 ) -> SemanticFolderConfig:
     """A validated `SemanticFolderConfig` (absolute paths) named after its parameters.
 
@@ -137,6 +141,7 @@ def semantic_folder_config(
     if not shapes.is_integer(num_classes) or not 2 <= num_classes < folders.MAX_LABEL:
         raise ValueError(f"num_classes={num_classes!r} must be an int in [2, {folders.MAX_LABEL})")
     folders.check_common_params(image_size, validation_fraction, ignore_label, num_classes)
+    fit = geometry.checked_fit(image_size, resize_shorter_side, resize_max_longer_side)
     for field, suffix in (("image_suffix", image_suffix), ("label_suffix", label_suffix)):
         if not isinstance(suffix, str):
             raise ValueError(f"{field}={suffix!r} must be a string")
@@ -145,7 +150,7 @@ def semantic_folder_config(
     stamps += [folders.file_stamp(labels, label) for _, label in pairs]
     digest = folders.fingerprint(images, labels, image_suffix, label_suffix, *stamps)
     return SemanticFolderConfig(
-        name=f"s{image_size}_k{num_classes}_v{validation_fraction:g}_i{ignore_label}_{digest}",
+        name=f"s{image_size}{fit.tag}_k{num_classes}_v{validation_fraction:g}_i{ignore_label}_{digest}",
         description=f"Images in {images} with label maps in {labels}",
         images=images,
         labels=labels,
@@ -155,6 +160,8 @@ def semantic_folder_config(
         ignore_label=ignore_label,
         image_suffix=image_suffix,
         label_suffix=label_suffix,
+        resize_shorter_side=fit.shorter_side,
+        resize_max_longer_side=fit.max_longer_side,
     )
 
 
@@ -193,12 +200,12 @@ def make_example(image_id: int, image_file: str, label_file: str, config) -> dic
             f"{label_path} is {label_map.shape[0]}x{label_map.shape[1]} (HxW) but its image "
             f"{image_path} is {image.shape[0]}x{image.shape[1]}"
         )
-    size = config.image_size
-    canvas, _ = folders.fit_image(image, size)
+    fit = geometry.fit_of(config)
+    canvas, _ = geometry.fit_image(image, fit)
     return folders.encode_example(
         canvas,
-        folders.fit_nearest(label_map, size, config.ignore_label),
-        np.zeros((size, size, 0), np.uint8),
+        geometry.fit_nearest(label_map, fit, config.ignore_label),
+        np.zeros((fit.canvas, fit.canvas, 0), np.uint8),
         [],
         image_id,
         image_file,

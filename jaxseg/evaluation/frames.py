@@ -1,7 +1,8 @@
 """The frame a split's instance predictions are scored in: its ground truth, ids and geometry.
 
-The model sees every image on an S x S canvas: resized with its aspect ratio kept so that
-its longer side is S, then padded at the bottom and right (`jaxseg.data.folders`). An
+The model sees every image on an S x S canvas: resized with its aspect ratio kept as the
+data's `Fit` says (default: the longer side S), then padded at the bottom and right
+(`jaxseg.data.geometry`). An
 `InstanceFrame` says how the detections on those canvases become COCO results in the
 dataset's own frame, and what they are scored against:
 
@@ -31,7 +32,7 @@ import dataclasses
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from jaxseg.data import coco_folder, folders
+from jaxseg.data import coco_folder, geometry
 from jaxseg.evaluation.coco import encode_column_major, ground_truth_to_coco
 from jaxseg.ops.mask_paste_host import paste_binary_mask
 
@@ -49,7 +50,7 @@ class InstanceFrame:
     ground_truth: dict
     image_ids: tuple[int, ...]
     category_ids: tuple[int, ...]
-    placements: tuple[folders.Placement, ...]
+    placements: tuple[geometry.Placement, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +105,7 @@ def to_results(
     )
 
 
-def ids_and_placements(source) -> tuple[tuple[int, ...], tuple[folders.Placement, ...]]:
+def ids_and_placements(source) -> tuple[tuple[int, ...], tuple[geometry.Placement, ...]]:
     """Every example's dataset id and placement, in the split's order."""
     indices = range(len(source))
     return (

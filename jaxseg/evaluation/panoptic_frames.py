@@ -4,7 +4,7 @@ geometry (the panoptic counterpart of `jaxseg.evaluation.frames`).
 A dataset kind may register a `panoptic_frame(data_config, source)` builder
 (`registry.DATASETS`); without one a split is scored on its canvases (`canvas_frame`).
 Predictions are fused at each example's frame size: masks pasted at the source image's
-size, the semantic map's valid region resized back (`folders.Placement`).
+size, the semantic map's valid region resized back (`geometry.Placement`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from jaxseg.data import folders
+from jaxseg.data import geometry
 from jaxseg.evaluation import frames
 from jaxseg.ops.panoptic_fusion import THING_LABEL
 
@@ -36,7 +36,7 @@ class PanopticFrame:
     thing_ids: tuple[int, ...]
     stuff_ids: tuple[int, ...]
     ground_truth: Callable[[int], tuple[np.ndarray, list[dict]]]
-    placements: tuple[folders.Placement, ...]
+    placements: tuple[geometry.Placement, ...]
     image_ids: tuple
 
     def category_id(self, segment: Mapping) -> int:

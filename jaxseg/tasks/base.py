@@ -9,19 +9,20 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from jaxseg.data import batching, folders
+from jaxseg.data import batching, geometry
 from jaxseg.models.factory import create_model
 
 Variables = Mapping[str, Any]
 
 
-def model_input(image: np.ndarray, image_size: int) -> tuple[jax.Array, folders.Placement]:
+def model_input(image: np.ndarray, fit: geometry.Fit) -> tuple[jax.Array, geometry.Placement]:
     """`[1, S, S, 3]` float32 in [0, 1] of an RGB uint8 image `[H, W, 3]`, exactly as the
-    data pipeline and the steps feed the model a folder dataset's image (its uint8 canvas,
-    `batching.model_images`), and the image's placement."""
+    data pipeline and the steps feed the model a folder dataset's image fitted by `fit` (its
+    uint8 canvas, `batching.model_images`; the test-time fit, `geometry.fit_of(config.data)`),
+    and the image's placement."""
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be uint8 [H, W, 3], got {image.dtype} {image.shape}.")
-    canvas, placement = folders.fit_image(image, image_size)
+    canvas, placement = geometry.fit_image(image, fit)
     return jax.numpy.asarray(batching.unit_range(canvas[None])), placement
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from jaxseg import registry
 from jaxseg import sharding
 from jaxseg import visualize_instances
-from jaxseg.data import batching
+from jaxseg.data import batching, geometry
 from jaxseg.evaluation import frames
 from jaxseg.evaluation.coco import COCOEvaluator, write_results
 from jaxseg.ops.mask_paste_host import paste_binary_mask
@@ -93,7 +93,7 @@ class InstanceSegmentation(Task):
           `boxes [D, 4]` float32 (x1, y1, x2, y2), `scores [D]` float32, `classes [D]`
           int32, `masks [D, H, W]` bool (all False for invalid slots), `valid [D]` bool.
         """
-        inputs, placement = model_input(image, self.config.data.image_size)
+        inputs, placement = model_input(image, geometry.fit_of(self.config.data))
         image_hw = np.array([[placement.valid_height, placement.valid_width]], np.int32)
         detections = jax.tree.map(
             lambda x: np.asarray(x[0]), self._detect(variables, inputs, image_hw)

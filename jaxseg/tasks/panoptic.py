@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from jaxseg import registry, sharding, visualize, visualize_panoptic
-from jaxseg.data import folders, panoptic_format, storage
+from jaxseg.data import folders, geometry, panoptic_format, storage
 from jaxseg.errors import ConfigError
 from jaxseg.evaluation import panoptic_frames
 from jaxseg.evaluation.panoptic import PQAccumulator
@@ -79,7 +79,7 @@ class PanopticSegmentation(InstanceSegmentation):
         any size, in its pixels: instances as `predict_instances` maps them, the semantic
         map's valid region resized back by nearest neighbour."""
         found = self.predict_instances(variables, image)
-        placement = folders.placement(image.shape[:2], self.config.data.image_size)
+        placement = geometry.placement(image.shape[:2], geometry.fit_of(self.config.data))
         return self.fuse(found, found["masks"], placement.label_map_to_image(found["semantic"]))
 
     def prediction_picture(self, variables, image):
@@ -131,7 +131,7 @@ class _PQEvaluation(Evaluation):
         return [{"id": s["id"], "category_id": self._frame.category_id(s), "iscrowd": 0, "area": s["area"]}
                 for s in segments]
 
-    def _fused(self, image: Mapping[str, np.ndarray], placement: folders.Placement):
+    def _fused(self, image: Mapping[str, np.ndarray], placement: geometry.Placement):
         boxes = placement.boxes_to_image(image["boxes"])
         masks = pasted_masks(image["mask_probabilities"], boxes, image["valid"], (placement.height, placement.width),
                              self._task.model.mask_threshold)
@@ -139,7 +139,8 @@ class _PQEvaluation(Evaluation):
 
     def add(self, outputs, batch: Mapping[str, np.ndarray]) -> None:
         host = jax.tree.map(sharding.to_host, outputs)
-        canvas = folders.placement(host["semantic"].shape[1:3], host["semantic"].shape[1])
+        size = host["semantic"].shape[1]
+        canvas = geometry.Placement(size, size, size, size)
         for row in np.flatnonzero(host["index"] >= 0):
             index = int(host["index"][row])
             image = {name: values[row] for name, values in host.items() if name != "index"}

@@ -16,6 +16,7 @@ from jaxseg import registry
 from jaxseg import schema
 from jaxseg import sharding
 from jaxseg import visualize
+from jaxseg.data import geometry
 from jaxseg.tasks.base import Evaluation, Task, model_input
 
 
@@ -59,7 +60,7 @@ class SemanticSegmentation(Task):
         The image is prepared as the data pipeline does (`model_input`); the prediction's
         valid region is resized back (nearest) to the image's own size.
         """
-        inputs, placement = model_input(image, self.config.data.image_size)
+        inputs, placement = model_input(image, geometry.fit_of(self.config.data))
         logits = self.logits(variables, inputs)
         return placement.label_map_to_image(np.asarray(jnp.argmax(logits[0], axis=-1), np.int32))
 

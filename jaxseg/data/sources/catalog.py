@@ -20,7 +20,9 @@ panoptic maps likewise, against its segments as TFDS gives them (`panoptic_frame
 from typing import Any
 
 from jaxseg import registry
-from jaxseg.data import catalog, catalog_panoptic, catalog_truth, coco_categories, folders
+from jaxseg.data import (
+    catalog, catalog_panoptic, catalog_truth, coco_categories, folders, geometry,
+)
 from jaxseg.data.sources import checks
 from jaxseg.errors import ConfigError
 from jaxseg.evaluation import frames
@@ -39,6 +41,7 @@ def catalog_config_from_data_config(data_config: Any) -> catalog.CatalogConfig:
         validation_split=data_config.get("validation_split"),
         ignore_label=data_config.get("ignore_label", folders.DEFAULT_IGNORE_LABEL),
         download=data_config.get("download", False),
+        **geometry.resize_fields(data_config),
     )
 
 

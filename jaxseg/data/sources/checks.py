@@ -3,7 +3,7 @@
 from typing import Any, Callable
 
 from jaxseg import schema
-from jaxseg.data import folders
+from jaxseg.data import folders, geometry
 from jaxseg.errors import ConfigError
 
 
@@ -31,6 +31,17 @@ def class_names_match_count(config: Any) -> None:
             f"config.data.class_names has {len(names)} names but "
             f"config.data.num_classes={num_classes}."
         )
+
+
+def no_resize(config: Any, kind: str) -> None:
+    """ConfigError if `config.data` sets a resize field (`geometry.RESIZE_FIELDS`, or
+    train_shorter_sides) that the generated dataset `kind` cannot honour."""
+    for name in (*geometry.RESIZE_FIELDS, "train_shorter_sides"):
+        if config.data.get(name) is not None:
+            raise ConfigError(
+                f"config.data.{name}={config.data[name]!r}: {kind} is generated at image_size; "
+                "only datasets read from files are resized (set it to None)."
+            )
 
 
 def ignore_label_matches_the_loss(config: Any) -> None:

@@ -17,7 +17,7 @@ import os
 from typing import Any
 
 from jaxseg import registry
-from jaxseg.data import coco_folder, folders, storage
+from jaxseg.data import coco_folder, folders, geometry, storage
 from jaxseg.data.sources import checks
 from jaxseg.evaluation import frames
 
@@ -35,6 +35,7 @@ def coco_folder_config_from_data_config(data_config: Any) -> coco_folder.CocoFol
             "validation_fraction", folders.DEFAULT_VALIDATION_FRACTION
         ),
         ignore_label=data_config.get("ignore_label", folders.DEFAULT_IGNORE_LABEL),
+        **geometry.resize_fields(data_config),
     )
 
 

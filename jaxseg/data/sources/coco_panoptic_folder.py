@@ -16,7 +16,7 @@ import os
 from typing import Any
 
 from jaxseg import registry
-from jaxseg.data import coco_panoptic_folder, folders, panoptic_format, storage
+from jaxseg.data import coco_panoptic_folder, folders, geometry, panoptic_format, storage
 from jaxseg.data.sources import checks
 from jaxseg.errors import ConfigError
 from jaxseg.evaluation import frames
@@ -32,6 +32,7 @@ def folder_config_from_data_config(data_config: Any) -> coco_panoptic_folder.Coc
         image_size=data_config.image_size,
         validation_fraction=data_config.get("validation_fraction", folders.DEFAULT_VALIDATION_FRACTION),
         ignore_label=data_config.get("ignore_label", folders.DEFAULT_IGNORE_LABEL),
+        **geometry.resize_fields(data_config),
     )
 
 

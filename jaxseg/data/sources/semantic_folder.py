@@ -14,7 +14,7 @@ Fields besides the common ones (`jaxseg.data.pipeline`):
 from typing import Any
 
 from jaxseg import registry
-from jaxseg.data import folders, semantic_folder, storage
+from jaxseg.data import folders, geometry, semantic_folder, storage
 from jaxseg.data.sources import checks
 
 
@@ -34,6 +34,7 @@ def semantic_folder_config_from_data_config(data_config: Any) -> semantic_folder
         ignore_label=data_config.get("ignore_label", folders.DEFAULT_IGNORE_LABEL),
         image_suffix=data_config.get("image_suffix", ""),
         label_suffix=data_config.get("label_suffix", ""),
+        **geometry.resize_fields(data_config),
     )
 
 

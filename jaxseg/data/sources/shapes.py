@@ -41,8 +41,9 @@ def shapes_config_from_data_config(data_config: Any) -> shapes.ShapesConfig:
 
 
 def check(config: Any) -> None:
-    """The class names, split sizes and generation fields of `config.data`."""
+    """The class names, split sizes and generation fields of `config.data`, and no resize."""
     checks.class_names_match_count(config)
+    checks.no_resize(config, "the shapes dataset")
     for split in ("num_train", "num_validation", "num_test"):
         schema.integer(1)(checks.data_field(config, split), f"config.data.{split}")
     checks.as_config_error("config.data: ", shapes_config_from_data_config, config.data)
