@@ -9,8 +9,9 @@ fields its task trains on: images as uint8 pixels, Mask R-CNN's masks as bits,
   coco_folder   configs/mask_rcnn_folder.py (512, 32 instance slots, scale jitter 0.8-1.25,
                 colour jitter 0.2): a COCO-format JSON and PNGs of 375x500 to 640x480 pixels
                 written here in a temp dir, decoded at every read (cache_decoded=False).
-  coco1024      the same folder at configs/mask_rcnn_coco.py's data settings (1024, 100
-                instance slots, the same augmentation), batch 2.
+  coco1024      the same folder on a 1024 canvas with configs/mask_rcnn_coco.py's 100
+                instance slots (the same augmentation, longer side fitted to 1024: the
+                config itself now resizes shortest-edge onto 1344), batch 2.
 Each cell times the stream for at least --seconds after its first batch (which includes the
 workers' start). "same 50" checks that the first 50 batches with workers equal, bit for bit,
 those made in the calling thread.
@@ -168,6 +169,10 @@ def write_coco_folder(root: str) -> tuple[str, str, tuple[str, ...]]:
     return path, images_dir, ("background", "a", "b", "c")
 
 
+# The canvas of the coco1024 stream (its recorded figures are at this size).
+COCO1024_SIZE = 1024
+
+
 def folder_source(root: str, image_size: int, max_instances: int):
     """configs/mask_rcnn_folder.py's data at `image_size` and `max_instances` over the COCO
     folder written under `root` (written once); (config, train split)."""
@@ -229,7 +234,7 @@ def memory_probe(root: str, steps: int) -> None:
     import multiprocessing  # noqa: PLC0415
 
     coco = load_config("mask_rcnn_coco.py")
-    config, source = folder_source(root, coco.data.image_size, coco.data.max_instances)
+    config, source = folder_source(root, COCO1024_SIZE, coco.data.max_instances)
     batches = stream(config, source, coco.batch_size, 2)
     worker_peaks = {}
     for _ in range(steps):
@@ -265,7 +270,7 @@ def main() -> None:
         folder_config, folder = folder_source(root, 512, 32)
         coco = load_config("mask_rcnn_coco.py")
         coco_config, coco_source = folder_source(
-            os.path.join(root, "coco1024"), coco.data.image_size, coco.data.max_instances
+            os.path.join(root, "coco1024"), COCO1024_SIZE, coco.data.max_instances
         )
         cases = [
             ("shapes", "shapes (unet_shapes)", unet, shapes, unet.batch_size),
