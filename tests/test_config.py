@@ -285,8 +285,7 @@ def test_command_line_error_is_one_line_naming_the_field(override, expected):
         ("--config.data.image_size=112", "Mask R-CNN needs multiples of 32"),
         (
             "--config.model.pretrained=/nonexistent/r50.safetensors",
-            "config.model.pretrained='/nonexistent/r50.safetensors' is a width-64 ResNet: "
-            "config.model.backbone_width=32 must be 64.",
+            "config.model.pretrained='/nonexistent/r50.safetensors' is not a file.",
         ),
     ],
 )

@@ -104,6 +104,7 @@ def test_invalid_resize_fields_name_the_field(fields, message):
 
 def test_mask_rcnn_coco_uses_detectron2_sizes():
     config = load_config_file(os.path.join(CONFIG_DIR, "mask_rcnn_coco.py"))
+    config.model.pretrained = None  # its ImageNet file is not here
     validate_config(config)
     assert geometry.fit_of(config.data) == COCO_FIT
     assert config.data.train_shorter_sides == TRAIN_SIDES and config.data.scale_jitter is None
