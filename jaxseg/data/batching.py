@@ -239,7 +239,8 @@ class _TrainRow:
         rng = np.random.default_rng([self._seed, _AUGMENT_STREAM, step, row])
         example = self._source[index]
         flip = self._flip and rng.random() < 0.5
-        if self._augmentation is not None:
+        if self._augmentation is not None and self._augmentation.shorter_sides is not None:
+            # Only here: without the decoded cache, `placement` decodes the record again.
             placement = (
                 self._source.placement(index)
                 if isinstance(self._source, pipeline.DecodedSource)
