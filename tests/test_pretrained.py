@@ -19,7 +19,7 @@ from jaxseg.config_validation import validate_config
 from jaxseg.errors import ConfigError
 from jaxseg.models import build_resnet
 from jaxseg.models import layers, pretrained, pretrained_config
-from jaxseg.models.resnet import FrozenBatchNorm
+from jaxseg.models.norms import FrozenBatchNorm
 from jaxseg.training.optim import create_learning_rate_schedule
 from jaxseg.training.state import initial_state
 

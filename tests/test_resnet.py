@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from jaxseg.models import ResNet, build_resnet
-from jaxseg.models.resnet import ConvNorm, FrozenBatchNorm, max_pool_3x3_stride2, pointwise_conv
+from jaxseg.models.norms import FrozenBatchNorm
+from jaxseg.models.resnet import ConvNorm, max_pool_3x3_stride2, pointwise_conv
 from tests.helpers.references import numpy_conv, random_variables
 
 STRIDES = {"C2": 4, "C3": 8, "C4": 16, "C5": 32}

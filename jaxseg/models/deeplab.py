@@ -34,14 +34,8 @@ from jaxseg import schema
 from jaxseg.errors import ConfigError
 from jaxseg.models import factory, pretrained_config
 from jaxseg.models.layers import IDENTITY_MEAN, IDENTITY_STD, normalize_pixels
-from jaxseg.models.resnet import (
-    GROUP_NORM_GROUPS,
-    NORM_EPSILON,
-    RESNETS,
-    ConvNorm,
-    build_resnet,
-    make_norm,
-)
+from jaxseg.models.norms import GROUP_NORM_GROUPS, NORM_EPSILON, make_norm
+from jaxseg.models.resnet import RESNETS, ConvNorm, build_resnet
 
 NAME = "deeplabv3plus"
 OUTPUT_STRIDES = (8, 16)

@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxseg.models import layers
-from jaxseg.models.resnet import FEATURE_LEVELS, make_norm, pointwise_conv
+from jaxseg.models.norms import make_norm
+from jaxseg.models.resnet import FEATURE_LEVELS, pointwise_conv
 
 NORMS = (None, "group")
 # detectron2's c2_xavier_fill: kaiming_uniform_(a=1) = uniform with variance 1 / fan_in.

@@ -9,7 +9,7 @@ from typing import Any
 
 from jaxseg import schema
 from jaxseg.errors import ConfigError
-from jaxseg.models import factory, pretrained_config, resnet, roi_heads
+from jaxseg.models import factory, norms, pretrained_config, resnet, roi_heads
 from jaxseg.models.mask_rcnn import RPN_LEVELS, MaskRCNN
 
 # (pre-NMS top-k per level, post-NMS top-k per image) of training and inference.
@@ -99,7 +99,7 @@ FIELD_RULES = {
     **{name: schema.integer(1) for name in _POSITIVE_INTS},
     **{name: schema.fraction("(0, 1]") for name in _FRACTIONS},
     "backbone": schema.one_of(*resnet.RESNETS),
-    "backbone_norm": schema.one_of(*resnet.NORMS),
+    "backbone_norm": schema.one_of(*norms.NORMS),
     "fpn_norm": _fpn_norm,
     "roi_extractor": schema.one_of(*roi_heads.EXTRACTORS),
     "dtype": schema.dtype,

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jaxseg import losses as loss_functions
 from jaxseg.models import layers
 from jaxseg.models.mask_rcnn import ROI_LEVELS, MaskRCNN, check_ground_truth, check_images
-from jaxseg.models.resnet import make_norm
+from jaxseg.models.norms import make_norm
 
 COMMON_STRIDE_LEVEL = 2  # the head's maps meet at P2's stride, 4
 # detectron2's c2_msra_fill, its init of the head's convs: He normal over fan_out.

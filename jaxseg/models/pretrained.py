@@ -7,7 +7,7 @@
 norm="frozen_batch")` (width 64), the same tree as norm="batch". timm's plain ResNets
 (resnet18/34/50/101, not the "d" variants with a deep stem) use the same names. Both put
 the stride of a Bottleneck on its 3x3 conv (v1.5), as `resnet.Bottleneck` does, pad
-symmetrically, and normalize with BatchNorm's epsilon 1e-5 (`resnet.NORM_EPSILON`).
+symmetrically, and normalize with BatchNorm's epsilon 1e-5 (`norms.NORM_EPSILON`).
 
 Conv weights go from torch's OIHW to Flax's HWIO; BatchNorm `weight`, `bias`,
 `running_mean`, `running_var` become `scale`, `bias` (params) and `mean`, `var`

@@ -8,12 +8,9 @@ Optionally res3..res5 trade their stride for dilation (torchvision's
 parameters, and features whose every other row and column (per replaced
 stride) are the undilated network's at eval time.
 Paddings are symmetric (k // 2 on every side, as in torchvision), not Flax's
-'SAME', so weights converted from torchvision give the same outputs. Parameter
-and variable names follow `flax.linen.BatchNorm` ('scale', 'bias' in `params`,
-'mean', 'var' in `batch_stats`) for every BatchNorm kind, so a checkpoint
-trained with norm="batch" loads into norm="frozen_batch" and back.
+'SAME', so weights converted from torchvision give the same outputs. The
+normalization layers (and their variable names) are `models.norms`'.
 """
-import math
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -22,10 +19,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxseg.models import layers
+from jaxseg.models.norms import NORMS, make_norm
 
-NORMS = ("frozen_batch", "batch", "group")
-GROUP_NORM_GROUPS = 32
-NORM_EPSILON = 1e-5
 INPUT_DIVISOR = 32
 FEATURE_LEVELS = (2, 3, 4, 5)
 
@@ -39,69 +34,6 @@ RESNETS = {
 
 # torchvision's init of ResNet convs: kaiming_normal_(mode="fan_out", nonlinearity="relu").
 _CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-
-
-class FrozenBatchNorm(nn.Module):
-    """BatchNorm that always normalizes with its stored statistics.
-
-    y = (x - mean) / sqrt(var + epsilon) * scale + bias, per channel, whether
-    training or not: a fixed affine transform, as detectron2's
-    FrozenBatchNorm2d, for detection's small per-device batches whose batch
-    statistics would be too noisy. 'mean' and 'var' live in `batch_stats`
-    and are never updated (applying with mutable=["batch_stats"] returns them
-    unchanged). 'scale' and 'bias' live in `params` (where pretrained weights
-    put them) and, as in detectron2, stay fixed: the training optimizer
-    labels them frozen (`training.param_groups`). With fresh (identity)
-    statistics the layer is the identity: without converted pretrained
-    weights, use norm="group" or "batch".
-
-    Input [..., C], output [..., C] in `dtype` (or the promoted input dtype).
-    """
-
-    epsilon: float = NORM_EPSILON
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        channels = x.shape[-1]
-        scale = self.param("scale", nn.initializers.ones_init(), (channels,), self.param_dtype)
-        bias = self.param("bias", nn.initializers.zeros_init(), (channels,), self.param_dtype)
-        mean = self.variable(
-            "batch_stats", "mean", lambda: jnp.zeros((channels,), self.param_dtype)
-        ).value
-        var = self.variable(
-            "batch_stats", "var", lambda: jnp.ones((channels,), self.param_dtype)
-        ).value
-        multiplier = scale * lax.rsqrt(var + self.epsilon)
-        shift = bias - mean * multiplier
-        x, multiplier, shift = nn.dtypes.promote_dtype(x, multiplier, shift, dtype=self.dtype)
-        return x * multiplier + shift
-
-
-def make_norm(kind: str, channels: int, train: bool, dtype: Any, name: str) -> nn.Module:
-    """A normalization layer over the last (channel) axis, by `kind` (see NORMS).
-
-    "batch": `nn.BatchNorm` (batch statistics when training, running averages
-    with momentum 0.9 otherwise); "frozen_batch": `FrozenBatchNorm`; "group":
-    `nn.GroupNorm` with gcd(32, channels) groups (32 for the
-    standard widths; fewer for narrow test models instead of an error).
-    Call it inside a compact method: the layer becomes a child named `name`.
-    """
-    if kind == "batch":
-        return nn.BatchNorm(
-            use_running_average=not train,
-            momentum=0.9,
-            epsilon=NORM_EPSILON,
-            dtype=dtype,
-            name=name,
-        )
-    if kind == "frozen_batch":
-        return FrozenBatchNorm(dtype=dtype, name=name)
-    if kind == "group":
-        groups = math.gcd(GROUP_NORM_GROUPS, channels)
-        return nn.GroupNorm(num_groups=groups, epsilon=NORM_EPSILON, dtype=dtype, name=name)
-    raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
 
 
 def pointwise_conv(
@@ -320,7 +252,7 @@ class ResNet(nn.Module):
       stage_sizes: blocks per stage res2..res5, e.g. (3, 4, 6, 3).
       bottleneck: Bottleneck blocks (ResNet-50/101) instead of BasicBlocks.
       num_filters: width of the stem and of res2's (inner) convs; doubled per stage.
-      norm: "frozen_batch", "batch" or "group" (see `make_norm`, `FrozenBatchNorm`).
+      norm: "frozen_batch", "batch" or "group" (see `norms.make_norm`, `norms.FrozenBatchNorm`).
       freeze_at: 0 trains everything; 1 freezes the stem; k in 2..5 also
         stages res2..res_k (detectron2's FREEZE_AT). Frozen parts get no
         gradient (`lax.stop_gradient` on their output, which also skips

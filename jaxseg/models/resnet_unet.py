@@ -32,7 +32,8 @@ from jaxseg.errors import ConfigError
 from jaxseg.models import factory, pretrained_config
 from jaxseg.models.deeplab import resize_bilinear
 from jaxseg.models.layers import IMAGENET_MEAN, IMAGENET_STD, normalize_pixels
-from jaxseg.models.resnet import INPUT_DIVISOR, NORMS, RESNETS, ConvNorm, build_resnet
+from jaxseg.models.norms import NORMS
+from jaxseg.models.resnet import INPUT_DIVISOR, RESNETS, ConvNorm, build_resnet
 
 NAME = "resnet_unet"
 DECODER_NORMS = ("batch", "group")

@@ -17,7 +17,7 @@ import flax
 import flax.linen as nn
 import jax
 
-from jaxseg.models.resnet import FrozenBatchNorm
+from jaxseg.models.norms import FrozenBatchNorm
 
 FROZEN = "frozen"
 NORM = "norm"
