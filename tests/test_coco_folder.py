@@ -20,7 +20,7 @@ from pycocotools import mask as mask_utils
 
 from jaxseg import train
 from jaxseg.config_files import load_config_file
-from jaxseg.data import batching, coco_folder, folders, pipeline, storage
+from jaxseg.data import batching, coco_folder, coco_segmentation, folders, pipeline, storage
 from jaxseg.data.sources import coco_folder as coco_source
 from tests.test_train_mask_rcnn import tiny_mask_rcnn_config
 
@@ -303,15 +303,15 @@ def test_compressed_counts_match_pycocotools_decoding():
     mask = np.zeros(100, np.uint8)
     mask[3:73] = 1
     rle = mask_utils.encode(np.asfortranarray(mask.reshape(10, 10).T))
-    assert coco_folder._compressed_counts(rle["counts"]) == [3, 70, 27]
+    assert coco_segmentation._compressed_counts(rle["counts"]) == [3, 70, 27]
 
 
 def test_malformed_rle_is_skipped_not_decoded():
     short = {"size": [4, 4], "counts": [2, 3]}  # covers 5 of 16 pixels
-    with pytest.raises(coco_folder.Unusable, match="malformed"):
-        coco_folder.decode_segmentation(short, 4, 4)
-    with pytest.raises(coco_folder.Unusable, match="another size"):
-        coco_folder.decode_segmentation({"size": [4, 5], "counts": [20]}, 4, 4)
+    with pytest.raises(coco_segmentation.Unusable, match="malformed"):
+        coco_segmentation.decode_segmentation(short, 4, 4)
+    with pytest.raises(coco_segmentation.Unusable, match="another size"):
+        coco_segmentation.decode_segmentation({"size": [4, 5], "counts": [20]}, 4, 4)
 
 
 def test_ignore_label_must_not_be_a_class_id(tmp_path):

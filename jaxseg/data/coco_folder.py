@@ -44,13 +44,12 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
-from pycocotools import mask as mask_utils
 
 from jaxseg.data import folders, geometry, shapes
+from jaxseg.data.coco_segmentation import Unusable, decode_segmentation
 from jaxseg.data.images import ImageReadError, read_rgb
 
 BACKGROUND = "background"
-_MALFORMED = "annotations with malformed segmentations"
 
 
 @dataclasses.dataclass(eq=False, kw_only=True)
@@ -205,89 +204,6 @@ def check_ignore_label(ignore_label: int, class_names, path: str) -> None:
             f"ignore_label={ignore_label!r} is a class id: {path} has {len(class_names)} "
             f"classes (ids 0..{len(class_names) - 1})"
         )
-
-
-# --------------------------------------------------------------------------- segmentations
-
-
-class Unusable(ValueError):
-    """An image or annotation the builder skips; the message says why (in the plural)."""
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
-
-
-def _compressed_counts(counts: bytes) -> list[int]:
-    """The run lengths of a COCO compressed-RLE string.
-
-    Each count is written in 5-bit groups, least significant first, as characters
-    48 + group, bit 0x20 set on all but the last group; the last group's bit 0x10 is the
-    sign. From the third count on, the value is stored as the difference to the count two
-    before it.
-    """
-    values, value, shift = [], 0, 0
-    for character in counts:
-        group = character - 48
-        if not 0 <= group < 64:
-            raise Unusable(_MALFORMED)
-        value |= (group & 0x1F) << shift
-        shift += 5
-        if group & 0x20:
-            continue
-        if group & 0x10:
-            value -= 1 << shift
-        if len(values) > 2:
-            value += values[-2]
-        values.append(value)
-        value, shift = 0, 0
-    if shift:
-        raise Unusable(_MALFORMED)
-    return values
-
-
-def _polygon_rle(polygons, height: int, width: int) -> dict:
-    if not all(
-        isinstance(polygon, list) and len(polygon) % 2 == 0 and all(map(_is_number, polygon))
-        for polygon in polygons
-    ):
-        raise Unusable(_MALFORMED)
-    kept = [polygon for polygon in polygons if len(polygon) >= 6]
-    if not kept:
-        raise Unusable("annotations with empty or degenerate polygons")
-    return mask_utils.merge(mask_utils.frPyObjects(kept, height, width))
-
-
-def _rle(segmentation: dict, height: int, width: int) -> dict:
-    size, counts = segmentation["size"], segmentation["counts"]
-    if list(size) != [height, width]:
-        raise Unusable("annotations with an RLE of another size than the image")
-    if isinstance(counts, list) and all(shapes.is_integer(c) and c >= 0 for c in counts):
-        runs = counts
-        rle = mask_utils.frPyObjects(segmentation, height, width)
-    elif isinstance(counts, str) and counts.isascii():
-        rle = {"size": [height, width], "counts": counts.encode("ascii")}
-        runs = _compressed_counts(rle["counts"])
-    else:
-        raise Unusable(_MALFORMED)
-    if any(run < 0 for run in runs) or sum(runs) != height * width:
-        raise Unusable(_MALFORMED)
-    return rle
-
-
-def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
-    """uint8 [height, width] 0/1 mask of a COCO polygon or RLE segmentation.
-
-    Raises:
-      Unusable: the segmentation is missing, malformed, empty or of another size.
-    """
-    if isinstance(segmentation, list):
-        rle = _polygon_rle(segmentation, height, width)
-    elif isinstance(segmentation, dict) and {"size", "counts"} <= segmentation.keys():
-        rle = _rle(segmentation, height, width)
-    else:
-        raise Unusable("annotations without a usable segmentation")
-    return mask_utils.decode(rle)
 
 
 # --------------------------------------------------------------------------- examples

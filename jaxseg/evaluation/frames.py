@@ -32,7 +32,7 @@ import dataclasses
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from jaxseg.data import coco_folder, geometry
+from jaxseg.data import coco_folder, coco_segmentation, geometry
 from jaxseg.evaluation.coco import encode_column_major, ground_truth_to_coco
 from jaxseg.ops.mask_paste_host import paste_binary_mask
 
@@ -182,9 +182,9 @@ def _filled_annotation(annotation: dict, height: int, width: int) -> dict:
     and the area and bbox of its mask.
 
     Raises:
-      coco_folder.Unusable: its segmentation cannot be decoded.
+      coco_segmentation.Unusable: its segmentation cannot be decoded.
     """
-    mask = coco_folder.decode_segmentation(annotation.get("segmentation"), height, width)
+    mask = coco_segmentation.decode_segmentation(annotation.get("segmentation"), height, width)
     filled = {"iscrowd": 0, **annotation}
     if "area" not in filled or "bbox" not in filled:
         _, area, bbox = _mask_fields(mask)
@@ -224,7 +224,7 @@ def coco_json_frame(annotations_path: str, source) -> InstanceFrame:
             continue
         try:
             annotations.append(_filled_annotation(annotation, *sizes[annotation["image_id"]]))
-        except coco_folder.Unusable:
+        except coco_segmentation.Unusable:
             continue
     by_label = sorted(coco.labels, key=coco.labels.get)
     return InstanceFrame(
