@@ -19,7 +19,7 @@ import dataclasses
 
 import numpy as np
 
-from jaxseg.data import catalog, catalog_panoptic, panoptic_format
+from jaxseg.data import catalog_examples, catalog_panoptic, panoptic_format
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,9 +35,9 @@ class SourceObject:
 def coco_box_objects(example: dict) -> list[SourceObject]:
     """The objects of a `coco/2017` or `coco/2014` example, each mask its box's pixels."""
     height, width = np.asarray(example["image"]).shape[:2]
-    bbox, labels, crowd = catalog.coco_objects(example, "objects")
+    bbox, labels, crowd = catalog_examples.coco_objects(example, "objects")
     boxes = bbox[:, [1, 0, 3, 2]] * np.array([width, height, width, height], np.float64)
-    first, end = catalog.covered_pixels(boxes, (width, height))
+    first, end = catalog_examples.covered_pixels(boxes, (width, height))
     found = []
     for index in np.flatnonzero((end > first).all(axis=1)):
         mask = np.zeros((height, width), np.uint8)
@@ -49,7 +49,7 @@ def coco_box_objects(example: dict) -> list[SourceObject]:
 
 def coco_panoptic_objects(example: dict) -> list[SourceObject]:
     """The thing segments of a `coco/2017_panoptic` example, crowd segments included."""
-    _, labels, crowd = catalog.coco_objects(example, "panoptic_objects")
+    _, labels, crowd = catalog_examples.coco_objects(example, "panoptic_objects")
     segment_ids, pixel_ids = catalog_panoptic.segment_ids_of(example)
     found = []
     for segment, label, is_crowd in zip(segment_ids, labels, crowd):
@@ -71,7 +71,7 @@ def coco_panoptic_ground_truth(example: dict) -> tuple[np.ndarray, list[dict]]:
         segment. The area is TFDS's `area` (COCO's, the segment's pixel count in COCO's
         PNG) where the example has that field, else the segment's pixel count here.
     """
-    _, labels, crowd = catalog.coco_objects(example, "panoptic_objects")
+    _, labels, crowd = catalog_examples.coco_objects(example, "panoptic_objects")
     segment_ids, pixel_ids = catalog_panoptic.segment_ids_of(example)
     positions = catalog_panoptic.listed_positions(pixel_ids, segment_ids)
     areas = example["panoptic_objects"].get("area")
