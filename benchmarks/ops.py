@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg.ops.roi_align import multilevel_roi_align, roi_align, roi_pool
+from jaxseg.ops.roi_align import multilevel_roi_align, roi_align
+from jaxseg.ops.roi_pool import roi_pool
 
 IMAGE_SIZE = 800
 NUM_BOXES = 512

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxseg.ops.roi_align import fpn_levels, multilevel_roi_align, roi_align, roi_pool
+from jaxseg.ops.roi_align import fpn_levels, multilevel_roi_align, roi_align
+from jaxseg.ops.roi_pool import roi_pool
 
 
 def _bilinear(features, y, x):

@@ -12,4 +12,5 @@ from jaxseg.ops.nms import batched_nms, nms
 from jaxseg.ops.sampling import sample_balanced
 from jaxseg.ops.mask_targets import mask_targets, paste_masks
 from jaxseg.ops.mask_paste_host import paste_binary_mask, paste_mask
-from jaxseg.ops.roi_align import fpn_levels, multilevel_roi_align, roi_align, roi_pool
+from jaxseg.ops.roi_align import fpn_levels, multilevel_roi_align, roi_align
+from jaxseg.ops.roi_pool import roi_pool
