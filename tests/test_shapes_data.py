@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
-from jaxseg.data import shapes
+from jaxseg.data import shapes, shapes_render
 
 TINY = dict(
     image_size=32,
@@ -145,7 +145,7 @@ def test_later_shapes_occlude_and_hidden_or_tiny_shapes_are_dropped():
     last = np.zeros((size, size), bool)
     last[4:7, 4:7] = True  # 9 pixels
     masks = [sliver, bottom, top, covered, last]
-    kept, labels, ids = shapes._visible_instances(masks, [1, 2, 3, 1, 2], size, 4)
+    kept, labels, ids = shapes_render.visible_instances(masks, [1, 2, 3, 1, 2], size, 4)
     assert labels == [1, 2, 3, 2] and len(kept) == 4
     assert [int((ids == k).sum()) for k in range(5)] == [64 - 9 - 16 - 16 - 9, 9, 16, 16, 9]
     assert ids[1, 1] == 2 and ids[3, 3] == 3 and ids[5, 5] == 4 and ids[1, 6] == 1
@@ -157,22 +157,22 @@ def test_dropped_shape_uncovers_the_one_beneath():
     bottom[0:4, 0:4] = True
     speck = np.zeros((size, size), bool)
     speck[1:3, 1:2] = True  # 2 pixels on top of bottom, below the threshold
-    kept, labels, ids = shapes._visible_instances([bottom, speck], [3, 1], size, 4)
+    kept, labels, ids = shapes_render.visible_instances([bottom, speck], [3, 1], size, 4)
     assert labels == [3] and len(kept) == 1
     np.testing.assert_array_equal(ids, bottom.astype(np.uint8))
 
 
 def test_rasterized_shapes_match_their_geometry():
     size = 200
-    rows, cols = shapes.pixel_centres(size)
-    circle = shapes._circle_mask(None, rows, cols, (100.0, 100.0), 120.0)
+    rows, cols = shapes_render.pixel_centres(size)
+    circle = shapes_render._circle_mask(None, rows, cols, (100.0, 100.0), 120.0)
     assert abs(circle.sum() / (math.pi * 60**2) - 1) < 0.01
     # long side 100 along columns, short side 0.5 * 100, angle 0 (random() = 0.9 > 0.5)
-    rectangle = shapes._rectangle_mask(ScriptedRng(0.5, 0.9), rows, cols, (100.0, 100.0), 100.0)
+    rectangle = shapes_render._rectangle_mask(ScriptedRng(0.5, 0.9), rows, cols, (100.0, 100.0), 100.0)
     assert _independent_tight_box(rectangle) == [50, 75, 150, 125]
     assert rectangle.sum() == 100 * 50
     # equilateral triangle (base angle 0, no jitter) with circumradius 60
-    triangle = shapes._triangle_mask(ScriptedRng(0.0, 0.0), rows, cols, (100.0, 100.0), 120.0)
+    triangle = shapes_render._triangle_mask(ScriptedRng(0.0, 0.0), rows, cols, (100.0, 100.0), 120.0)
     assert abs(triangle.sum() / (3 * math.sqrt(3) / 4 * 60**2) - 1) < 0.02
     assert triangle[100, 100] and not triangle[100, 30]
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from etils import epath
 
-from jaxseg.data import shapes, storage
+from jaxseg.data import shapes, shapes_render, storage
 
 # The semantic head's classes: 0 stands for every thing pixel, then the stuff classes.
 STUFF_CLASS_NAMES = ("thing", "sky", "grass", "sand")
@@ -38,7 +38,7 @@ _HUES = {  # per-class ranges of the base colour (R, G, B), 0..255
 
 def _smooth_field(rng, size: int, grid: int) -> np.ndarray:
     """float32 [S, S]: unit-variance noise on a `grid` x `grid` lattice, bilinearly upsampled."""
-    upsample = shapes.bilinear_upsample_matrix(grid, size)
+    upsample = shapes_render.bilinear_upsample_matrix(grid, size)
     control = rng.standard_normal((grid, grid)).astype(np.float32)
     return upsample @ control @ upsample.T
 
@@ -54,7 +54,7 @@ def _texture(rng, name: str, size: int) -> np.ndarray:
     """float32 [S, S, 3] (0..255): the texture of stuff class `name` over the whole image."""
     low, high = (np.asarray(bound, np.float32) for bound in _HUES[name])
     base = rng.uniform(low, high).astype(np.float32)
-    rows, cols = shapes.pixel_centres(size)
+    rows, cols = shapes_render.pixel_centres(size)
     if name == "sky":
         ramp = (rows + 0.3 * cols) / size
         return base + (rng.uniform(-40.0, 40.0) * ramp)[..., None] * np.ones(3, np.float32)
