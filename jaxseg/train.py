@@ -24,7 +24,7 @@ from jaxseg import checkpointing
 from jaxseg import config_files
 from jaxseg import sharding
 from jaxseg import tasks
-from jaxseg import visualize
+from jaxseg import training_curves
 from jaxseg.config_validation import validate_config
 from jaxseg.data import batching, pipeline
 from jaxseg.metric_writer import MetricWriter
@@ -114,7 +114,7 @@ def _write_pictures(workdir: str, task: tasks.Task, val_source, predictions, his
     """Saves the task's prediction pictures, sample inputs and the training curves as PNGs."""
     task.write_pictures(workdir, val_source, predictions)
     plotted = {name: points for name, points in history.items() if name in task.curves}
-    visualize.save_training_curves(os.path.join(workdir, "training_curves.png"), plotted)
+    training_curves.save_training_curves(os.path.join(workdir, "training_curves.png"), plotted)
 
 
 class _Timer:

@@ -1,14 +1,11 @@
-"""Pictures of segmentations and training curves, written as PNG files.
+"""Pictures of segmentations, written as PNG files (training curves: `training_curves`).
 
 numpy and Pillow draw the overlays, label maps, error maps, legends and the prediction
-grid (pixel-exact tiles); matplotlib draws the training curves through its Agg canvas
-(no pyplot, no GUI).
+grid (pixel-exact tiles).
 """
 import os
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
 _MAX_PALETTE_CLASSES = 1 << 24
@@ -23,9 +20,6 @@ ERROR_COLOUR = (255, 0, 0)
 # Right pixels of the error panel show the image's luminance times this factor.
 ERROR_DIMMING = 0.4
 ERROR_CAPTION = "errors panel: red = wrong pixel, dimmed image = right pixel; ignored pixels are not scored"
-_CURVE_WIDTH_INCHES = 6.0
-_CURVE_HEIGHT_INCHES = 2.5
-_CURVE_DPI = 100
 
 
 def class_palette(num_classes):
@@ -305,7 +299,8 @@ def tile_grid(rows, titles):
     return np.asarray(picture)
 
 
-def _make_parent_directory(path):
+def make_parent_directory(path):
+    """Creates the directories above the file `path` (none for a bare file name)."""
     directory = os.path.dirname(os.fspath(path))
     if directory:
         os.makedirs(directory, exist_ok=True)
@@ -313,7 +308,7 @@ def _make_parent_directory(path):
 
 def write_png(path, pixels):
     """Writes `[H, W, 3]` uint8 pixels as an RGB PNG at `path` (parent directories are created)."""
-    _make_parent_directory(path)
+    make_parent_directory(path)
     Image.fromarray(pixels).save(path, format="PNG")
 
 
@@ -374,44 +369,3 @@ def save_prediction_grid(path, images, ground_truth, predictions, class_names=No
         rows.append([_upscaled(tile, scale) for tile in tiles])
     entries = legend_entries([ground_truth, predictions], palette, class_names, ignore_label)
     write_png(path, add_legend(tile_grid(rows, _GRID_COLUMN_TITLES), entries, ERROR_CAPTION))
-
-
-def save_training_curves(path, history):
-    """Writes a PNG with one subplot per metric, stacked vertically, value against step.
-
-    The picture is 600 pixels wide and 250 pixels high per metric.
-
-    Args:
-      path: output PNG path (parent directories are created).
-      history: dict name -> sequence of (step, value) pairs, e.g.
-        {"train_loss": [(0, 1.2), (50, 0.4)], "val_miou": [(100, 0.8)]}.
-        A metric with no pairs yet gets an empty subplot.
-    """
-    if not history:
-        raise ValueError("history must name at least one metric")
-    series = {}
-    for name, pairs in history.items():
-        message = f"history[{name!r}] must be a sequence of (step, value) pairs"
-        try:
-            points = np.asarray(pairs, dtype=np.float64)
-        except (TypeError, ValueError) as error:
-            raise ValueError(message) from error
-        if points.size == 0:
-            points = points.reshape(0, 2)
-        if points.ndim != 2 or points.shape[1] != 2:
-            raise ValueError(message)
-        series[name] = points
-
-    figure = Figure(figsize=(_CURVE_WIDTH_INCHES, _CURVE_HEIGHT_INCHES * len(series)), dpi=_CURVE_DPI)
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(len(series), 1, squeeze=False)[:, 0]
-    for ax, (name, points) in zip(axes, series.items()):
-        ax.plot(points[:, 0], points[:, 1], marker="." if len(points) < 50 else None)
-        if len(points) == 0:
-            ax.text(0.5, 0.5, "no data yet", transform=ax.transAxes, ha="center", va="center")
-        ax.set_title(name)
-        ax.grid(True, alpha=0.3)
-    axes[-1].set_xlabel("step")
-    figure.tight_layout()
-    _make_parent_directory(path)
-    figure.savefig(path, format="png", dpi=_CURVE_DPI)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFont
 
-from jaxseg import visualize
+from jaxseg import training_curves, visualize
 
 IGNORE = 255
 MATPLOTLIB_FIRST_LINE_COLOUR = (0x1F, 0x77, 0xB4)
@@ -268,7 +268,7 @@ def test_training_curves_one_subplot_per_metric(tmp_path):
         "not_yet": [],
     }
     path = tmp_path / "curves" / "training.png"
-    visualize.save_training_curves(path, history)
+    training_curves.save_training_curves(path, history)
     picture = read_png(path)
     assert picture.shape == (3 * 250, 600, 3)
     is_line = np.all(picture == MATPLOTLIB_FIRST_LINE_COLOUR, axis=-1)
@@ -285,4 +285,4 @@ def test_training_curves_one_subplot_per_metric(tmp_path):
 ])
 def test_training_curves_bad_history(tmp_path, history, message):
     with pytest.raises(ValueError, match=message):
-        visualize.save_training_curves(tmp_path / "x.png", history)
+        training_curves.save_training_curves(tmp_path / "x.png", history)
