@@ -15,6 +15,8 @@ from typing import Any, Optional
 import jax
 import orbax.checkpoint as ocp
 
+from jaxseg.errors import WorkdirError
+
 # Part of the name of a checkpoint folder orbax has not finished writing.
 TMP_MARKER = ".orbax-checkpoint-tmp"
 
@@ -22,6 +24,38 @@ TMP_MARKER = ".orbax-checkpoint-tmp"
 def _abstract_like(tree: Any) -> Any:
     """ShapeDtypeStructs, with shardings, for every array leaf of `tree`."""
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def _key_name(key: Any) -> str:
+    for attribute in ("key", "name", "idx"):
+        if hasattr(key, attribute):
+            return str(getattr(key, attribute))
+    return str(key)
+
+
+def _leaf_shapes(tree: Any) -> dict[str, tuple]:
+    """Dotted path (`params.conv.kernel`) -> shape of every array of a state, or of the
+    arrays orbax's metadata tree describes (the same paths for the same state)."""
+    return {
+        ".".join(_key_name(key) for key in path): tuple(getattr(leaf, "shape", ()))
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
+
+
+def _first(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def _differences(stored: dict[str, tuple], wanted: dict[str, tuple]) -> str:
+    """What differs between a checkpoint's arrays and a template's, in one line ("" if nothing)."""
+    reshaped = [f"{name} {stored[name]} there, {shape} here"
+                for name, shape in wanted.items() if name in stored and stored[name] != shape]
+    parts = [
+        ("in the checkpoint only: ", sorted(set(stored) - set(wanted))),
+        ("in this run only: ", sorted(set(wanted) - set(stored))),
+        ("other shapes: ", reshaped),
+    ]
+    return "; ".join(label + _first(names) for label, names in parts if names)
 
 
 def warn_unfinished(directory: str) -> list[str]:
@@ -84,10 +118,24 @@ class Checkpointer:
         )
 
     def restore(self, template_state: Any, step: Optional[int] = None) -> tuple[Any, dict]:
-        """Restores `(state, meta)` at `step` (default: latest) shaped and sharded like the template."""
+        """Restores `(state, meta)` at `step` (default: latest) shaped and sharded like the template.
+
+        Raises:
+          WorkdirError: one line, when the checkpoint's arrays do not fit the template's
+            (another model or optimizer than the one that wrote it).
+        """
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"No checkpoint in {self._manager.directory}.")
+        stored = self._manager.item_metadata(step)["state"]
+        differences = _differences(_leaf_shapes(getattr(stored, "tree", stored)),
+                                   _leaf_shapes(template_state))
+        if differences:
+            raise WorkdirError(
+                f"the checkpoint of step {step} in {self._manager.directory} does not fit this "
+                f"run's model and optimizer ({differences}): resume it with the code and config "
+                "that wrote it, or start a new --workdir"
+            )
         restored = self._manager.restore(
             step,
             args=ocp.args.Composite(

@@ -10,6 +10,7 @@ import ml_collections
 from jaxseg import checkpointing
 from jaxseg import sharding
 from jaxseg.config_files import load_workdir_config
+from jaxseg.errors import WorkdirError
 from jaxseg.training.optim import create_learning_rate_schedule
 from jaxseg.training.state import TrainState, initial_state
 
@@ -67,7 +68,10 @@ def restore_state(
         mesh = sharding.create_mesh(jax.devices()[:1]) if mesh is None else mesh
         schedule = create_learning_rate_schedule(config)
         template = initial_state(config, mesh, schedule, load_pretrained=False)
-        state, _ = checkpointer.restore(template, step)
+        try:
+            state, _ = checkpointer.restore(template, step)
+        except WorkdirError as error:
+            raise RunError(f"--workdir: {error}") from None
     finally:
         checkpointer.close()
     return state

@@ -1,0 +1,41 @@
+"""Checkpointer: a checkpoint restores into a state of its own shape, and a mismatch is one line."""
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxseg.checkpointing import Checkpointer
+from jaxseg.errors import WorkdirError
+
+
+@pytest.fixture()
+def saved(tmp_path):
+    checkpointer = Checkpointer(str(tmp_path / "checkpoints"), max_to_keep=2, save_interval_steps=1)
+    state = {"params": {"conv": jnp.arange(3.0), "norm": jnp.ones(2)}, "step": jnp.asarray(7)}
+    checkpointer.save(7, state, {"examples_seen": 28}, force=True)
+    checkpointer.wait_until_finished()
+    yield checkpointer
+    checkpointer.close()
+
+
+def test_restore_gives_back_the_saved_arrays_and_record(saved):
+    template = {"params": {"conv": jnp.zeros(3), "norm": jnp.zeros(2)}, "step": jnp.asarray(0)}
+    state, meta = saved.restore(template)
+    np.testing.assert_array_equal(state["params"]["conv"], [0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(state["params"]["norm"], [1.0, 1.0])
+    assert int(state["step"]) == 7 and meta == {"examples_seen": 28}
+
+
+@pytest.mark.parametrize(
+    "params, named",
+    [
+        ({"conv": jnp.zeros(3), "head": jnp.zeros(2)}, "in this run only: params.head"),
+        ({"conv": jnp.zeros(3)}, "in the checkpoint only: params.norm"),
+        ({"conv": jnp.zeros(4), "norm": jnp.zeros(2)}, "params.conv (3,) there, (4,) here"),
+    ],
+)
+def test_another_models_state_is_a_one_line_error_naming_the_difference(saved, params, named):
+    with pytest.raises(WorkdirError) as raised:
+        saved.restore({"params": params, "step": jnp.asarray(0)})
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "checkpoint of step 7" in message and named in message
