@@ -36,7 +36,7 @@ def get_sweep() -> Sweep:
     starts = {"scratch": {}, "pretrained": {"model.pretrained": BACKBONE}}
     return Sweep(
         config="configs/mask_rcnn_shapes.py",
-        variants=product(starts, budgets),
+        variants=product(budgets, starts),
         seeds=(0, 1),
         metrics=("mask_ap", "mask_ap50", "box_ap"),
         budget=(
