@@ -10,8 +10,8 @@ for a given mask AP. No ImageNet file is involved (there is no network here); th
 ImageNet path is the same `config.model.pretrained` field with a torchvision file.
 
 Prepare the backbone (or export the one of an existing panoptic_shapes run), then sweep:
-  python -m jaxseg.main --config=configs/panoptic_shapes.py --workdir=runs/panoptic_shapes \
-    --config.num_train_steps=1500 --config.eval_every_steps=1500 --config.checkpoint_every_steps=1500
+  python -m jaxseg.main --config=configs/panoptic_shapes.py --workdir=runs/panoptic_shapes
+    (with --config.num_train_steps=1500 --config.eval_every_steps=1500)
   python -m jaxseg.export_backbone --workdir=runs/panoptic_shapes --output=runs/panoptic_shapes_backbone.safetensors
   python -m jaxseg.sweep experiments/finetune_backbone.py --workdir=runs/finetune_backbone
 """
