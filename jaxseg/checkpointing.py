@@ -92,8 +92,15 @@ class Checkpointer:
             create=True,
             cleanup_tmp_directories=True,
         )
+        # Handlers named up front (the ones the save and restore args imply), so that a
+        # fresh manager can read a checkpoint's metadata before restoring it.
         self._manager = ocp.CheckpointManager(
-            directory, options=options, item_names=("state", "meta")
+            directory,
+            options=options,
+            item_handlers={
+                "state": ocp.StandardCheckpointHandler(),
+                "meta": ocp.JsonCheckpointHandler(),
+            },
         )
 
     def latest_step(self) -> Optional[int]:

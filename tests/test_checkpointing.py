@@ -9,12 +9,16 @@ from jaxseg.errors import WorkdirError
 
 @pytest.fixture()
 def saved(tmp_path):
-    checkpointer = Checkpointer(str(tmp_path / "checkpoints"), max_to_keep=2, save_interval_steps=1)
+    """A Checkpointer opened afresh on a directory another one saved step 7 into (as a
+    resumed run, `evaluate` or `predict` open it)."""
+    directory = str(tmp_path / "checkpoints")
+    writer = Checkpointer(directory, max_to_keep=2, save_interval_steps=1)
     state = {"params": {"conv": jnp.arange(3.0), "norm": jnp.ones(2)}, "step": jnp.asarray(7)}
-    checkpointer.save(7, state, {"examples_seen": 28}, force=True)
-    checkpointer.wait_until_finished()
-    yield checkpointer
-    checkpointer.close()
+    writer.save(7, state, {"examples_seen": 28}, force=True)
+    writer.close()
+    reader = Checkpointer(directory, max_to_keep=2, save_interval_steps=1)
+    yield reader
+    reader.close()
 
 
 def test_restore_gives_back_the_saved_arrays_and_record(saved):
