@@ -26,18 +26,11 @@ def _abstract_like(tree: Any) -> Any:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
-def _key_name(key: Any) -> str:
-    for attribute in ("key", "name", "idx"):
-        if hasattr(key, attribute):
-            return str(getattr(key, attribute))
-    return str(key)
-
-
 def _leaf_shapes(tree: Any) -> dict[str, tuple]:
     """Dotted path (`params.conv.kernel`) -> shape of every array of a state, or of the
     arrays orbax's metadata tree describes (the same paths for the same state)."""
     return {
-        ".".join(_key_name(key) for key in path): tuple(getattr(leaf, "shape", ()))
+        jax.tree_util.keystr(path, simple=True, separator="."): tuple(getattr(leaf, "shape", ()))
         for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
     }
 
