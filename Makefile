@@ -22,4 +22,4 @@ train: setup
 
 # The whole test suite (slow end-to-end tests included).
 test: setup
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q --durations=25

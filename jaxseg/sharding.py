@@ -7,15 +7,22 @@ GPU host or a TPU slice; under `jax.distributed` each process contributes its
 own shard of every global batch.
 """
 
-from typing import Any, Mapping, Optional, Sequence
+import itertools
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxseg.errors import ConfigError
 
 DATA_AXIS = "data"
+# How long a process waits at `CompiledTogether`'s barrier for the others to finish
+# compiling (a COCO-sized Mask R-CNN step takes minutes to compile on a CPU host).
+COMPILE_BARRIER_TIMEOUT_S = 3600
+# Numbers the barriers, in the order every process reaches them, so that each is new.
+_barrier_numbers = itertools.count()
 
 
 def initialize_distributed(
@@ -89,3 +96,29 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 def to_host(array: jax.Array) -> np.ndarray:
     """A numpy copy of a replicated (or single-device) array, also in multi-process runs."""
     return np.asarray(array.addressable_data(0))
+
+
+class CompiledTogether:
+    """A jitted function whose first call in a multi-process run compiles ahead and
+    waits for every process at a barrier of JAX's coordination service before running.
+
+    CPU collectives (gloo) give up after 30 s when one process reaches a new collective
+    while another is still compiling the program that holds it (a Mask R-CNN train step
+    compiles for over a minute on two busy cores); the barrier's timeout is
+    `COMPILE_BARRIER_TIMEOUT_S`. In one process it is the jitted function itself.
+    Later calls with the same shapes reuse the compiled program.
+    """
+
+    def __init__(self, jitted: Callable, name: str):
+        self._jitted = jitted
+        self._name = name
+        self._compiled = False
+
+    def __call__(self, *args):
+        if not self._compiled and jax.process_count() > 1:
+            self._jitted.lower(*args).compile()
+            barrier = ocp.multihost.get_barrier_sync_fn()
+            key = f"jaxseg_compiled_{self._name}_{next(_barrier_numbers)}"
+            barrier(key=key, timeout_ms=COMPILE_BARRIER_TIMEOUT_S * 1000)
+        self._compiled = True
+        return self._jitted(*args)

@@ -4,6 +4,14 @@ For each task (U-Net, Mask R-CNN) a tiny run through `train.run_training` as two
 joined on localhost must end where the same run as one process over the same 4 devices
 ends: per-step losses, final params and batch statistics, and every validation metric
 (the COCO APs for Mask R-CNN), and both processes must hold the same values.
+
+Mask R-CNN's params are compared by how far training moved them: gloo sums the gradients
+across processes in another order than one process does, and that float noise can send
+a max-pool's gradient to the other of two near-equal inputs (in the stem), moving the
+backbone's weights by up to 2% of their update in 4 steps while every loss still agrees
+to 1e-7 (measured on an AVX2 AMD EPYC). A run that lost the cross-process reduction
+would step each process on the gradient of its own half of the batch, another gradient
+altogether rather than the same one rounded otherwise.
 """
 
 import os
@@ -22,6 +30,9 @@ WORKER = os.path.join(REPO, "tests", "helpers", "distributed_worker.py")
 STEPS = {"unet": 5, "mask_rcnn": 4}
 # The loss of every task's train step, one of the curves each worker saves.
 ALWAYS_LOGGED = "loss/loss"
+# Per task, the largest ||two-process - one-process|| / ||one-process - initial|| of a
+# final param or batch statistic; None: equal to 1e-5 like the losses.
+UPDATE_TOLERANCE = {"unet": None, "mask_rcnn": 0.1}
 
 
 def _free_port() -> int:
@@ -64,6 +75,14 @@ def _run_two_processes(task: str, workdir: str, data_dir: str, outputs: list[str
         assert process.returncode == 0, stderr[-3000:]
 
 
+def _assert_within_update(actual, reference, initial, tolerance: float, name: str) -> None:
+    """`actual` is within `tolerance` of `reference`, measured against the distance
+    training moved `reference` from `initial` (exactly equal if it did not move)."""
+    moved = np.linalg.norm(reference - initial)
+    apart = np.linalg.norm(actual - reference)
+    assert apart <= tolerance * moved, (name, apart, moved)
+
+
 @pytest.mark.parametrize("task", ["unet", "mask_rcnn"])
 def test_two_processes_match_one_process_with_the_same_devices(task, tmp_path):
     data_dir = str(tmp_path / "tfds")
@@ -85,7 +104,14 @@ def test_two_processes_match_one_process_with_the_same_devices(task, tmp_path):
     compared = [key for key in reference if key.startswith(("[", "loss/", "metric/"))]
     for name in compared:
         np.testing.assert_array_equal(first[name], second[name], err_msg=name)
-        np.testing.assert_allclose(first[name], reference[name], rtol=1e-5, atol=1e-5, err_msg=name)
+        tolerance = UPDATE_TOLERANCE[task]
+        if name.startswith("[") and tolerance is not None:
+            initial = reference[f"init/{name}"]
+            _assert_within_update(first[name], reference[name], initial, tolerance, name)
+        else:
+            np.testing.assert_allclose(
+                first[name], reference[name], rtol=1e-5, atol=1e-5, err_msg=name
+            )
     metrics = {key[len("metric/"):]: float(reference[key]) for key in compared if "metric/" in key}
     if task == "mask_rcnn":
         # The APs compared are those of real detections, not the zero of an empty output

@@ -161,7 +161,7 @@ class CompiledSteps:
     def __init__(self, config: ml_collections.ConfigDict, mesh, schedule: optax.Schedule):
         replicated = sharding.replicated(mesh)
         self.task = tasks.task_for(config)
-        self.train = jax.jit(
+        train = jax.jit(
             functools.partial(
                 train_step,
                 loss_fn=self.task.loss,
@@ -173,10 +173,12 @@ class CompiledSteps:
             out_shardings=(replicated, replicated),
             donate_argnums=0,
         )
-        self.eval = jax.jit(
+        evaluate = jax.jit(
             functools.partial(eval_step, task=self.task),
             out_shardings=self.task.eval_out_shardings(mesh),
         )
+        self.train = sharding.CompiledTogether(train, "train_step")
+        self.eval = sharding.CompiledTogether(evaluate, "eval_step")
 
 
 def check_accumulation(config: ml_collections.ConfigDict, num_devices: int) -> None:

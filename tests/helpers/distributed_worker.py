@@ -7,7 +7,8 @@ TASK is a key of `CONFIGS`: "unet" (tests/test_train.py's `tiny_config`) or "mas
 arguments it runs as one process over all its local devices.
 
 The NPZ holds `step`, `process_count`, `device_count`; every final param and batch
-statistic under its key path (names starting with "["); `loss/<name>`, the logged value
+statistic under its key path (names starting with "[") and its initial value under
+`init/<key path>`; `loss/<name>`, the logged value
 of every `train/*loss*` curve at each step (logged every step), read back from the run's
 metrics.jsonl; and `metric/<name>`, every evaluation metric of the run's result.
 """
@@ -51,6 +52,25 @@ def logged_losses(workdir: str, num_steps: int) -> dict[str, np.ndarray]:
     }
 
 
+def saved_arrays(state) -> dict[str, np.ndarray]:
+    """Every param and batch statistic of `state` under its key path, as numpy copies."""
+    leaves = jax.tree_util.tree_flatten_with_path((state.params, state.batch_stats))[0]
+    return {jax.tree_util.keystr(path): np.array(sharding.to_host(leaf)) for path, leaf in leaves}
+
+
+def keeping_initial_arrays(initial: dict):
+    """`train.initial_state`, also putting the state's `saved_arrays` into `initial` as
+    `init/<key path>` (before the first step donates its buffers)."""
+    build = train.initial_state
+
+    def initial_state(*args):
+        state = build(*args)
+        initial.update({f"init/{key}": value for key, value in saved_arrays(state).items()})
+        return state
+
+    return initial_state
+
+
 def main(argv):
     task, workdir, data_dir, out_path, num_steps = argv[1:6]
     if len(argv) > 6:
@@ -67,16 +87,17 @@ def main(argv):
         optimizer__warmup_steps=0,
         **OVERRIDES[task],
     )
+    initial = {}
+    train.initial_state = keeping_initial_arrays(initial)
     state, result = train.run_training(config, workdir)
-    leaves = jax.tree_util.tree_flatten_with_path((state.params, state.batch_stats))[0]
-    arrays = {jax.tree_util.keystr(path): sharding.to_host(leaf) for path, leaf in leaves}
     metrics = {f"metric/{name}": value for name, value in result.items() if name not in NOT_METRICS}
     np.savez(
         out_path,
         step=result["step"],
         process_count=jax.process_count(),
         device_count=jax.device_count(),
-        **arrays,
+        **saved_arrays(state),
+        **initial,
         **logged_losses(workdir, steps),
         **metrics,
     )
