@@ -15,7 +15,7 @@ from typing import Any, Optional
 import jax
 import orbax.checkpoint as ocp
 
-from jaxseg.errors import WorkdirError
+from jaxseg.errors import WorkdirError, first_few
 
 # Part of the name of a checkpoint folder orbax has not finished writing.
 TMP_MARKER = ".orbax-checkpoint-tmp"
@@ -35,10 +35,6 @@ def _leaf_shapes(tree: Any) -> dict[str, tuple]:
     }
 
 
-def _first(names: list[str]) -> str:
-    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-
-
 def _differences(stored: dict[str, tuple], wanted: dict[str, tuple]) -> str:
     """What differs between a checkpoint's arrays and a template's, in one line ("" if nothing)."""
     reshaped = [f"{name} {stored[name]} there, {shape} here"
@@ -48,7 +44,7 @@ def _differences(stored: dict[str, tuple], wanted: dict[str, tuple]) -> str:
         ("in this run only: ", sorted(set(wanted) - set(stored))),
         ("other shapes: ", reshaped),
     ]
-    return "; ".join(label + _first(names) for label, names in parts if names)
+    return "; ".join(label + first_few(names, 3) for label, names in parts if names)
 
 
 def warn_unfinished(directory: str) -> list[str]:

@@ -19,6 +19,8 @@ function `(value, path) -> value` raising ConfigError with one line naming `path
 import dataclasses
 from typing import Any, Callable, Mapping, Optional
 
+import numpy as np
+
 from jaxseg.errors import ConfigError, did_you_mean
 
 Check = Callable[[Any, str], Any]
@@ -70,8 +72,9 @@ def read_section(schema: type, config: Any, name: str) -> Any:
     return read(schema, config[name], f"config.{name}", config)
 
 
-def _is_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float))
+def is_number(value: Any) -> bool:
+    """Whether `value` is a real int or float (numpy scalars too), not a bool."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def integer(minimum: int) -> Check:
@@ -87,14 +90,14 @@ def integer(minimum: int) -> Check:
 
 def positive_number(value: Any, path: str) -> float:
     """A number > 0."""
-    if not _is_number(value) or not value > 0:
+    if not is_number(value) or not value > 0:
         raise ConfigError(f"{path}={value!r} must be a number > 0.")
     return value
 
 
 def non_negative_number(value: Any, path: str) -> float:
     """A number >= 0."""
-    if not _is_number(value) or not value >= 0:
+    if not is_number(value) or not value >= 0:
         raise ConfigError(f"{path}={value!r} must be a number >= 0.")
     return value
 
@@ -111,7 +114,7 @@ def fraction(interval: str, note: str = "") -> Check:
     inside = _INTERVALS[interval]
 
     def check(value, path):
-        if not _is_number(value) or not inside(value):
+        if not is_number(value) or not inside(value):
             raise ConfigError(f"{path}={value!r} must be a number in {interval}{note}.")
         return value
 
@@ -150,7 +153,7 @@ def positive_ints(value: Any, path: str) -> tuple[int, ...]:
 def positive_numbers(value: Any, path: str) -> tuple[float, ...]:
     """A non-empty tuple (or list) of numbers > 0, as a tuple of floats."""
     if not isinstance(value, (tuple, list)) or not value or not all(
-        _is_number(v) and v > 0 for v in value
+        is_number(v) and v > 0 for v in value
     ):
         raise ConfigError(f"{path}={value!r} must be a non-empty tuple of numbers > 0.")
     return tuple(float(v) for v in value)

@@ -44,6 +44,7 @@ import math
 import numpy as np
 
 from jaxseg.data import geometry, shapes
+from jaxseg.schema import is_number
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 
@@ -71,10 +72,6 @@ class Augmentation:
         return (
             self.scale_jitter is not None or self.color_jitter > 0 or self.shorter_sides is not None
         )
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def _checked_shorter_sides(shorter_sides, fit, scale_jitter) -> tuple[int, ...] | None:
@@ -108,7 +105,7 @@ def augmentation(
         if (
             not isinstance(scale_jitter, (tuple, list))
             or len(scale_jitter) != 2
-            or not all(_is_number(v) and math.isfinite(v) for v in scale_jitter)
+            or not all(is_number(v) and math.isfinite(v) for v in scale_jitter)
             or not 0 < scale_jitter[0] <= scale_jitter[1]
         ):
             raise ValueError(
@@ -116,7 +113,7 @@ def augmentation(
                 "0 < min_scale <= max_scale"
             )
         scale_jitter = (float(scale_jitter[0]), float(scale_jitter[1]))
-    if not _is_number(color_jitter) or not 0 <= color_jitter <= 1:
+    if not is_number(color_jitter) or not 0 <= color_jitter <= 1:
         raise ValueError(f"color_jitter={color_jitter!r} must be a number in [0, 1] (0 = off)")
     if not shapes.is_integer(ignore_label) or ignore_label < 0:
         raise ValueError(f"ignore_label={ignore_label!r} must be a non-negative int")

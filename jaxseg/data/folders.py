@@ -42,6 +42,7 @@ import tensorflow_datasets as tfds
 from pycocotools import mask as mask_utils
 
 from jaxseg.data import shapes, storage
+from jaxseg.errors import first_few
 
 MIN_IMAGE_SIZE = 16
 MAX_IMAGE_SIZE = 4096
@@ -234,11 +235,6 @@ class SkipReport:
 
     def warn(self) -> None:
         for reason, items in self._items.items():
-            shown = "; ".join(items[:_REPORTED_ITEMS])
-            more = (
-                f" and {len(items) - _REPORTED_ITEMS} more" if len(items) > _REPORTED_ITEMS else ""
-            )
-            warnings.warn(
-                f"{self._source}: skipped {len(items)} {reason}: {shown}{more}", stacklevel=2
-            )
+            shown = first_few(items, _REPORTED_ITEMS, separator="; ")
+            warnings.warn(f"{self._source}: skipped {len(items)} {reason}: {shown}", stacklevel=2)
         self._items.clear()

@@ -42,6 +42,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 from jaxseg.data import folders, geometry, shapes
 from jaxseg.data.images import IMAGE_EXTENSIONS, load_image, read_rgb
+from jaxseg.errors import first_few
 
 LABEL_EXTENSIONS = (".png",)
 _LABEL_MODES = ("1", "L", "P", "I", "I;16")
@@ -83,12 +84,6 @@ def _find_files(directory: str, extensions: tuple, suffix: str) -> dict[str, str
     return found
 
 
-def _listing(keys) -> str:
-    keys = sorted(keys)
-    more = f" and {len(keys) - _LISTED} more" if len(keys) > _LISTED else ""
-    return ", ".join(keys[:_LISTED]) + more
-
-
 def pair_files(images: str, labels: str, image_suffix: str = "", label_suffix: str = ""):
     """(image path, label map path) pairs, relative to their folders, sorted by key.
 
@@ -106,13 +101,13 @@ def pair_files(images: str, labels: str, image_suffix: str = "", label_suffix: s
     if unlabelled:
         raise ValueError(
             f"labels={labels!r}: no label map (.png ending in {label_suffix!r}) for "
-            f"{len(unlabelled)} image(s) of {images}: {_listing(unlabelled)}"
+            f"{len(unlabelled)} image(s) of {images}: {first_few(sorted(unlabelled), _LISTED)}"
         )
     orphans = label_files.keys() - image_files.keys()
     if orphans:
         raise ValueError(
             f"images={images!r}: no image (ending in {image_suffix!r}) for "
-            f"{len(orphans)} label map(s) of {labels}: {_listing(orphans)}"
+            f"{len(orphans)} label map(s) of {labels}: {first_few(sorted(orphans), _LISTED)}"
         )
     return [(image_files[key], label_files[key]) for key in sorted(image_files)]
 

@@ -45,6 +45,7 @@ import safetensors.numpy
 from absl import logging
 from flax import traverse_util
 
+from jaxseg.errors import first_few
 from jaxseg.models.resnet import RESNETS, build_resnet
 
 # The width (stem / res2 channels) of every ImageNet ResNet file.
@@ -179,9 +180,7 @@ def _natural(name: str) -> list:
 
 def listed(names: list[str]) -> str:
     """The first few of `names` in natural order, and how many more there are."""
-    names = sorted(names, key=_natural)
-    more = f" (and {len(names) - _SHOWN} more)" if len(names) > _SHOWN else ""
-    return ", ".join(names[:_SHOWN]) + more
+    return first_few(sorted(names, key=_natural), _SHOWN)
 
 
 def _is_flax_layout(names: Any) -> bool:
