@@ -103,8 +103,8 @@ class CompiledTogether:
     waits for every process at a barrier of JAX's coordination service before running.
 
     CPU collectives (gloo) give up after 30 s when one process reaches a new collective
-    while another is still compiling the program that holds it (a Mask R-CNN train step
-    compiles for over a minute on two busy cores); the barrier's timeout is
+    while another is still compiling the program that holds it (the tests' small Mask R-CNN
+    train step takes 44 s to compile when two processes share 2 cores); the barrier's timeout is
     `COMPILE_BARRIER_TIMEOUT_S`. In one process it is the jitted function itself.
     Later calls with the same shapes reuse the compiled program.
     """

@@ -122,7 +122,7 @@ def _main_command(workdir, data_dir, steps):
 
 @pytest.mark.slow
 def test_sigterm_checkpoints_and_resume_matches_uninterrupted_run(data_dir, tmp_path):
-    steps = 400
+    steps = 200
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
     straight = str(tmp_path / "straight")
     subprocess.run(
