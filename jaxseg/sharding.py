@@ -19,7 +19,8 @@ from jaxseg.errors import ConfigError
 
 DATA_AXIS = "data"
 # How long a process waits at `CompiledTogether`'s barrier for the others to finish
-# compiling (a COCO-sized Mask R-CNN step takes minutes to compile on a CPU host).
+# compiling: far above the 44 s measured for the tests' small Mask R-CNN step, room for
+# full-size models (not measured here).
 COMPILE_BARRIER_TIMEOUT_S = 3600
 # Numbers the barriers, in the order every process reaches them, so that each is new.
 _barrier_numbers = itertools.count()
