@@ -13,15 +13,16 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxseg.errors import ConfigError
 
 DATA_AXIS = "data"
-# How long a process waits at `CompiledTogether`'s barrier for the others to finish
-# compiling: far above the 44 s measured for the tests' small Mask R-CNN step, room for
-# full-size models (not measured here).
-COMPILE_BARRIER_TIMEOUT_S = 3600
+# How long a process waits at a barrier for the others (`wait_for_all_processes`): far
+# above the 44 s measured for compiling the tests' small Mask R-CNN step as one of two
+# processes on 2 cores, room for full-size models (not measured here).
+BARRIER_TIMEOUT_S = 3600
 # Numbers the barriers, in the order every process reaches them, so that each is new.
 _barrier_numbers = itertools.count()
 
@@ -35,7 +36,13 @@ def initialize_distributed(
 
     Arguments left None are detected by JAX from the cluster environment
     (SLURM, Open MPI, Cloud TPU, ...). Blocks until every process has joined.
-    On CPU, cross-process collectives use gloo.
+
+    On CPU, cross-process collectives use gloo, which connects a group of devices at
+    the first collective that uses it and gives up after 30 s if another process is not
+    there yet; once connected, a collective waits for late processes as long as it takes.
+    The groups of the one-device-per-process collectives (`process_allgather`, orbax's
+    barriers, the SIGTERM check) are connected here, while every process is at the same
+    barrier; `CompiledTogether` does the same for the train and eval steps.
     """
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
@@ -43,6 +50,17 @@ def initialize_distributed(
         num_processes=num_processes,
         process_id=process_id,
     )
+    wait_for_all_processes("joined")
+    multihost_utils.sync_global_devices("jaxseg_connect_process_groups")
+
+
+def wait_for_all_processes(name: str) -> None:
+    """Blocks until every process of the run reaches this barrier of JAX's coordination
+    service (for at most `BARRIER_TIMEOUT_S`). Every process must call it in the same
+    order; `name` only labels the barrier in errors."""
+    barrier = ocp.multihost.get_barrier_sync_fn()
+    key = f"jaxseg_{name}_{next(_barrier_numbers)}"
+    barrier(key=key, timeout_ms=BARRIER_TIMEOUT_S * 1000)
 
 
 def create_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
@@ -101,13 +119,13 @@ def to_host(array: jax.Array) -> np.ndarray:
 
 class CompiledTogether:
     """A jitted function whose first call in a multi-process run compiles ahead and
-    waits for every process at a barrier of JAX's coordination service before running.
+    waits for every process at `wait_for_all_processes` before running.
 
     CPU collectives (gloo) give up after 30 s when one process reaches a new collective
     while another is still compiling the program that holds it (the tests' small Mask R-CNN
-    train step takes 44 s to compile when two processes share 2 cores); the barrier's timeout is
-    `COMPILE_BARRIER_TIMEOUT_S`. In one process it is the jitted function itself.
-    Later calls with the same shapes reuse the compiled program.
+    train step takes 44 s to compile when two processes share 2 cores). In one process it
+    is the jitted function itself. Later calls with the same shapes reuse the compiled
+    program.
     """
 
     def __init__(self, jitted: Callable, name: str):
@@ -122,8 +140,6 @@ class CompiledTogether:
     def __call__(self, *args):
         if not self._compiled and jax.process_count() > 1:
             self.lower(*args).compile()
-            barrier = ocp.multihost.get_barrier_sync_fn()
-            key = f"jaxseg_compiled_{self._name}_{next(_barrier_numbers)}"
-            barrier(key=key, timeout_ms=COMPILE_BARRIER_TIMEOUT_S * 1000)
+            wait_for_all_processes(f"compiled_{self._name}")
         self._compiled = True
         return self._jitted(*args)

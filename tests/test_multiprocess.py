@@ -26,6 +26,9 @@ pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, "tests", "helpers", "distributed_worker.py")
+LATE_PROCESS = os.path.join(REPO, "tests", "helpers", "late_process.py")
+# Past gloo's 30 s for connecting a group of devices.
+LATE_START_S = 40
 # Train steps per task.
 STEPS = {"unet": 5, "mask_rcnn": 4}
 # The loss of every task's train step, one of the curves each worker saves.
@@ -50,19 +53,11 @@ def _load(path) -> dict:
         return {name: data[name] for name in data.files}
 
 
-def _run_two_processes(task: str, workdir: str, data_dir: str, outputs: list[str]) -> None:
-    """Runs the worker as processes 0 and 1 of a 2-process job; fails with a failing one's log."""
-    coordinator = f"127.0.0.1:{_free_port()}"
+def _run_processes(commands: list[list[str]], env: dict) -> None:
+    """Runs `commands` at once (the processes of one job); fails with a failing one's log."""
     processes = [
-        subprocess.Popen(
-            [sys.executable, WORKER, task, workdir, data_dir, output, str(STEPS[task])]
-            + [coordinator, "2", str(index)],
-            env=_env(2),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for index, output in enumerate(outputs)
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for command in commands
     ]
     try:
         logs = [process.communicate(timeout=600) for process in processes]
@@ -73,6 +68,17 @@ def _run_two_processes(task: str, workdir: str, data_dir: str, outputs: list[str
                 process.wait()
     for process, (_, stderr) in zip(processes, logs):
         assert process.returncode == 0, stderr[-3000:]
+
+
+def _run_two_processes(task: str, workdir: str, data_dir: str, outputs: list[str]) -> None:
+    """Runs the worker as processes 0 and 1 of a 2-process job."""
+    coordinator = f"127.0.0.1:{_free_port()}"
+    commands = [
+        [sys.executable, WORKER, task, workdir, data_dir, output, str(STEPS[task])]
+        + [coordinator, "2", str(index)]
+        for index, output in enumerate(outputs)
+    ]
+    _run_processes(commands, _env(2))
 
 
 def _assert_within_update(actual, reference, initial, tolerance: float, name: str) -> None:
@@ -121,3 +127,14 @@ def test_two_processes_match_one_process_with_the_same_devices(task, tmp_path):
         assert 0 < metrics["pixel_accuracy"] <= 1, metrics
     assert os.path.exists(os.path.join(workdir, "metrics.json"))
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == [steps]
+
+
+def test_a_process_starting_40_seconds_late_does_not_fail_the_first_collectives(tmp_path):
+    coordinator = f"127.0.0.1:{_free_port()}"
+    directory = str(tmp_path / "checkpoints")
+    commands = [
+        [sys.executable, LATE_PROCESS, coordinator, str(index), directory, str(LATE_START_S)]
+        for index in range(2)
+    ]
+    _run_processes(commands, _env(2))
+    assert os.path.isdir(directory)

@@ -19,7 +19,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import jax  # noqa: E402
-from jax.experimental import multihost_utils  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxseg import sharding, train  # noqa: E402
@@ -43,7 +42,7 @@ NOT_METRICS = ("step", "train_loss", "train_seconds", "train_images_per_sec", "n
 def logged_losses(workdir: str, num_steps: int) -> dict[str, np.ndarray]:
     """`loss/<name>`: the per-step values of each `train/*loss*` curve in `workdir`'s
     metrics.jsonl (written by process 0; read by every process once all have finished)."""
-    multihost_utils.sync_global_devices("training finished")
+    sharding.wait_for_all_processes("training_finished")
     _, history = read_history(os.path.join(workdir, "metrics.jsonl"), num_steps)
     return {
         f"loss/{name[len('train/'):]}": np.asarray([value for _, value in points])
