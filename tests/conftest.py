@@ -1,9 +1,22 @@
-"""Test set-up: 8 host CPU devices so multi-device code is exercised on the CPU.
+"""Test set-up: 8 host CPU devices so multi-device code is exercised on the CPU, and one
+persistent XLA compilation cache for the session.
 
-The flag must be set before JAX is imported anywhere.
+Both must be set before JAX is imported anywhere. The cache is passed to the tests'
+subprocesses through the environment (`JAX_COMPILATION_CACHE_DIR`), so the many tests
+that build the same tiny models compile each program once; an executable read from the
+cache is the one compiled before, so results do not depend on test order. The cache is
+deleted when the session ends.
 """
+import atexit
 import os
+import shutil
+import tempfile
 
 _FLAG = "--xla_force_host_platform_device_count=8"
 if _FLAG not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
+
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _CACHE_DIR = tempfile.mkdtemp(prefix="jaxseg-tests-xla-cache-")
+    atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE_DIR
