@@ -17,6 +17,7 @@ function `(value, path) -> value` raising ConfigError with one line naming `path
 """
 
 import dataclasses
+import math
 from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
@@ -75,6 +76,11 @@ def read_section(schema: type, config: Any, name: str) -> Any:
 def is_number(value: Any) -> bool:
     """Whether `value` is a real int or float (numpy scalars too), not a bool."""
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def is_finite_number(value: Any) -> bool:
+    """Whether `value` is a number (`is_number`) that is neither NaN nor infinite."""
+    return is_number(value) and math.isfinite(value)
 
 
 def integer(minimum: int) -> Check:

@@ -44,7 +44,7 @@ import math
 import numpy as np
 
 from jaxseg.data import geometry, shapes
-from jaxseg.schema import is_number
+from jaxseg.schema import is_finite_number, is_number
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 
@@ -105,7 +105,7 @@ def augmentation(
         if (
             not isinstance(scale_jitter, (tuple, list))
             or len(scale_jitter) != 2
-            or not all(is_number(v) and math.isfinite(v) for v in scale_jitter)
+            or not all(map(is_finite_number, scale_jitter))
             or not 0 < scale_jitter[0] <= scale_jitter[1]
         ):
             raise ValueError(

@@ -5,23 +5,17 @@ lengths that do not cover the image, an RLE of another size) is an `Unusable` er
 message names the kind in the plural, for the builders' skip reports.
 """
 
-import math
-
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from jaxseg.data import shapes
-from jaxseg.schema import is_number
+from jaxseg.schema import is_finite_number
 
 _MALFORMED = "annotations with malformed segmentations"
 
 
 class Unusable(ValueError):
     """An image or annotation the builder skips; the message says why (in the plural)."""
-
-
-def _is_finite_number(value) -> bool:
-    return is_number(value) and math.isfinite(value)
 
 
 def _compressed_counts(counts: bytes) -> list[int]:
@@ -54,7 +48,7 @@ def _compressed_counts(counts: bytes) -> list[int]:
 
 def _polygon_rle(polygons, height: int, width: int) -> dict:
     if not all(
-        isinstance(polygon, list) and len(polygon) % 2 == 0 and all(map(_is_finite_number, polygon))
+        isinstance(polygon, list) and len(polygon) % 2 == 0 and all(map(is_finite_number, polygon))
         for polygon in polygons
     ):
         raise Unusable(_MALFORMED)
