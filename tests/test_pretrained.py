@@ -263,18 +263,26 @@ def deeplab_config(path, **model):
     return config
 
 
-def test_config_pretrained_replaces_the_deeplab_backbone_at_init(files, tmp_path):
-    path, _ = files["resnet18"]
-    config = deeplab_config(path)
+def initial_state_from_file(config, path: str):
+    """`config`'s initial state on one device, whose `backbone` params and batch stats
+    must be exactly the ResNet-18 variables of the file `path` (`config.model.pretrained`)."""
     validate_config(config)
     mesh, schedule = sharding.create_mesh(jax.devices()[:1]), create_learning_rate_schedule(config)
     state = initial_state(config, mesh, schedule)
     expected = pretrained.load_resnet_variables(path, "resnet18")
     for collection, tree in (("params", state.params), ("batch_stats", state.batch_stats)):
         assert jax.tree.all(jax.tree.map(np.array_equal, tree["backbone"], expected[collection]))
+    return state, expected
+
+
+def test_config_pretrained_replaces_the_deeplab_backbone_at_init(files, tmp_path):
+    path, _ = files["resnet18"]
+    config = deeplab_config(path)
+    state, expected = initial_state_from_file(config, path)
     assert {"aspp", "decoder"} <= set(state.params)
     # A restore template reads no file (a trained run's may be gone): all initialized.
     config.model.pretrained = str(tmp_path / "moved.safetensors")
+    mesh, schedule = sharding.create_mesh(jax.devices()[:1]), create_learning_rate_schedule(config)
     template = initial_state(config, mesh, schedule, load_pretrained=False)
     assert jax.tree.structure(template.params) == jax.tree.structure(state.params)
     kernel = expected["params"]["stem"]["conv"]["kernel"]
