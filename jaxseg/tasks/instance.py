@@ -4,7 +4,7 @@ dataset's own frame (`jaxseg.evaluation.frames`)."""
 import functools
 import json
 import os
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +44,7 @@ class InstanceSegmentation(Task):
 
     def __init__(self, config):
         super().__init__(config)
-        self._frames: dict[int, tuple] = {}
+        self._frames: dict[tuple[int, str], tuple] = {}
         self._detect = jax.jit(
             functools.partial(self.model.apply, method="detect", paste=False)
         )
@@ -122,18 +122,23 @@ class InstanceSegmentation(Task):
     def eval_out_shardings(self, mesh):
         return sharding.replicated(mesh)
 
-    def frame(self, source) -> frames.InstanceFrame:
-        """The frame `source` (a split) is scored in (built on first use, then cached)."""
-        key = id(source)
+    def split_frame(self, source, attribute: str, canvas: Callable[[], Any]):
+        """The frame of kind `attribute` that `source` (a split) is scored in: built by the
+        builder its dataset kind registers under `attribute` (`registry.DATASETS`), else
+        `canvas()`; built on first use, then cached for the split."""
+        key = (id(source), attribute)
         if key not in self._frames:
-            dataset = registry.DATASETS.get(self.config.data.name)
-            build = dataset.attributes.get("instance_frame")
-            if build is None:
-                frame = frames.canvas_frame(source, self.config.data.class_names)
-            else:
-                frame = build(self.config.data, source)
+            build = registry.DATASETS.get(self.config.data.name).attributes.get(attribute)
+            frame = canvas() if build is None else build(self.config.data, source)
             self._frames[key] = (source, frame)
         return self._frames[key][1]
+
+    def frame(self, source) -> frames.InstanceFrame:
+        """The COCO frame `source` (a split) is scored in (`split_frame`)."""
+        class_names = self.config.data.class_names
+        return self.split_frame(
+            source, "instance_frame", lambda: frames.canvas_frame(source, class_names)
+        )
 
     def new_evaluation(self, source) -> Evaluation:
         return _COCOEvaluation(

@@ -45,18 +45,15 @@ class PanopticSegmentation(InstanceSegmentation):
             )
 
     def panoptic_frame(self, source) -> panoptic_frames.PanopticFrame:
-        """The frame `source` (a split) is scored in (built on first use, then cached)."""
-        key = id(source)
-        if key not in self._frames:
-            build = registry.DATASETS.get(self.config.data.name).attributes.get("panoptic_frame")
-            if build is None:
-                data = self.config.data
-                frame = panoptic_frames.canvas_frame(source, data.class_names, data.stuff_class_names,
-                                                     self.model.ignore_label)
-            else:
-                frame = build(self.config.data, source)
-            self._frames[key] = (source, frame)
-        return self._frames[key][1]
+        """The panoptic frame `source` (a split) is scored in (`split_frame`)."""
+        data = self.config.data
+        return self.split_frame(
+            source,
+            "panoptic_frame",
+            lambda: panoptic_frames.canvas_frame(
+                source, data.class_names, data.stuff_class_names, self.model.ignore_label
+            ),
+        )
 
     def loss_inputs(self, batch) -> tuple:
         """Mask R-CNN's loss inputs and the semantic labels `[B, S, S]`: the loss is its five
