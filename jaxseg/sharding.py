@@ -21,7 +21,7 @@ from jaxseg.errors import ConfigError
 DATA_AXIS = "data"
 # How long a process waits at a barrier for the others (`wait_for_all_processes`): far
 # above the 44 s measured for compiling the tests' small Mask R-CNN step as one of two
-# processes on 2 cores, room for full-size models (not measured here).
+# processes on 2 cores (AVX2 AMD EPYC), room for full-size models (not measured here).
 BARRIER_TIMEOUT_S = 3600
 # Numbers the barriers, in the order every process reaches them, so that each is new.
 _barrier_numbers = itertools.count()
@@ -123,7 +123,7 @@ class CompiledTogether:
 
     CPU collectives (gloo) give up after 30 s when one process reaches a new collective
     while another is still compiling the program that holds it (the tests' small Mask R-CNN
-    train step takes 44 s to compile when two processes share 2 cores). In one process it
+    train step took 44 s to compile with two processes on 2 AVX2 EPYC cores). In one process it
     is the jitted function itself. Later calls with the same shapes reuse the compiled
     program.
     """
