@@ -4,7 +4,7 @@ The U-Net shapes experiment (configs/unet_shapes.py: 128x128, batch 8, 2,000 ste
 CE + Dice) with `resnet_unet` (jaxseg/models/resnet_unet.py) instead: a narrow ResNet-18
 encoder (width 32, BatchNorm) trained from scratch, its C2..C5 the skips of a 5-block
 bilinear decoder back to full resolution. Record: results/unet_resnet_shapes/ (mIoU 0.881
-at 2,000 steps, against the plain U-Net's 0.945; the README says more).
+at 2,000 steps, against the plain U-Net's 0.942; the README says more).
 
 ImageNet weights: `--config.model.pretrained=FILE --config.model.backbone_width=64`
 (a torchvision / timm resnet18 state dict, see jaxseg.models.pretrained); the images are
