@@ -11,7 +11,8 @@ directly, so every level has twice the usual resolution (C2 at stride 2, C3 at 4
 C5 at 16 with no stage dilated), the decoder fuses C3, the features at stride 4, and the
 output stride stays 16. No dropout. It reaches mIoU 0.924 (Boundary IoU 0.757, train loss
 0.059) in the 2,000 steps (results/deeplab_shapes, on the grain input stream); the U-Net
-reaches 0.942 (results/unet_shapes). Training took 1,066 s on 2 AMD EPYC (AVX-512) cores at load 1 to 2.
+reaches 0.942 (results/unet_shapes). Training took 1,066 s on 2 AMD EPYC (AVX-512) cores
+at load 1 to 2.
 
 What was tried:
 - The paper's stem (a stride-2 7x7 conv and a stride-2 max pool, res5 dilated) with dropout
