@@ -9,7 +9,7 @@ is not run; what is measured is what the evaluation itself holds. Before, the ev
 returned `[B, 100, H, W]` boolean masks; a split's worth at 1024² would be
 images x 100 x 1024² bytes (52 GB for 500 images) if kept.
 
-Run: python benchmarks/eval_memory.py [--images=500] [--size=1024] [--json]
+Run: python -m benchmarks.eval_memory [--images=500] [--size=1024] [--json]
 Prints one table (peak resident memory of the process, MiB; seconds per stage).
 """
 
@@ -20,13 +20,15 @@ import time
 
 import numpy as np
 
-from jaxseg.data import folders
+from jaxseg.data import geometry
 from jaxseg.evaluation import frames
 from jaxseg.evaluation.coco import COCOEvaluator, ground_truth_to_coco
 
 DETECTIONS = 100
 OBJECTS = 20
 MASK = 28
+# Object corners are drawn at least this far from the image's right and bottom edges.
+MIN_SIZE = 64
 CLASS_NAMES = ("background", "a", "b", "c")
 
 
@@ -36,7 +38,7 @@ def _peak_mib() -> float:
 
 def _objects(rng, size: int) -> np.ndarray:
     """float32 [OBJECTS, 4] integer boxes inside a size x size image."""
-    corners = rng.integers(0, size - 64, (OBJECTS, 2))
+    corners = rng.integers(0, size - MIN_SIZE, (OBJECTS, 2))
     extents = rng.integers(16, 256, (OBJECTS, 2))
     return np.concatenate([corners, np.minimum(corners + extents, size)], 1).astype(np.float32)
 
@@ -74,7 +76,7 @@ def run(images: int, size: int) -> dict:
         ground_truth=ground_truth,
         image_ids=tuple(range(images)),
         category_ids=tuple(range(len(CLASS_NAMES))),
-        placements=tuple(folders.placement((size, size), size) for _ in range(images)),
+        placements=tuple(geometry.placement((size, size), geometry.Fit(size)) for _ in range(images)),
     )
     ground_truth_seconds = time.perf_counter() - clock
     evaluator = COCOEvaluator(frame.ground_truth, frame.image_ids)
@@ -101,12 +103,14 @@ def run(images: int, size: int) -> dict:
     }
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--json", action="store_true", help="End with one JSON line.")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.images < 1 or args.size <= MIN_SIZE:
+        parser.error(f"--images must be at least 1 and --size above {MIN_SIZE}")
     result = run(args.images, args.size)
     print(f"{'quantity':<28} {'value':>12}")
     for name, value in result.items():
