@@ -72,13 +72,27 @@ def machine_and_code() -> dict:
     }
 
 
+def portable_command(command: Sequence[str]) -> str:
+    """`command` as one line that names nothing of this machine: a Python interpreter given
+    by its absolute path is `python`, and an absolute path inside the repository is relative
+    to it ("/home/me/jaxseg/.venv/bin/python benchmarks/x.py" -> "python benchmarks/x.py")."""
+    words = []
+    for word in command:
+        if os.path.isabs(word) and os.path.basename(word).startswith("python"):
+            word = "python"
+        elif os.path.isabs(word) and os.path.commonpath([REPO, word]) == REPO:
+            word = os.path.relpath(word, REPO)
+        words.append(word)
+    return " ".join(words)
+
+
 def write_record(
     directory: str, command: Sequence[str], workdir: Optional[str] = None
 ) -> dict:
     """Notes the commit and machine, runs `command`, then writes `directory`'s record.json, output.txt and (from `workdir`)
     metrics.json and config.json; returns the record. Raises CalledProcessError (after
     writing nothing) if the command fails, FileNotFoundError if `workdir` lacks a file."""
-    record = {"command": " ".join(command), **machine_and_code()}
+    record = {"command": portable_command(command), **machine_and_code()}
     load_before = os.getloadavg()
     start = time.perf_counter()
     finished = subprocess.run(list(command), stdout=subprocess.PIPE, text=True, check=True)

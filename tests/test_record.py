@@ -26,8 +26,14 @@ def test_record_holds_output_run_files_and_machine(tmp_path):
                           text=True).stdout.strip()
     assert stored["commit"] == head and len(head) == 40
     assert stored["cpu"] == record.cpu_model() and stored["cpu"]
-    assert stored["command"] == " ".join(command)
+    assert stored["command"] == "python -c print('| case | ms |')"
     assert stored["date"].startswith("20") and stored["wall_seconds"] >= 0
+
+
+def test_the_command_names_no_path_of_this_machine():
+    command = [f"{record.REPO}/.venv/bin/python3.11", f"{record.REPO}/benchmarks/x.py",
+               "--workdir=runs/a", "/data/coco"]
+    assert record.portable_command(command) == "python benchmarks/x.py --workdir=runs/a /data/coco"
 
 
 def test_failed_command_or_missing_run_file_writes_nothing(tmp_path):
