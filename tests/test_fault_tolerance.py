@@ -16,6 +16,7 @@ from jaxseg import sharding, train, trained_run
 from jaxseg.checkpointing import TMP_MARKER, Checkpointer
 from jaxseg.data import batching, pipeline
 from jaxseg.tasks import SemanticSegmentation
+from tests.helpers.subprocess_env import host_devices_env
 from tests.test_train import restore_final_state, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -123,7 +124,7 @@ def _main_command(workdir, data_dir, steps):
 @pytest.mark.slow
 def test_sigterm_checkpoints_and_resume_matches_uninterrupted_run(data_dir, tmp_path):
     steps = 200
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env = host_devices_env(1)
     straight = str(tmp_path / "straight")
     subprocess.run(
         _main_command(straight, data_dir, steps),

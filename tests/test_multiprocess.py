@@ -22,6 +22,8 @@ import sys
 import numpy as np
 import pytest
 
+from tests.helpers.subprocess_env import host_devices_env
+
 pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,10 +44,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _env(devices: int) -> dict:
-    return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
 
 
 def _load(path) -> dict:
@@ -78,7 +76,7 @@ def _run_two_processes(task: str, workdir: str, data_dir: str, outputs: list[str
         + [coordinator, "2", str(index)]
         for index, output in enumerate(outputs)
     ]
-    _run_processes(commands, _env(2))
+    _run_processes(commands, host_devices_env(2))
 
 
 def _assert_within_update(actual, reference, initial, tolerance: float, name: str) -> None:
@@ -95,7 +93,7 @@ def test_two_processes_match_one_process_with_the_same_devices(task, tmp_path):
     single = str(tmp_path / "single.npz")
     steps = str(STEPS[task])
     command = [sys.executable, WORKER, task, str(tmp_path / "single_run"), data_dir, single, steps]
-    subprocess.run(command, env=_env(4), check=True, timeout=600, capture_output=True)
+    subprocess.run(command, env=host_devices_env(4), check=True, timeout=600, capture_output=True)
 
     outputs = [str(tmp_path / f"process{i}.npz") for i in range(2)]
     workdir = str(tmp_path / "multi_run")
@@ -136,5 +134,5 @@ def test_a_process_starting_40_seconds_late_does_not_fail_the_first_collectives(
         [sys.executable, LATE_PROCESS, coordinator, str(index), directory, str(LATE_START_S)]
         for index in range(2)
     ]
-    _run_processes(commands, _env(2))
+    _run_processes(commands, host_devices_env(2))
     assert os.path.isdir(directory)
