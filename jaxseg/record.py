@@ -73,17 +73,20 @@ def machine_and_code() -> dict:
 
 
 def portable_command(command: Sequence[str]) -> str:
-    """`command` as one line that names nothing of this machine: a Python interpreter given
-    by its absolute path is `python`, and an absolute path inside the repository is relative
-    to it ("/home/me/jaxseg/.venv/bin/python benchmarks/x.py" -> "python benchmarks/x.py")."""
-    words = []
-    for word in command:
-        if os.path.isabs(word) and os.path.basename(word).startswith("python"):
-            word = "python"
-        elif os.path.isabs(word) and os.path.commonpath([REPO, word]) == REPO:
-            word = os.path.relpath(word, REPO)
-        words.append(word)
-    return " ".join(words)
+    """`command` as one line that names nothing of this machine: a Python interpreter run
+    by its absolute path (the first word) is `python`, and an absolute path inside the
+    repository is relative to it ("/home/me/jaxseg/.venv/bin/python benchmarks/x.py" ->
+    "python benchmarks/x.py")."""
+    program, *arguments = command
+    if os.path.isabs(program) and os.path.basename(program).startswith("python"):
+        program = "python"
+    words = [program, *arguments]
+    return " ".join(
+        os.path.relpath(word, REPO)
+        if os.path.isabs(word) and os.path.commonpath([REPO, word]) == REPO
+        else word
+        for word in words
+    )
 
 
 def write_record(

@@ -37,4 +37,3 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(
         f"suite: {minutes} min {seconds:02d} s on {cpu_model()}, {os.cpu_count()} CPUs"
     )
-
