@@ -17,6 +17,7 @@ from jaxseg import schema
 from jaxseg import sharding
 from jaxseg import visualize
 from jaxseg.data import geometry
+from jaxseg.ops.flat_key import flat_key
 from jaxseg.tasks.base import Evaluation, Task, model_input
 
 
@@ -83,7 +84,7 @@ class SemanticSegmentation(Task):
 
     def loss(self, variables, batch, rng):
         logits, updates = self.model.apply(
-            variables, batch["image"], train=True, mutable=["batch_stats"], rngs={"dropout": rng}
+            variables, batch["image"], train=True, mutable=["batch_stats"], rngs={"dropout": flat_key(rng)}
         )
         loss, components = self._loss_fn(logits, batch["semantic"])
         return loss, components, updates.get("batch_stats", variables["batch_stats"])

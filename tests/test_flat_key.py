@@ -1,5 +1,6 @@
-"""`init_key`: the parameters drawn through it are bit-identical to those of JAX's own
-threefry key (the reference), and its counters are drawn flat (the reason it compiles fast)."""
+"""`flat_key`: what is drawn through it (parameters, dropout masks) is bit-identical to
+what JAX's own threefry key draws (the reference), and its counters are flat (the reason
+it compiles fast)."""
 import re
 
 import flax.linen as nn
@@ -8,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxseg.training.init_key import init_key
+from jaxseg.ops.flat_key import FLAT_THREEFRY, flat_key
 
 SHAPES = [(3, 3, 2, 4), (7,), (), (0, 4)]
 
@@ -18,13 +19,14 @@ def test_every_draw_equals_jax_threefry(shape):
     draws = {
         "bits": lambda key: jax.random.bits(key, shape),
         "uniform": lambda key: jax.random.uniform(key, shape),
+        "bernoulli": lambda key: jax.random.bernoulli(key, 0.9, shape),
         "normal": lambda key: jax.random.normal(key, shape, jnp.float32),
         "truncated": lambda key: jax.random.truncated_normal(key, -2.0, 2.0, shape),
         "after_split": lambda key: jax.random.normal(jax.random.split(key)[1], shape),
         "after_fold_in": lambda key: jax.random.uniform(jax.random.fold_in(key, 12345), shape),
     }
     expected = jax.jit(lambda key: {name: draw(key) for name, draw in draws.items()})
-    got = jax.jit(lambda key: {name: draw(init_key(key)) for name, draw in draws.items()})
+    got = jax.jit(lambda key: {name: draw(flat_key(key)) for name, draw in draws.items()})
     for seed in (0, 7):
         raw = jax.random.PRNGKey(seed)
         jax.tree.map(np.testing.assert_array_equal, got(raw), expected(raw))
@@ -38,12 +40,22 @@ class _Nested(nn.Module):
         return nn.Dense(3)(x.reshape(x.shape[0], -1)) + extra.sum()
 
 
+def test_a_typed_key_draws_as_it_would_and_another_implementation_is_kept():
+    typed = jax.random.key(5)
+    np.testing.assert_array_equal(
+        jax.random.uniform(flat_key(typed), (2, 3)), jax.random.uniform(typed, (2, 3))
+    )
+    assert jax.random.key_impl(flat_key(typed)) == FLAT_THREEFRY
+    other = jax.random.key(5, impl="rbg")
+    assert flat_key(other) is other
+
+
 def test_a_models_parameters_equal_those_of_the_raw_key():
     images = jnp.zeros((1, 8, 8, 3))
     model = _Nested()
     raw = jax.random.PRNGKey(3)
     expected = jax.jit(model.init)(raw, images)
-    got = jax.jit(lambda key, x: model.init(init_key(key), x))(raw, images)
+    got = jax.jit(lambda key, x: model.init(flat_key(key), x))(raw, images)
     assert len(jax.tree.leaves(got)) == 5
     jax.tree.map(np.testing.assert_array_equal, got, expected)
 
@@ -58,4 +70,4 @@ def test_a_kernel_is_drawn_from_one_dimensional_counters():
     kernel = lambda key: jax.random.truncated_normal(key, -2.0, 2.0, (3, 3, 8, 16))
     raw = jax.random.PRNGKey(0)
     assert _iota_ranks(jax.jit(kernel).lower(raw).as_text()) == {4}
-    assert _iota_ranks(jax.jit(lambda key: kernel(init_key(key))).lower(raw).as_text()) == {1}
+    assert _iota_ranks(jax.jit(lambda key: kernel(flat_key(key))).lower(raw).as_text()) == {1}
