@@ -15,6 +15,8 @@ import shutil
 import tempfile
 import time
 
+import pytest
+
 _FLAG = "--xla_force_host_platform_device_count=8"
 if _FLAG not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
@@ -26,6 +28,20 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 
 
 _SESSION_START = time.monotonic()
+
+
+@pytest.fixture(scope="session")
+def tiny_mask_rcnn_run(tmp_path_factory):
+    """One finished run of `tiny_mask_rcnn_config` (4 steps through `train.run_training`),
+    read by the Mask R-CNN training, predict and backbone-export tests:
+    (config, workdir, state, result). Its data dir is the `data_dir` of those modules."""
+    from jaxseg import train  # pylint: disable=g-import-not-at-top
+    from tests.test_train_mask_rcnn import tiny_mask_rcnn_config  # pylint: disable=g-import-not-at-top
+
+    config = tiny_mask_rcnn_config(str(tmp_path_factory.mktemp("tfds")))
+    workdir = str(tmp_path_factory.mktemp("tiny_mask_rcnn_run"))
+    state, result = train.run_training(config, workdir)
+    return config, workdir, state, result
 
 
 def pytest_terminal_summary(terminalreporter):

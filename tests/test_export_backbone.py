@@ -20,22 +20,19 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A 2-step tiny Mask R-CNN run (resnet18, width 8, GroupNorm) and its exported backbone."""
-    root = tmp_path_factory.mktemp("export")
-    config = tiny_mask_rcnn_config(
-        str(root / "tfds"), num_train_steps=2, eval_every_steps=2, checkpoint_every_steps=2
-    )
-    workdir = str(root / "run")
-    train.train_and_evaluate(config, workdir)
-    output = str(root / "backbone.safetensors")
+def run(tiny_mask_rcnn_run, tmp_path_factory):
+    """The shared tiny Mask R-CNN run (resnet18, width 8, GroupNorm; tests/conftest.py)
+    and its exported backbone."""
+    config, workdir, _, _ = tiny_mask_rcnn_run
+    output = str(tmp_path_factory.mktemp("export") / "backbone.safetensors")
     summary = export_backbone.export_backbone(workdir, output)
     return config, workdir, output, summary
 
 
 def test_export_writes_the_trained_backbone(run):
     config, workdir, output, summary = run
-    assert summary == f"Wrote the resnet18 (width 8) backbone of step 2 to {output}."
+    step = config.num_train_steps
+    assert summary == f"Wrote the resnet18 (width 8) backbone of step {step} to {output}."
     _, state = trained_run.load_trained_state(workdir)
     loaded = pretrained.load_resnet_variables(output, "resnet18", width=8, norm="group")
     assert set(loaded) == {"params"}  # GroupNorm keeps no statistics

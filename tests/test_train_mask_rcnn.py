@@ -90,20 +90,13 @@ def tiny_mask_rcnn_config(data_dir: str, **overrides):
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("tfds"))
+def data_dir(tiny_mask_rcnn_run):
+    """The shapes dataset the shared run prepared (tests/conftest.py)."""
+    return tiny_mask_rcnn_run[0].data.data_dir
 
 
-@pytest.fixture(scope="module")
-def finished_run(data_dir, tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("run"))
-    config = tiny_mask_rcnn_config(data_dir)
-    state, result = train.run_training(config, workdir)
-    return config, workdir, state, result
-
-
-def test_outputs_hold_coco_metrics_and_separate_losses(finished_run):
-    config, workdir, _, result = finished_run
+def test_outputs_hold_coco_metrics_and_separate_losses(tiny_mask_rcnn_run):
+    config, workdir, _, result = tiny_mask_rcnn_run
     with open(os.path.join(workdir, "metrics.json")) as f:
         written = json.load(f)
     # metrics.json is strict JSON: an undefined metric (NaN in the result) is null there.
@@ -126,8 +119,8 @@ def test_outputs_hold_coco_metrics_and_separate_losses(finished_run):
         assert picture.size[1] == 20 + 2 * (2 * SIZE + 4)
 
 
-def test_every_loss_component_and_coco_metric_is_logged(finished_run):
-    config, workdir, _, _ = finished_run
+def test_every_loss_component_and_coco_metric_is_logged(tiny_mask_rcnn_run):
+    config, workdir, _, _ = tiny_mask_rcnn_run
     _, history = read_history(os.path.join(workdir, "metrics.jsonl"), config.num_train_steps)
     logged = set(history)
     for component in ("rpn_objectness", "rpn_box", "box_classification", "box_regression", "mask"):
@@ -135,9 +128,9 @@ def test_every_loss_component_and_coco_metric_is_logged(finished_run):
     assert {"val/box_ap", "val/mask_ap", "val/box_ap50", "val/mask_ap75"} <= logged
 
 
-def test_evaluate_counts_every_validation_object(finished_run, data_dir):
+def test_evaluate_counts_every_validation_object(tiny_mask_rcnn_run, data_dir):
     """The COCO ground truth is the whole split: one image per example, every object."""
-    config, _, _, _ = finished_run
+    config, _, _, _ = tiny_mask_rcnn_run
     source = pipeline.load_split(config.data, "validation")
     task = InstanceSegmentation(config)
     frame = task.frame(source)
@@ -149,8 +142,8 @@ def test_evaluate_counts_every_validation_object(finished_run, data_dir):
     assert task.frame(source) is frame
 
 
-def test_predict_draws_instances_at_the_input_size(finished_run, tmp_path):
-    _, workdir, _, _ = finished_run
+def test_predict_draws_instances_at_the_input_size(tiny_mask_rcnn_run, tmp_path):
+    _, workdir, _, _ = tiny_mask_rcnn_run
     Image.fromarray(np.full((40, 90, 3), 120, np.uint8)).save(tmp_path / "wide.png")
     written = predict.write_overlays(workdir, str(tmp_path / "wide.png"), str(tmp_path / "out"))
     with Image.open(written[0]) as picture:
