@@ -22,6 +22,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Optional, Sequence
 
@@ -89,6 +90,16 @@ def portable_command(command: Sequence[str]) -> str:
     )
 
 
+def portable_output(text: str) -> str:
+    """A command's printed `text` naming nothing of this machine: the repository's folder
+    is dropped from paths in it, the temporary folder is `<tmp>`, the home folder `~`
+    (TFDS logs where it prepared a dataset)."""
+    for folder, name in ((REPO, "."), (tempfile.gettempdir(), "<tmp>"), (os.path.expanduser("~"), "~")):
+        if os.path.isabs(folder) and folder != os.sep:
+            text = text.replace(folder + os.sep, name + os.sep)
+    return text
+
+
 def write_record(
     directory: str, command: Sequence[str], workdir: Optional[str] = None
 ) -> dict:
@@ -113,7 +124,7 @@ def write_record(
     for path in copied:
         shutil.copyfile(path, os.path.join(directory, os.path.basename(path)))
     with open(os.path.join(directory, "output.txt"), "w") as f:
-        f.write(finished.stdout)
+        f.write(portable_output(finished.stdout))
     with open(os.path.join(directory, "record.json"), "w") as f:
         json.dump(record, f, indent=2)
     return record

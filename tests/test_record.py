@@ -1,8 +1,11 @@
 """results/<name>/ records: the command's output, the run's files, commit, date and CPU."""
 
 import json
+import os
+import re
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -34,6 +37,27 @@ def test_the_command_names_no_path_of_this_machine():
     command = [f"{record.REPO}/.venv/bin/python3.11", f"{record.REPO}/benchmarks/x.py",
                "--workdir=runs/a", "/data/coco"]
     assert record.portable_command(command) == "python benchmarks/x.py --workdir=runs/a /data/coco"
+
+
+def test_the_output_names_no_folder_of_this_machine():
+    home, temporary = os.path.expanduser("~"), tempfile.gettempdir()
+    printed = (f"prepared to {temporary}/tmpab12/shapes/1.0.0\n"
+               f"reuse {home}/tensorflow_datasets/coco/1.0.0 and {record.REPO}/runs/a/ckpt\n")
+    expected = "prepared to <tmp>/tmpab12/shapes/1.0.0\nreuse ~/tensorflow_datasets/coco/1.0.0 and ./runs/a/ckpt\n"
+    assert record.portable_output(printed) == expected
+
+
+def test_no_committed_record_names_a_folder_of_a_machine():
+    results = os.path.join(record.REPO, "results")
+    machine_path = re.compile(r"(?<![\w.~<>])/(tmp|root|home|work|Users)/")
+    checked = 0
+    for folder, _, names in os.walk(results):
+        for name in names:
+            with open(os.path.join(folder, name), errors="replace") as file:
+                found = machine_path.search(file.read())
+            assert found is None, (os.path.join(folder, name), found and found.group(0))
+            checked += 1
+    assert checked >= 20
 
 
 def test_failed_command_or_missing_run_file_writes_nothing(tmp_path):
