@@ -17,9 +17,9 @@ import time
 
 import pytest
 
-_FLAG = "--xla_force_host_platform_device_count=8"
-if _FLAG not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
+from tests.helpers.subprocess_env import host_devices_env
+
+os.environ["XLA_FLAGS"] = host_devices_env(8)["XLA_FLAGS"]
 
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _CACHE_DIR = tempfile.mkdtemp(prefix="jaxseg-tests-xla-cache-")

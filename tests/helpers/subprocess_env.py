@@ -1,4 +1,5 @@
-"""The environment of a test's subprocess that runs JAX on a given number of host devices."""
+"""The environment that runs JAX on a given number of host devices: the test session's
+(tests/conftest.py, 8) and its subprocesses'."""
 
 import os
 
