@@ -43,6 +43,7 @@ from benchmarks.unet_step import interleaved_step_times  # noqa: E402
 from jaxseg import sharding, train  # noqa: E402
 from jaxseg.models import factory  # noqa: E402
 from jaxseg.models.mask_rcnn import MaskRCNN  # noqa: E402
+from jaxseg.ops.flat_key import flat_key  # noqa: E402
 
 TORCH_CPU_THREADS = 2
 
@@ -111,7 +112,7 @@ def prepare_jax_detect(config, mesh, images: np.ndarray) -> tuple[float, Callabl
     model = factory.create_model(config)
     images = sharding.shard_batch({"image": images}, mesh)["image"]
     init = jax.jit(
-        lambda key, x: model.init(key, x, method=MaskRCNN.detect),
+        lambda key, x: model.init(flat_key(key), x, method=MaskRCNN.detect),
         out_shardings=sharding.replicated(mesh),
     )
     variables = init(jax.random.key(config.seed), images)

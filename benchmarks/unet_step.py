@@ -32,6 +32,7 @@ import optax
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a clone
 
 from jaxseg.models import UNet  # noqa: E402
+from jaxseg.ops.flat_key import flat_key  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +85,7 @@ def prepare_jax_step(case: Case, fast_cpu_ops: bool) -> tuple[float, Callable[[]
         fast_cpu_ops=fast_cpu_ops,
     )
     images, labels = _batch(case)
-    variables = model.init(jax.random.key(0), images[:1], train=False)
+    variables = model.init(flat_key(jax.random.key(0)), images[:1], train=False)
     optimizer = optax.adam(1e-3)
     state = (variables["params"], variables.get("batch_stats", {}))
     state = state + (optimizer.init(state[0]),)
