@@ -12,6 +12,7 @@ from jaxseg.config_validation import ConfigError
 from jaxseg.data import batching, pipeline
 from jaxseg.models.factory import create_model
 from jaxseg.models.resnet import build_resnet
+from jaxseg.ops.flat_key import flat_key
 from jaxseg.tasks import SemanticSegmentation
 from jaxseg.training.state import eval_params
 from tests.test_train import tiny_config
@@ -240,8 +241,8 @@ def test_remat_gives_the_same_loss_and_gradients_and_is_used(data_dir):
     remat = create_model(config)
     images = jax.random.uniform(jax.random.PRNGKey(1), (2, 32, 32, 3))
     labels = jax.random.randint(jax.random.PRNGKey(2), (2, 32, 32), 0, 4)
-    variables = plain.init(jax.random.PRNGKey(0), images, train=False)
-    remat_variables = remat.init(jax.random.PRNGKey(0), images, train=False)
+    variables = plain.init(flat_key(jax.random.PRNGKey(0)), images, train=False)
+    remat_variables = remat.init(flat_key(jax.random.PRNGKey(0)), images, train=False)
     assert jax.tree.structure(remat_variables) == jax.tree.structure(variables)
     (plain_loss, plain_grads), plain_jaxpr = _loss_and_grads(plain, variables, images, labels)
     (remat_loss, remat_grads), remat_jaxpr = _loss_and_grads(remat, variables, images, labels)
@@ -258,7 +259,7 @@ def test_resnet_remat_gives_the_same_features_and_gradients_and_is_used():
     images = jax.random.uniform(jax.random.PRNGKey(1), (2, 64, 64, 3))
     plain = build_resnet("resnet18", num_filters=8, norm="group")
     remat = build_resnet("resnet18", num_filters=8, norm="group", remat=True)
-    params = plain.init(jax.random.PRNGKey(0), images, train=False)["params"]
+    params = plain.init(flat_key(jax.random.PRNGKey(0)), images, train=False)["params"]
     results = []
     for model in (plain, remat):
 

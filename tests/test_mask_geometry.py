@@ -9,6 +9,7 @@ import pytest
 from jaxseg.models.mask_rcnn import MASK_SIZE, MaskRCNN
 from jaxseg.models.rpn import propose
 from jaxseg.ops import paste_binary_mask, paste_mask, paste_masks
+from jaxseg.ops.flat_key import flat_key
 from jaxseg.ops.mask_paste_host import _touched
 from tests.test_mask_rcnn import GT_BOXES, GT_LABELS, IMAGE_SIZE, TINY, _images, _masks
 from tests.test_mask_targets import paste_reference
@@ -129,7 +130,7 @@ def test_propose_clips_to_a_traced_extent_per_image():
 def tiny():
     # More detection slots than the 32 proposals x 3 classes can fill: every image has invalid slots.
     model = MaskRCNN(**{**TINY, "detections_per_image": 100})
-    variables = jax.jit(lambda key, x: model.init(key, x, method=MaskRCNN.detect))(jax.random.key(0), _images(2))
+    variables = jax.jit(lambda key, x: model.init(flat_key(key), x, method=MaskRCNN.detect))(jax.random.key(0), _images(2))
 
     @functools.partial(jax.jit, static_argnames="paste")
     def detect(images, image_hw, paste=True):

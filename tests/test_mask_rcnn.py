@@ -14,6 +14,7 @@ from jaxseg.models.roi_heads import (
     roi_targets,
 )
 from jaxseg.models.rpn import RPNHead, propose, rpn_targets
+from jaxseg.ops.flat_key import flat_key
 
 IMAGE_SIZE = 64
 SMALL_ANCHORS = ((8.0,), (16.0,), (32.0,), (64.0,), (128.0,))
@@ -46,7 +47,7 @@ class Tiny:
     def __init__(self, variables=None, **overrides):
         self.model = MaskRCNN(**{**TINY, **overrides})
         self.variables = variables or jax.jit(
-            lambda key, x: self.model.init(key, x, method=MaskRCNN.detect))(jax.random.key(0), _images(2))
+            lambda key, x: self.model.init(flat_key(key), x, method=MaskRCNN.detect))(jax.random.key(0), _images(2))
 
         def losses(params, images, boxes, labels, masks, valid, key):
             return self.model.apply({**self.variables, "params": params}, images, boxes, labels, masks, valid,
@@ -177,10 +178,10 @@ def test_bad_inputs_raise_value_errors(tiny):
         apply(variables, images, boxes[:, :0], labels[:, :0], masks[:, :0], valid[:, :0],
               method=MaskRCNN.losses, rngs=rngs)
     with pytest.raises(ValueError, match="roi_extractor"):
-        MaskRCNN(**{**TINY, "roi_extractor": "roi_warp"}).init(jax.random.key(0), images,
+        MaskRCNN(**{**TINY, "roi_extractor": "roi_warp"}).init(flat_key(jax.random.key(0)), images,
                                                                  method=MaskRCNN.detect)
     with pytest.raises(ValueError, match="anchor_sizes"):
-        MaskRCNN(**{**TINY, "anchor_sizes": SMALL_ANCHORS[:4]}).init(jax.random.key(0), images,
+        MaskRCNN(**{**TINY, "anchor_sizes": SMALL_ANCHORS[:4]}).init(flat_key(jax.random.key(0)), images,
                                                                      method=MaskRCNN.detect)
 
 
@@ -196,7 +197,7 @@ def test_every_stage_has_static_shapes_under_jit_for_batch_2(tiny):
     channels = TINY["fpn_channels"]
     pyramid = [jnp.ones((2, IMAGE_SIZE // 2**level, IMAGE_SIZE // 2**level, channels)) for level in range(2, 7)]
     head = RPNHead(num_anchors=3)
-    head_variables = head.init(jax.random.key(0), pyramid)
+    head_variables = head.init(flat_key(jax.random.key(0)), pyramid)
     objectness, deltas = jax.jit(head.apply)(head_variables, pyramid)
     assert (objectness.shape, deltas.shape) == ((2, num_anchors), (2, num_anchors, 4))
 
@@ -226,11 +227,11 @@ def test_every_stage_has_static_shapes_under_jit_for_batch_2(tiny):
         pyramid[:4], rois.boxes)
     assert pooled.shape == (2, 16, 7, 7, channels)
     box_head = BoxHead(num_classes=4, fc_dim=32)
-    logits, box_deltas = jax.jit(box_head.apply)(box_head.init(jax.random.key(0), pooled[0]), pooled[0])
+    logits, box_deltas = jax.jit(box_head.apply)(box_head.init(flat_key(jax.random.key(0)), pooled[0]), pooled[0])
     assert logits.shape == (16, 4) and box_deltas.shape == (16, 3, 4)
     mask_head = MaskHead(num_classes=4, channels=8)
     mask_input = jnp.ones((5, 14, 14, channels))
-    mask_logits = jax.jit(mask_head.apply)(mask_head.init(jax.random.key(0), mask_input), mask_input)
+    mask_logits = jax.jit(mask_head.apply)(mask_head.init(flat_key(jax.random.key(0)), mask_input), mask_input)
     assert mask_logits.shape == (5, 28, 28, 3) and mask_logits.dtype == jnp.float32
 
     final = jax.jit(lambda l, d, p, v: detections(l, d, p, v, (IMAGE_SIZE, IMAGE_SIZE), score_threshold=0.05,
@@ -256,7 +257,7 @@ def test_roi_losses_do_not_reach_the_rpn_head_through_proposals(tiny):
 def test_batch_norm_backbone_updates_its_statistics_while_training():
     model = MaskRCNN(**{**TINY, "backbone_norm": "batch"})
     images = _images(2)
-    variables = jax.jit(lambda key: model.init(key, images, method=MaskRCNN.detect))(jax.random.key(0))
+    variables = jax.jit(lambda key: model.init(flat_key(key), images, method=MaskRCNN.detect))(jax.random.key(0))
     ground_truth = [jnp.asarray(x) for x in (GT_BOXES, GT_LABELS, _masks(GT_BOXES), GT_LABELS > 0)]
     values, state = jax.jit(lambda v, key: model.apply(v, images, *ground_truth, method=MaskRCNN.losses,
                                                        rngs={"sampling": key}, mutable=["batch_stats"]))(

@@ -10,6 +10,7 @@ import pytest
 from jaxseg.data import shapes
 from jaxseg.evaluation.coco import COCOEvaluator, ground_truth_to_coco
 from jaxseg.models.mask_rcnn import MaskRCNN
+from jaxseg.ops.flat_key import flat_key
 
 SIZE = 64
 MAX_INSTANCES = 3
@@ -53,7 +54,7 @@ def test_overfits_four_images_to_mask_ap_above_0_9():
         rpn_pre_nms_topk_test=200, rpn_post_nms_topk_test=50, roi_batch_size_per_image=64,
         box_head_dim=128, mask_head_channels=32,
     )
-    variables = jax.jit(lambda key: model.init(key, images, method=MaskRCNN.detect))(jax.random.key(0))
+    variables = jax.jit(lambda key: model.init(flat_key(key), images, method=MaskRCNN.detect))(jax.random.key(0))
     fixed = {name: value for name, value in variables.items() if name != "params"}
     optimizer = optax.adam(1e-3)
 

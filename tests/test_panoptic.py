@@ -11,6 +11,7 @@ from jaxseg.config_files import load_config_file
 from jaxseg.data import panoptic_shapes, pipeline, shapes
 from jaxseg.errors import ConfigError
 from jaxseg.models.panoptic_fpn import PanopticFPN, upsample_bilinear
+from jaxseg.ops.flat_key import flat_key
 from jaxseg.ops.panoptic_fusion import fuse_panoptic
 from jaxseg.evaluation.panoptic_frames import canvas_categories, example_ground_truth
 
@@ -151,7 +152,7 @@ def test_semantic_head_stages_follow_detectron2_and_the_loss_adds_weighted():
     weight x semantic, and `semantic` is the mean cross-entropy of the non-ignored pixels."""
     images = jnp.asarray(np.random.default_rng(1).uniform(size=(2, 64, 64, 3)), jnp.float32)
     model = tiny_model(semantic_loss_weight=0.25)
-    variables = model.init(jax.random.key(0), images, method=PanopticFPN.detect)
+    variables = model.init(flat_key(jax.random.key(0)), images, method=PanopticFPN.detect)
     head = variables["params"]["semantic_head"]
     assert sorted(name for name in head if not name.endswith("norm")) == [
         "p2_stage0", "p3_stage0", "p4_stage0", "p4_stage1", "p5_stage0", "p5_stage1", "p5_stage2", "predictor"]

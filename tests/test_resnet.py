@@ -8,6 +8,7 @@ import pytest
 from jaxseg.models import ResNet, build_resnet
 from jaxseg.models.norms import FrozenBatchNorm
 from jaxseg.models.resnet import ConvNorm, max_pool_3x3_stride2, pointwise_conv
+from jaxseg.ops.flat_key import flat_key
 from tests.helpers.references import numpy_conv, random_variables
 
 STRIDES = {"C2": 4, "C3": 8, "C4": 16, "C5": 32}
@@ -18,7 +19,7 @@ def _images(shape=(2, 64, 64, 3), seed=0):
 
 
 def _init(model, x):
-    return model.init(jax.random.key(0), x, train=False)
+    return model.init(flat_key(jax.random.key(0)), x, train=False)
 
 
 def _count(tree):

@@ -7,6 +7,7 @@ from jax import lax
 
 from jaxseg.models import UNet
 from jaxseg.models.unet import required_divisor
+from jaxseg.ops.flat_key import flat_key
 
 TINY = (4, 8, 16)
 
@@ -16,7 +17,7 @@ def _images(shape=(2, 32, 32, 3), seed=0):
 
 
 def _init(model, x):
-    return model.init(jax.random.key(0), x, train=False)
+    return model.init(flat_key(jax.random.key(0)), x, train=False)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ of the drawn shape; XLA:CPU takes seconds to compile that for a 4-D shape (a `[3
 so initializing a tiny Panoptic FPN compiled for 27 s (8 s through this key). Every
 threefry draw depends only on each element's position in the flattened array, so drawing
 `[prod(shape)]` and reshaping gives the numbers of drawing `shape`, bit for bit.
-Initialization (`training.state`) and dropout (`tasks.semantic`) draw through it.
+A task's `init_variables` and dropout (`tasks.semantic`) draw through it.
 """
 import math
 

@@ -16,6 +16,7 @@ from jaxseg import visualize_instances
 from jaxseg.data import batching, geometry
 from jaxseg.evaluation import frames
 from jaxseg.evaluation.coco import COCOEvaluator, write_results
+from jaxseg.ops.flat_key import flat_key
 from jaxseg.ops.mask_paste_host import paste_binary_mask
 from jaxseg.tasks.base import Evaluation, Task, model_input
 
@@ -51,7 +52,7 @@ class InstanceSegmentation(Task):
 
     def init_variables(self, rng, image_shape):
         images = jnp.zeros((1, *image_shape), jnp.float32)
-        return self.model.init(rng, images, method="detect")
+        return self.model.init(flat_key(rng), images, method="detect")
 
     def loss_inputs(self, batch) -> tuple:
         """The positional arguments of the model's `losses` from a training batch."""

@@ -80,7 +80,7 @@ class SemanticSegmentation(Task):
         return visualize.add_legend(panels, entries)
 
     def init_variables(self, rng, image_shape):
-        return self.model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+        return self.model.init(flat_key(rng), jnp.zeros((1, *image_shape), jnp.float32), train=False)
 
     def loss(self, variables, batch, rng):
         logits, updates = self.model.apply(

@@ -12,7 +12,6 @@ from jaxseg import sharding
 from jaxseg import tasks
 from jaxseg.models import pretrained_config
 from jaxseg.training import param_groups
-from jaxseg.ops.flat_key import flat_key
 from jaxseg.training.optim import create_optimizer
 
 
@@ -60,7 +59,7 @@ def create_train_state(
     of the initial params.
     """
     init_rng, state_rng = jax.random.split(rng)
-    variables = task.init_variables(flat_key(init_rng), image_shape)
+    variables = task.init_variables(init_rng, image_shape)
     if pretrained is not None:
         variables = pretrained_config.replace_subtrees(variables, pretrained)
     params = variables["params"]
