@@ -152,28 +152,28 @@ def test_semantic_head_stages_follow_detectron2_and_the_loss_adds_weighted():
     weight x semantic, and `semantic` is the mean cross-entropy of the non-ignored pixels."""
     images = jnp.asarray(np.random.default_rng(1).uniform(size=(2, 64, 64, 3)), jnp.float32)
     model = tiny_model(semantic_loss_weight=0.25)
-    variables = model.init(flat_key(jax.random.key(0)), images, method=PanopticFPN.detect)
+    variables = jax.jit(lambda key: model.init(flat_key(key), images, method=PanopticFPN.detect))(jax.random.key(0))
     head = variables["params"]["semantic_head"]
     assert sorted(name for name in head if not name.endswith("norm")) == [
         "p2_stage0", "p3_stage0", "p4_stage0", "p4_stage1", "p5_stage0", "p5_stage1", "p5_stage2", "predictor"]
     boxes = jnp.array([[[4, 4, 20, 20]], [[10, 10, 40, 30]]], jnp.float32)
     masks = jnp.zeros((2, 1, 64, 64)).at[0, 0, 4:20, 4:20].set(1).at[1, 0, 10:30, 10:40].set(1)
     semantic = jnp.asarray(np.random.default_rng(2).integers(0, 4, (2, 64, 64))).at[:, :8].set(255)
-    losses = model.apply(variables, images, boxes, jnp.array([[1], [2]]), masks, jnp.ones((2, 1), bool), semantic,
-                         method=PanopticFPN.losses, rngs={"sampling": jax.random.key(3)})
+    losses = jax.jit(lambda v: model.apply(v, images, boxes, jnp.array([[1], [2]]), masks, jnp.ones((2, 1), bool), semantic,
+                         method=PanopticFPN.losses, rngs={"sampling": jax.random.key(3)}))(variables)
     instance = sum(losses[name] for name in ("rpn_objectness", "rpn_box", "box_classification", "box_regression", "mask"))
     np.testing.assert_allclose(losses["total"], instance + 0.25 * losses["semantic"], rtol=1e-6)
 
     def semantic_logits(module, x):
         return module._semantic_logits(module._features(x, False))
 
-    logits = np.asarray(model.apply(variables, images, method=semantic_logits), np.float64)
+    logits = np.asarray(jax.jit(lambda v: model.apply(v, images, method=semantic_logits))(variables), np.float64)
     log_p = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
     labels = np.asarray(semantic)
     kept = labels != 255
     expected = -np.take_along_axis(log_p, np.where(kept, labels, 0)[..., None], -1)[..., 0][kept].mean()
     np.testing.assert_allclose(losses["semantic"], expected, rtol=1e-5)
-    detections = model.apply(variables, images, method=PanopticFPN.detect, paste=False)
+    detections = jax.jit(lambda v: model.apply(v, images, method=PanopticFPN.detect, paste=False))(variables)
     np.testing.assert_array_equal(detections["semantic"], logits.argmax(-1))
 
 
