@@ -14,16 +14,33 @@ from typing import Any, Optional
 
 import jax
 import orbax.checkpoint as ocp
+from orbax.checkpoint._src.metadata import array_metadata_store
 
+from jaxseg import sharding
 from jaxseg.errors import WorkdirError, first_few
 
 # Part of the name of a checkpoint folder orbax has not finished writing.
 TMP_MARKER = ".orbax-checkpoint-tmp"
+# The smallest slice of a replicated array that each replica writes its own part of
+# (orbax's replica-parallel saving); smaller arrays are written whole by one replica.
+# Slicing compiles one program per array shape and device: without a floor the first save
+# of the tests' small Mask R-CNN on 8 host devices compiled 216 of them, 18 s of a 93 s
+# run (AVX2 AMD EPYC), for arrays of a few kB.
+MIN_REPLICA_SLICE_BYTES = 1 << 20
 
 
-def _abstract_like(tree: Any) -> Any:
-    """ShapeDtypeStructs, with shardings, for every array leaf of `tree`."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+def _register_array_handler() -> None:
+    """Makes orbax save jax.Arrays with `MIN_REPLICA_SLICE_BYTES`, otherwise as its default
+    handler does (the same array metadata store). The handler is orbax's global one: the
+    standard checkpoint handler takes no registry of its own."""
+    handler = ocp.type_handlers.ArrayHandler(
+        min_slice_bytes_for_replica_parallel=MIN_REPLICA_SLICE_BYTES,
+        array_metadata_store=array_metadata_store.Store(),
+    )
+    ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
+
+
+_register_array_handler()
 
 
 def _leaf_shapes(tree: Any) -> dict[str, tuple]:
@@ -135,7 +152,7 @@ class Checkpointer:
         restored = self._manager.restore(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(_abstract_like(template_state)),
+                state=ocp.args.StandardRestore(sharding.abstract_arrays(template_state)),
                 meta=ocp.args.JsonRestore(),
             ),
         )

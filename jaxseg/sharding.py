@@ -7,6 +7,7 @@ GPU host or a TPU slice; under `jax.distributed` each process contributes its
 own shard of every global batch.
 """
 
+import concurrent.futures
 import itertools
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -117,6 +118,16 @@ def to_host(array: jax.Array) -> np.ndarray:
     return np.asarray(array.addressable_data(0))
 
 
+def abstract_arrays(tree: Any) -> Any:
+    """`tree` with every array leaf (a jax.Array or a spec) replaced by a
+    ShapeDtypeStruct of its shape, dtype, sharding and weak type."""
+    def abstract(x):
+        weak_type = getattr(x, "weak_type", False)
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding, weak_type=weak_type)
+
+    return jax.tree.map(abstract, tree)
+
+
 class CompiledTogether:
     """A jitted function whose first call in a multi-process run compiles ahead and
     waits for every process at `wait_for_all_processes` before running.
@@ -136,6 +147,21 @@ class CompiledTogether:
     def lower(self, *args):
         """The jitted function's `lower`, for ahead-of-time compiling (benchmarks)."""
         return self._jitted.lower(*args)
+
+    def compile_in_background(self, *args) -> concurrent.futures.Future:
+        """Starts compiling the program for `args` (arrays, or anything with a shape, dtype
+        and sharding) in a thread; returns its future.
+
+        XLA compiles with the GIL released, so another program (the first train step) can
+        compile or run meanwhile; a call with the same shapes after the future is done
+        reuses this program. Only the arguments' shapes, dtypes and shardings are read, now,
+        so the arrays may be donated while it compiles.
+        """
+        specs = abstract_arrays(args)
+        executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=self._name)
+        future = executor.submit(lambda: self.lower(*specs).compile())
+        executor.shutdown(wait=False)
+        return future
 
     def __call__(self, *args):
         if not self._compiled and jax.process_count() > 1:

@@ -8,6 +8,7 @@ pictures into `workdir`. What differs between tasks (model, loss, eval outputs,
 metrics, pictures) comes from `jaxseg.tasks.task_for(config)`.
 """
 
+import concurrent.futures
 import json
 import math
 import os
@@ -60,14 +61,8 @@ def evaluate(
       their index in `source`.
     """
     evaluation = steps.task.new_evaluation(source)
-    batches = batching.eval_batches(
-        source,
-        config.eval_batch_size,
-        max_instances=config.data.max_instances,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        num_workers=pipeline.num_workers_from_data_config(config.data),
-        fields=tuple(dict.fromkeys(steps.task.eval_fields + steps.task.host_fields)),
+    batches = _eval_batches(
+        steps, source, config, pipeline.num_workers_from_data_config(config.data)
     )
     progress = tqdm(
         batches,
@@ -89,6 +84,31 @@ def evaluate(
         evaluation.write_results(results_dir)
         write_metrics(os.path.join(results_dir, "metrics.json"), metrics)
     return metrics, predictions
+
+
+def _eval_batches(steps: CompiledSteps, source, config, num_workers: int):
+    """This process's share of each ordered, padded evaluation batch of `source` (the task's
+    eval and host fields), made by `num_workers` input processes."""
+    return batching.eval_batches(
+        source,
+        config.eval_batch_size,
+        max_instances=config.data.max_instances,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        num_workers=num_workers,
+        fields=tuple(dict.fromkeys(steps.task.eval_fields + steps.task.host_fields)),
+    )
+
+
+def _compile_eval_in_background(
+    steps: CompiledSteps, state: TrainState, source, config, mesh
+) -> concurrent.futures.Future:
+    """Starts compiling `steps.eval` for `state` and `source`'s evaluation batches in a
+    thread (`CompiledTogether.compile_in_background`); returns its future."""
+    batches = _eval_batches(steps, source, config, num_workers=0)
+    batch = select_fields(next(batches), steps.task.eval_fields)
+    batches.close()
+    return steps.eval.compile_in_background(state, sharding.shard_batch(batch, mesh))
 
 
 def _json_value(value: Any) -> Any:
@@ -271,6 +291,8 @@ class _TrainingRun:
         # interval cut by a preemption logs the same means as an uninterrupted run.
         self.pending: list[dict[str, float]] = []
         self.device_pending: list[dict[str, jax.Array]] = []
+        # The eval step compiling in a thread while the first train step compiles.
+        self.eval_compiled: Optional[concurrent.futures.Future] = None
 
     def _fetch_pending(self) -> None:
         self.pending.extend(_host_metrics(metrics) for metrics in self.device_pending)
@@ -283,6 +305,9 @@ class _TrainingRun:
     def evaluate(self, state: TrainState, val_source, step: int) -> None:
         """Evaluates on the validation split, logs the metrics and keeps them; writes them
         with the raw results into `workdir/eval/validation_step<step>/`."""
+        if self.eval_compiled is not None:
+            self.eval_compiled.result()
+            self.eval_compiled = None
         results_dir = os.path.join(self.workdir, "eval", f"validation_step{step}")
         self.eval_metrics, self.predictions = evaluate(
             self.steps, state, val_source, self.config, self.mesh, results_dir
@@ -333,6 +358,9 @@ class _TrainingRun:
         """Runs the remaining steps; returns the final state and whether it was preempted."""
         config = self.config
         start_step = int(sharding.to_host(state.step))
+        self.eval_compiled = _compile_eval_in_background(
+            self.steps, state, val_source, config, self.mesh
+        )
         batches = device_batches(
             config, train_source, start_step, self.steps.task.train_fields, self.mesh
         )

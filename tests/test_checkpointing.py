@@ -3,8 +3,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxseg.checkpointing import Checkpointer
+from jaxseg import sharding
+from jaxseg.checkpointing import MIN_REPLICA_SLICE_BYTES, Checkpointer
 from jaxseg.errors import WorkdirError
+from tests.helpers.compile_count import counting_compiles
 
 
 @pytest.fixture()
@@ -43,3 +45,26 @@ def test_another_models_state_is_a_one_line_error_naming_the_difference(saved, p
     message = str(raised.value)
     assert "\n" not in message
     assert "checkpoint of step 7" in message and named in message
+
+
+def test_small_replicated_arrays_are_saved_whole_without_compiling_and_large_ones_restore(tmp_path):
+    """On 8 devices a replicated array under 8 x MIN_REPLICA_SLICE_BYTES is written by one
+    replica: no slicing program is compiled (orbax compiled one per shape and device)."""
+    mesh = sharding.create_mesh()
+    assert mesh.devices.size == 8
+    small = sharding.replicate({"kernel": jnp.arange(48 * 3, dtype=jnp.float32).reshape(48, 3)}, mesh)
+    large = sharding.replicate({"table": jnp.arange(MIN_REPLICA_SLICE_BYTES * 2, dtype=jnp.float32)}, mesh)
+    checkpointer = Checkpointer(str(tmp_path), max_to_keep=2, save_interval_steps=1)
+    try:
+        with counting_compiles() as compiles:
+            checkpointer.save(1, small, {}, force=True)
+            checkpointer.wait_until_finished()
+        assert compiles == []
+        checkpointer.save(2, large, {}, force=True)
+        checkpointer.wait_until_finished()
+        restored_small, _ = checkpointer.restore(small, step=1)
+        restored_large, _ = checkpointer.restore(large, step=2)
+    finally:
+        checkpointer.close()
+    np.testing.assert_array_equal(restored_small["kernel"], np.arange(144).reshape(48, 3))
+    np.testing.assert_array_equal(restored_large["table"], np.arange(MIN_REPLICA_SLICE_BYTES * 2))
