@@ -15,6 +15,7 @@ from typing import Any, Optional
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint._src.metadata import array_metadata_store
+from orbax.checkpoint._src.serialization import type_handler_registry
 
 from jaxseg import sharding
 from jaxseg.errors import WorkdirError, first_few
@@ -31,13 +32,16 @@ MIN_REPLICA_SLICE_BYTES = 1 << 20
 
 def _register_array_handler() -> None:
     """Makes orbax save jax.Arrays with `MIN_REPLICA_SLICE_BYTES`, otherwise as its default
-    handler does (the same array metadata store). The handler is orbax's global one: the
-    standard checkpoint handler takes no registry of its own."""
+    handler does (the same array metadata store). The handler is orbax's global one (the
+    standard checkpoint handler takes no registry of its own), replaced without the
+    warning `register_type_handler` would print at every command's start."""
     handler = ocp.type_handlers.ArrayHandler(
         min_slice_bytes_for_replica_parallel=MIN_REPLICA_SLICE_BYTES,
         array_metadata_store=array_metadata_store.Store(),
     )
-    ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
+    type_handler_registry.GLOBAL_TYPE_HANDLER_REGISTRY.add(
+        jax.Array, handler, override=True, ignore_warnings=True
+    )
 
 
 _register_array_handler()

@@ -52,7 +52,8 @@ def test_small_replicated_arrays_are_saved_whole_without_compiling_and_large_one
     replica: no slicing program is compiled (orbax compiled one per shape and device)."""
     mesh = sharding.create_mesh()
     assert mesh.devices.size == 8
-    small = sharding.replicate({"kernel": jnp.arange(48 * 3, dtype=jnp.float32).reshape(48, 3)}, mesh)
+    kernel = jnp.arange(48 * 3, dtype=jnp.float32).reshape(48, 3)
+    small = sharding.replicate({"kernel": kernel}, mesh)
     large = sharding.replicate({"table": jnp.arange(MIN_REPLICA_SLICE_BYTES * 2, dtype=jnp.float32)}, mesh)
     checkpointer = Checkpointer(str(tmp_path), max_to_keep=2, save_interval_steps=1)
     try:

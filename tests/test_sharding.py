@@ -15,7 +15,8 @@ def test_a_program_compiled_in_the_background_is_reused_and_its_arrays_may_go():
     rows = np.arange(8 * 3, dtype=np.float32).reshape(8, 3)
 
     def arguments():
-        return sharding.replicate({"w": jnp.asarray([0.5, 1.0, 2.0])}, mesh), sharding.shard_batch({"x": rows}, mesh)["x"]
+        weights = sharding.replicate({"w": jnp.asarray([0.5, 1.0, 2.0])}, mesh)
+        return weights, sharding.shard_batch({"x": rows}, mesh)["x"]
 
     (state, batch), later = arguments(), arguments()
     with counting_compiles() as compiles:
