@@ -128,7 +128,7 @@ def test_every_loss_component_and_coco_metric_is_logged(tiny_mask_rcnn_run):
     assert {"val/box_ap", "val/mask_ap", "val/box_ap50", "val/mask_ap75"} <= logged
 
 
-def test_evaluate_counts_every_validation_object(tiny_mask_rcnn_run, data_dir):
+def test_evaluate_counts_every_validation_object(tiny_mask_rcnn_run):
     """The COCO ground truth is the whole split: one image per example, every object."""
     config, _, _, _ = tiny_mask_rcnn_run
     source = pipeline.load_split(config.data, "validation")
