@@ -40,10 +40,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from
 
 from benchmarks.synthetic import synthetic_batch  # noqa: E402
 from benchmarks.unet_step import interleaved_step_times  # noqa: E402
-from jaxseg import sharding, train  # noqa: E402
-from jaxseg.models import factory  # noqa: E402
+from jaxseg import sharding, tasks, train  # noqa: E402
 from jaxseg.models.mask_rcnn import MaskRCNN  # noqa: E402
-from jaxseg.ops.flat_key import flat_key  # noqa: E402
 
 TORCH_CPU_THREADS = 2
 
@@ -109,14 +107,14 @@ def prepare_jax_train(
 
 def prepare_jax_detect(config, mesh, images: np.ndarray) -> tuple[float, Callable]:
     """Jitted `MaskRCNN.detect` with freshly initialized variables: (compile s, run once)."""
-    model = factory.create_model(config)
-    images = sharding.shard_batch({"image": images}, mesh)["image"]
+    task = tasks.task_for(config)
     init = jax.jit(
-        lambda key, x: model.init(flat_key(key), x, method=MaskRCNN.detect),
+        lambda key: task.init_variables(key, images.shape[1:]),
         out_shardings=sharding.replicated(mesh),
     )
-    variables = init(jax.random.key(config.seed), images)
-    detect = jax.jit(lambda v, x: model.apply(v, x, method=MaskRCNN.detect))
+    variables = init(jax.random.key(config.seed))
+    images = sharding.shard_batch({"image": images}, mesh)["image"]
+    detect = jax.jit(lambda v, x: task.model.apply(v, x, method=MaskRCNN.detect))
     compile_s, compiled = _timed_compile(detect, variables, images)
 
     def step():
