@@ -211,7 +211,7 @@ def main(argv=None) -> None:
     if args.stream_examples < 1:
         parser.error("--stream_examples must be at least 1")
     result = measure(args.images, args.workers, args.stream_examples)
-    print(f"| quantity | value |\n|---|---|")
+    print("| quantity | value |\n|---|---|")
     print(f"| images (640x480, 480x640 JPEGs) | {result['images']} |")
     print(f"| preparation, {args.workers} workers | {result['prep_ms_per_image']:.1f} ms/image |")
     print(f"| source files | {result['source_bytes'] / 1e6:.1f} MB |")

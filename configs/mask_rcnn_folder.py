@@ -1,9 +1,10 @@
 """Mask R-CNN (ResNet-18-FPN, GroupNorm) on a local COCO-format dataset.
 
 The dataset is an instances JSON and the folder of its images, as COCO, CVAT, Label Studio
-and others export them (see jaxseg/data/coco_folder.py). Images are resized (aspect ratio
-kept) and padded to 512x512 once, into config.data.data_dir; 10% of them, chosen by
-file-name hash, form the validation split.
+and others export them (see jaxseg/data/coco_folder.py). The image files and their masks are
+copied once into config.data.data_dir as they are; each image is resized (aspect ratio kept)
+and padded to 512x512 when read. 10% of them, chosen by file-name hash, form the validation
+split.
 Run: python -m jaxseg.main --config=configs/mask_rcnn_folder.py --workdir=DIR \\
     --config.data.annotations=instances.json --config.data.images=IMAGES_DIR \\
     --config.data.num_classes=3 "--config.data.class_names=('background', 'cat', 'dog')"

@@ -67,7 +67,7 @@ def _validate_data(config) -> None:
     """The registered dataset kind's own checks, then the fields every kind shares."""
     registry.DATASETS.get(_get(config, "data.name")).check(config)
     _require_int(config, "data.max_instances", 1)
-    checks.as_config_error("config.data.", pipeline.num_workers_from_data_config, config.data)
+    checks.as_config_error("config.data.", checks.num_workers_from_data_config, config.data)
     _validate_augmentation(config)
 
 

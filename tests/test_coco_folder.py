@@ -21,6 +21,7 @@ from pycocotools import mask as mask_utils
 from jaxseg import train
 from jaxseg.config_files import load_config_file
 from jaxseg.data import batching, coco_folder, coco_segmentation, folders, pipeline, storage
+from jaxseg.data.images import read_rgb
 from jaxseg.data.sources import coco_folder as coco_source
 from tests.test_train_mask_rcnn import tiny_mask_rcnn_config
 
@@ -362,8 +363,8 @@ def test_mask_rcnn_trains_and_evaluates_on_the_folder(tmp_path):
 
 
 def _stored_images(data_config) -> tuple[str, dict]:
-    """The dataset's config name and {file name: stored image}, building the dataset if
-    its config has no prepared data yet (skip warnings silenced)."""
+    """The dataset's config name and {file name: the stored file's pixels}, building the
+    dataset if its config has no prepared data yet (skip warnings silenced)."""
     config = coco_source.coco_folder_config_from_data_config(data_config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -372,7 +373,8 @@ def _stored_images(data_config) -> tuple[str, dict]:
     for split in folders.SPLITS:
         records = builder.as_data_source(split=split)
         for index in range(len(records)):
-            stored[records[index]["file_name"].decode()] = records[index]["image"]
+            name = records[index]["file_name"].decode()
+            stored[name] = read_rgb(name, records[index]["image_file"])
     return config.name, stored
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from jaxseg.data import augment, batching, folders, geometry, pipeline
+from jaxseg.data.sources import checks
 
 SIZE = 32
 MAX_INSTANCES = 6  # = max_shapes, so no example is truncated
@@ -466,9 +467,9 @@ def test_bad_worker_counts_are_rejected(train_source, workers, message):
     with pytest.raises(ValueError, match="num_workers"):
         batching.train_batches(train_source, 4, 0, max_instances=2, num_workers=workers)
     with pytest.raises(ValueError, match=message):
-        pipeline.num_workers_from_data_config(ml_collections.ConfigDict({"num_workers": workers}))
+        checks.num_workers_from_data_config(ml_collections.ConfigDict({"num_workers": workers}))
     automatic = ml_collections.ConfigDict({"num_workers": None})
-    assert pipeline.num_workers_from_data_config(automatic) >= 1
+    assert checks.num_workers_from_data_config(automatic) >= 1
 
 
 def test_workers_run_outside_an_absl_app_and_the_program_exits_with_them_open(data_config):

@@ -32,7 +32,8 @@ the stored examples, which the dataset fitted at the test-time shorter side s
 detectron2's rounding) and resizes its content (the placement's valid region at the top
 left) to that size, sampling as scale jitter does (scale h / h_i per axis, no offset), then
 pads back to the canvas. Since s_i <= s the content always fits. The pixels are resampled
-from the stored content, not from the source image. It runs first, before the flip
+from the stored content; datasets whose records keep the source files (COCO-format
+folders) fit the source image at (h_i, w_i) instead (`drawn_fit`). It runs first, before the flip
 (`jaxseg.data.batching`), as detectron2 resizes before it flips.
 """
 
@@ -272,6 +273,12 @@ def resize_content(
     return _resampled(example, rows, columns, ignore_label)
 
 
+def drawn_fit(rng: np.random.Generator, config: Augmentation) -> geometry.Fit:
+    """The test-time fit at one of `config.shorter_sides` (not None), drawn from `rng`."""
+    side = config.shorter_sides[int(rng.integers(len(config.shorter_sides)))]
+    return config.fit.with_shorter_side(side)
+
+
 def multi_scale(
     example: dict[str, np.ndarray], rng: np.random.Generator, config: Augmentation,
     placement: geometry.Placement | None,
@@ -281,14 +288,12 @@ def multi_scale(
     canvas (None: the source is the whole canvas)."""
     if config.shorter_sides is None:
         return example
-    side = config.shorter_sides[int(rng.integers(len(config.shorter_sides)))]
+    fit = drawn_fit(rng, config)
     if placement is None:
         size = example["semantic"].shape[0]
         placement = geometry.Placement(size, size, size, size)
     content_hw = (placement.valid_height, placement.valid_width)
-    target_hw = geometry.resized_shape(
-        placement.height, placement.width, config.fit.with_shorter_side(side)
-    )
+    target_hw = geometry.resized_shape(placement.height, placement.width, fit)
     if target_hw == content_hw:
         return example
     return resize_content(example, content_hw, target_hw, config.ignore_label)

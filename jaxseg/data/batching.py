@@ -8,7 +8,7 @@ p·b + r of global batch s (b = B / P rows per process, p its index):
 
   train: order = range(N) -> shuffle(seed) -> repeat   (grain's permutation, new each epoch)
          row j at global stream position g = s·B + p·b + r: example order[g], rescaled
-         (multi-scale), flipped and augmented with draws from (seed, s, p·b + r), padded to
+         (multi-scale; fitted from the source pixels where the records keep them), flipped and augmented with draws from (seed, s, p·b + r), padded to
          M instance slots
          -> rows from start_step·b on -> batch(b)
   eval:  row j: example g = s·B + p·b + r, or a padding row past the end -> batch(b)
@@ -234,16 +234,17 @@ class _TrainRow:
         step, row, stream_position = self._rows.locate(position)
         index = int(self._order[stream_position])
         rng = np.random.default_rng([self._seed, _AUGMENT_STREAM, step, row])
-        example = self._source[index]
         flip = self._flip and rng.random() < 0.5
-        if self._augmentation is not None and self._augmentation.shorter_sides is not None:
+        scales = self._augmentation is not None and self._augmentation.shorter_sides is not None
+        decoded = isinstance(self._source, pipeline.DecodedSource)
+        if scales and decoded and self._source.keeps_source:
+            example = self._source.fitted(index, augment.drawn_fit(rng, self._augmentation))
+        elif scales:
             # Only here: without the decoded cache, `placement` decodes the record again.
-            placement = (
-                self._source.placement(index)
-                if isinstance(self._source, pipeline.DecodedSource)
-                else None
-            )
-            example = augment.multi_scale(example, rng, self._augmentation, placement)
+            placement = self._source.placement(index) if decoded else None
+            example = augment.multi_scale(self._source[index], rng, self._augmentation, placement)
+        else:
+            example = self._source[index]
         if flip:
             example = _flip_horizontally(example)
         if self._augmentation is not None:

@@ -6,17 +6,22 @@ Label Studio and others write it) and a folder of images whose `file_name`s it l
 - Categories: ids sorted in increasing order become the contiguous labels 1..K-1; their
   names are kept: `class_names = ("background", name of the smallest id, ...)`, stored in
   the dataset's metadata (`builder.info.metadata["class_names"]`).
+- Storage (`jaxseg.data.coco_records`): each record keeps the image file's bytes as they are
+  (a JPEG stays a JPEG) and its annotations' masks at the image's own size, so the dataset
+  takes about the source files' bytes; examples are fitted to the canvas when read.
+  Preparing is reading the JSON once and each file once (decoding it fully, so truncated
+  files are found before training), in `num_workers` processes for large folders.
 - Segmentations: polygons (a list of [x0, y0, x1, y1, ...] lists, rasterized by pycocotools
   and merged), uncompressed RLE (counts a list) and compressed RLE (counts a string).
-  Polygons with fewer than 3 points are dropped. Boxes are the tight boxes of the stored
-  (resized) masks; the JSON's `bbox` is not read.
+  Polygons with fewer than 3 points are dropped. Boxes are the tight boxes of the fitted
+  masks; the JSON's `bbox` is not read.
 - Crowd annotations (`iscrowd` = 1) are not instances: they are left out of masks, boxes
   and labels, as COCO leaves them out of training targets. Their pixels are painted with
   their class in the semantic map. Evaluation scores against the JSON itself, crowd
   regions included (`jaxseg.evaluation.frames.coco_json_frame`), so detections on them are
   ignored as COCO's evaluation ignores them.
-- Geometry and splits: see `jaxseg.data.folders` (resize with aspect ratio kept, padding,
-  the validation split a fraction of the images chosen by file-name hash). Images without
+- Geometry and splits: see `jaxseg.data.folders` (resize with aspect ratio kept, padding;
+  multi-scale training fits the source pixels at each drawn size; the validation split a fraction of the images chosen by file-name hash). Images without
   annotations are kept.
 
 Errors and skips: a JSON that cannot be parsed or lacks the COCO structure (the three lists,
@@ -24,7 +29,8 @@ image ids and file names, category ids and names) raises ValueError naming the f
 are skipped, with one warning per kind naming the first few: images whose file is missing or
 unreadable, or whose size differs from the JSON's height/width; annotations referring to an
 unknown image or category, without a usable segmentation (empty, only degenerate polygons,
-malformed, an RLE of another size) or whose mask has no pixel once resized.
+malformed, an RLE of another size) or whose mask has no pixel once resized at the
+test-time fit.
 
 Images are read by `jaxseg.data.images.read_rgb` (16-bit images scaled to 8 bits, not
 saturated; an unreadable file is skipped with the reason).
@@ -45,9 +51,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from jaxseg.data import folders, geometry, shapes
-from jaxseg.data.coco_segmentation import Unusable, decode_segmentation
-from jaxseg.data.images import ImageReadError, read_rgb
+from jaxseg.data import coco_records, folders, geometry, shapes
 
 BACKGROUND = "background"
 
@@ -63,6 +67,7 @@ class CocoFolderConfig(tfds.core.BuilderConfig):
     ignore_label: int = folders.DEFAULT_IGNORE_LABEL
     resize_shorter_side: int | None = None
     resize_max_longer_side: int | None = None
+    num_workers: int = 0
 
 
 def coco_folder_config(
@@ -74,8 +79,10 @@ def coco_folder_config(
     ignore_label: int = folders.DEFAULT_IGNORE_LABEL,
     resize_shorter_side: int | None = None,
     resize_max_longer_side: int | None = None,
+    num_workers: int = 0,
 ) -> CocoFolderConfig:
-    """A validated `CocoFolderConfig` (absolute paths) named after its parameters.
+    """A validated `CocoFolderConfig` (absolute paths) named after its parameters (all but
+    `num_workers`: the processes that prepare it, `coco_records.read_sources`).
 
     Raises:
       ValueError: a missing path or an invalid parameter, named at the start of the
@@ -106,6 +113,7 @@ def coco_folder_config(
         ignore_label=ignore_label,
         resize_shorter_side=fit.shorter_side,
         resize_max_longer_side=fit.max_longer_side,
+        num_workers=num_workers,
     )
 
 
@@ -231,77 +239,37 @@ def _annotations_by_image(coco: CocoJson, report: folders.SkipReport) -> dict[in
     return by_image
 
 
-def _read_image(path: str, entry: dict) -> np.ndarray:
-    """uint8 [h, w, 3] pixels (`read_rgb`) of the image file `path` described by JSON `entry`.
-
-    Raises:
-      ImageReadError: the file cannot be read.
-      Unusable: its size differs from the JSON's.
-    """
-    pixels = read_rgb(path)
-    listed = (entry.get("height"), entry.get("width"))
-    if listed != (None, None) and listed != pixels.shape[:2]:
-        raise Unusable("images whose size differs from the JSON's height and width")
-    return pixels
-
-
-def make_example(entry: dict, annotations: list, config: CocoFolderConfig, labels: dict, report):
-    """The stored example of image `entry`, or None if the image cannot be used.
-
-    Args:
-      entry: the image's JSON dict (id, file_name, optional height and width).
-      annotations: its annotations (known image and category), in file order.
-      config: the dataset config (images folder, image size and fit, ignore label).
-      labels: category id -> label 1..K-1.
-      report: a `folders.SkipReport` told about every skipped image and annotation.
-    """
-    path = os.path.join(config.images, entry["file_name"])
-    try:
-        pixels = _read_image(path, entry)
-    except ImageReadError as error:
-        report.add("unreadable images", str(error))
-        return None
-    except Unusable as skip:
-        report.add(str(skip), path)
-        return None
-    height, width = pixels.shape[:2]
-    fit = geometry.fit_of(config)
-    size = fit.canvas
-    semantic = geometry.fit_nearest(np.zeros((height, width), np.uint8), fit, config.ignore_label)
-    masks, instance_labels = [], []
-    for annotation in annotations:
-        name = f"annotation {annotation.get('id')} of {entry['file_name']}"
-        try:
-            mask = decode_segmentation(annotation.get("segmentation"), height, width)
-        except Unusable as skip:
-            report.add(str(skip), name)
-            continue
-        mask = geometry.fit_nearest(mask, fit, 0)
-        if not mask.any():
-            report.add(f"annotations whose mask has no pixel at image_size {size}", name)
-            continue
-        label = labels[annotation["category_id"]]
-        semantic[mask.astype(bool)] = label
-        if not annotation.get("iscrowd", 0):
-            masks.append(mask)
-            instance_labels.append(label)
-    stacked = np.stack(masks, axis=-1) if masks else np.zeros((size, size, 0), np.uint8)
-    canvas, _ = geometry.fit_image(pixels, fit)
-    return folders.encode_example(
-        canvas,
-        semantic,
-        stacked,
-        instance_labels,
-        entry["id"],
-        entry["file_name"],
-        (height, width),
+def features() -> tfds.features.FeaturesDict:
+    """The stored features: the records of `jaxseg.data.coco_records`."""
+    return tfds.features.FeaturesDict(
+        {
+            "image_file": tfds.features.Tensor(shape=(), dtype=np.object_),
+            "mask_rles": tfds.features.Tensor(shape=(None,), dtype=np.object_),
+            "labels": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+            "crowd": tfds.features.Tensor(shape=(None,), dtype=np.bool_),
+            "image_id": tfds.features.Scalar(dtype=np.int64),
+            "file_name": tfds.features.Text(),
+            "height": tfds.features.Scalar(dtype=np.int64),
+            "width": tfds.features.Scalar(dtype=np.int64),
+        }
     )
 
 
-class CocoFolder(folders.FolderBuilder):
+class CocoFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """A local COCO-format dataset (see the module docstring)."""
 
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First release.",
+        "1.1.0": "The source image's height and width.",
+        "2.0.0": "The source files' bytes and the annotations in the images' own pixels.",
+    }
     code_path = epath.Path(__file__)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self, description=__doc__, features=features(), metadata=tfds.core.MetadataDict()
+        )
 
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download
@@ -323,17 +291,19 @@ class CocoFolder(folders.FolderBuilder):
         splits = folders.split_items(
             entries, [entry["file_name"] for entry in entries], config.validation_fraction
         )
+        fit = geometry.fit_of(config)
         return {
-            split: self._generate_examples(items, by_image, coco.labels)
+            split: self._generate_examples(
+                [(entry, by_image[entry["id"]], config.images, fit, coco.labels) for entry in items]
+            )
             for split, items in splits.items()
         }
 
-    def _generate_examples(self, entries: list, by_image: dict, labels: dict):
+    def _generate_examples(self, jobs: list):
         report = folders.SkipReport(self.builder_config.annotations)
-        for entry in entries:
-            example = make_example(
-                entry, by_image[entry["id"]], self.builder_config, labels, report
-            )
-            if example is not None:
-                yield entry["id"], example
+        for record, skips in coco_records.read_sources(jobs, self.builder_config.num_workers):
+            for reason, item in skips:
+                report.add(reason, item)
+            if record is not None:
+                yield record["image_id"], record
         report.warn()

@@ -75,16 +75,24 @@ def _rle(segmentation: dict, height: int, width: int) -> dict:
     return rle
 
 
+def segmentation_rle(segmentation, height: int, width: int) -> dict:
+    """The compressed RLE ({"size": [height, width], "counts": bytes}) of a COCO polygon or
+    RLE segmentation; polygons are rasterized (and merged) by pycocotools.
+
+    Raises:
+      Unusable: the segmentation is missing, malformed, empty or of another size.
+    """
+    if isinstance(segmentation, list):
+        return _polygon_rle(segmentation, height, width)
+    if isinstance(segmentation, dict) and {"size", "counts"} <= segmentation.keys():
+        return _rle(segmentation, height, width)
+    raise Unusable("annotations without a usable segmentation")
+
+
 def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
     """uint8 [height, width] 0/1 mask of a COCO polygon or RLE segmentation.
 
     Raises:
       Unusable: the segmentation is missing, malformed, empty or of another size.
     """
-    if isinstance(segmentation, list):
-        rle = _polygon_rle(segmentation, height, width)
-    elif isinstance(segmentation, dict) and {"size", "counts"} <= segmentation.keys():
-        rle = _rle(segmentation, height, width)
-    else:
-        raise Unusable("annotations without a usable segmentation")
-    return mask_utils.decode(rle)
+    return mask_utils.decode(segmentation_rle(segmentation, height, width))

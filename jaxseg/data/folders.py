@@ -1,4 +1,4 @@
-"""What the folder datasets (`coco_folder`, `semantic_folder`) share.
+"""What the folder datasets (`coco_folder`, `semantic_folder`, `coco_panoptic_folder`) share.
 
 Geometry (`jaxseg.data.geometry`): every example is stored on one static S x S canvas, the
 image resized with its aspect ratio kept as the dataset's `Fit` says (default: the longer
@@ -15,8 +15,9 @@ Splits: a folder holds one set of images; `validation_mask` puts a fixed fractio
 the validation split, chosen by the SHA-256 of each image's file name (no seed, independent
 of the order in which the files are listed).
 
-Stored features (TFDS `array_record` format, read without TensorFlow through
-`builder.as_data_source()`):
+Stored features of `semantic_folder` and `coco_panoptic_folder` (TFDS `array_record` format,
+read without TensorFlow through `builder.as_data_source()`; `coco_folder`'s records keep the
+source files instead, `jaxseg.data.coco_records`):
   image      uint8 [S, S, 3]  PNG.
   semantic   uint8 [S, S, 1]  PNG; class ids, the ignore label in the padding.
   mask_rles  bytes [n]        COCO compressed-RLE counts of each instance's S x S mask

@@ -22,6 +22,7 @@ stored under transparent pixels. Other modes (LAB, HSV, ...) are refused.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 
@@ -55,15 +56,16 @@ def _one_line(error: Exception) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def load_image(path) -> Image.Image:
-    """The decoded first frame of the image file `path`, in its own mode (file closed).
+def load_image(path, data: bytes | None = None) -> Image.Image:
+    """The decoded first frame of the image file `path`, in its own mode (file closed);
+    `data`: the file's bytes, read already (`path` then only names it in errors).
 
     Raises:
       ImageReadError: not an image, truncated or corrupt (one line naming the file).
     """
     path = os.fspath(path)
     try:
-        with Image.open(path) as image:
+        with Image.open(path if data is None else io.BytesIO(data)) as image:
             image.load()
     except _DECODING_ERRORS as error:
         raise ImageReadError(f"{path}: cannot read the image ({_one_line(error)})") from None
@@ -89,15 +91,16 @@ def _grey_to_8_bits(values: np.ndarray, mode: str, path: str) -> np.ndarray:
     return ((values + 128) // 257).astype(np.uint8)
 
 
-def read_rgb(path) -> np.ndarray:
-    """uint8 [H, W, 3] pixels of the image file `path`, by the rules of the module docstring.
+def read_rgb(path, data: bytes | None = None) -> np.ndarray:
+    """uint8 [H, W, 3] pixels of the image file `path`, by the rules of the module docstring;
+    `data`: the file's bytes, read already (`path` then only names it in errors).
 
     Raises:
       ImageReadError: not an image, truncated or corrupt, an unsupported mode, or values
         outside the range of their mode (one line naming the file).
     """
     path = os.fspath(path)
-    image = load_image(path)
+    image = load_image(path, data)
     mode = image.mode
     if mode in _CONVERTED_TO_RGB:
         return np.asarray(image.convert("RGB"))

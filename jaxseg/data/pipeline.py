@@ -24,7 +24,8 @@ each, which says which `data_config` fields that kind reads. Fields every kind h
   cache_decoded       optional, default True: keep decoded examples in memory after their
                       first read. Costs 5·S·S bytes per example plus its boxes (82 KB at
                       128×128, about 165 MB for 2,000 training images); the folder datasets
-                      keep their masks RLE-compressed.
+                      keep their masks RLE-compressed. COCO-format folders, whose records
+                      keep the source files, fit every example when read and keep nothing.
   flip                mirror training examples left-right with probability 1/2 (read by the
                       caller, which passes it to `train_batches`).
   scale_jitter        optional, default None (off): (min_scale, max_scale), training only;
@@ -39,13 +40,12 @@ each, which says which `data_config` fields that kind reads. Fields every kind h
 
 from __future__ import annotations
 
-import os
 
 import ml_collections
 import numpy as np
 
 from jaxseg import registry
-from jaxseg.data import augment, folders, geometry, shapes
+from jaxseg.data import augment, coco_records, folders, geometry, shapes
 from jaxseg.data.sources import shapes as shapes_source
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -83,23 +83,6 @@ def augmentation_from_data_config(data_config) -> augment.Augmentation:
     )
 
 
-_MAX_AUTO_WORKERS = 16
-
-
-def num_workers_from_data_config(data_config) -> int:
-    """The worker processes `data_config.num_workers` asks for (None: half the host's cores,
-    at least 1 and at most 16); ValueError naming the field if it is not None or an int >= 0."""
-    workers = data_config.get("num_workers")
-    if workers is None:
-        return max(1, min(_MAX_AUTO_WORKERS, (os.cpu_count() or 2) // 2))
-    if not shapes.is_integer(workers) or workers < 0:
-        raise ValueError(
-            f"num_workers={workers!r} must be None (from the host's cores) or an int >= 0 "
-            "(0 = in the training thread)"
-        )
-    return int(workers)
-
-
 class DecodedSource:
     """Random access to the decoded examples of one split.
 
@@ -114,13 +97,25 @@ class DecodedSource:
     (`geometry.Placement`; the whole canvas where the records keep no source size).
     """
 
-    def __init__(self, records, *, cache: bool = True, fit: geometry.Fit | None = None):
+    def __init__(
+        self,
+        records,
+        *,
+        cache: bool = True,
+        fit: geometry.Fit | None = None,
+        ignore_label: int = folders.DEFAULT_IGNORE_LABEL,
+    ):
         """`records`: random access to records with the shapes or folder features (a TFDS
-        data source, or a `catalog.ConvertedSource` giving the folder features); `fit`: how
-        the records were fitted to their canvas (None: the longer side to the canvas)."""
+        data source, or a `catalog.ConvertedSource` giving the folder features), or records
+        that keep the source files (`coco_records`); `fit`: how the records were or are
+        fitted to their canvas (None: the longer side to the canvas); `ignore_label`: the
+        semantic label of the padding where examples are fitted when read."""
         self._records = records
-        self._cache = [None] * len(records) if cache else None
         self._fit = fit
+        self._ignore_label = int(ignore_label)
+        # Records of source files are fitted at every read: nothing decoded is kept.
+        self._keeps_source = len(records) > 0 and "image_file" in records[0]
+        self._cache = [None] * len(records) if cache and not self._keeps_source else None
 
     def __len__(self) -> int:
         return len(self._records)
@@ -131,6 +126,11 @@ class DecodedSource:
         if state["_cache"] is not None:
             state["_cache"] = [None] * len(state["_records"])
         return state
+
+    @property
+    def keeps_source(self) -> bool:
+        """Whether the records keep the source files, so `fitted` fits them at any size."""
+        return self._keeps_source
 
     @property
     def records(self):
@@ -166,20 +166,43 @@ class DecodedSource:
         fit = geometry.Fit(size) if self._fit is None else self._fit
         return geometry.placement((int(record["height"]), int(record["width"])), fit)
 
-    def _checked_compact(self, index: int) -> tuple:
+    def _checked(self, index: int) -> int:
         if not shapes.is_integer(index) or not 0 <= index < len(self):
             raise IndexError(f"index {index!r} out of range for a source of {len(self)}")
-        return self._compact(int(index))
+        return int(index)
+
+    def _checked_compact(self, index: int) -> tuple:
+        return self._compact(self._checked(index))
+
+    def _source_fit(self) -> geometry.Fit:
+        if self._fit is None:
+            raise ValueError("records that keep the source files need the fit to read them at")
+        return self._fit
 
     def image_id(self, index: int) -> int:
         """The dataset's id of example `index` (see the class docstring)."""
+        if self._keeps_source:
+            return int(self._records[self._checked(index)]["image_id"])
         return self._checked_compact(index)[5]
 
     def placement(self, index: int) -> geometry.Placement:
         """Where example `index`'s source image lies on the canvas."""
+        if self._keeps_source:
+            record = self._records[self._checked(index)]
+            return coco_records.record_placement(record, self._source_fit())
         return self._checked_compact(index)[6]
 
+    def fitted(self, index: int, fit: geometry.Fit) -> dict[str, np.ndarray]:
+        """Example `index` as `source[index]` gives it, fitted from the source pixels at
+        `fit` (a training scale) instead of the dataset's fit; only where `keeps_source`."""
+        if not self._keeps_source:
+            raise ValueError("these records keep only their canvas; resample it instead")
+        record = self._records[self._checked(index)]
+        return coco_records.fitted_example(record, fit, self._ignore_label)
+
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        if self._keeps_source:
+            return self.fitted(index, self._source_fit())
         image, semantic, instances, boxes, labels, _, _ = self._checked_compact(index)
         if instances.ndim == 2:
             numbers = np.arange(1, len(labels) + 1, dtype=np.uint8)
@@ -217,5 +240,8 @@ def load_split(data_config, split: str, *, build: bool = True) -> DecodedSource:
         raise ValueError(f"unknown split {split!r} of {data_config.name}; expected one of {splits}")
     records = dataset.target(data_config, build).as_data_source(split=split)
     return DecodedSource(
-        records, cache=bool(data_config.get("cache_decoded", True)), fit=geometry.fit_of(data_config)
+        records,
+        cache=bool(data_config.get("cache_decoded", True)),
+        fit=geometry.fit_of(data_config),
+        ignore_label=data_config.get("ignore_label", folders.DEFAULT_IGNORE_LABEL),
     )

@@ -12,7 +12,8 @@ import ml_collections
 from tqdm import tqdm
 
 from jaxseg import sharding
-from jaxseg.data import batching, pipeline
+from jaxseg.data import batching
+from jaxseg.data.sources import checks
 from jaxseg.training.feed import select_fields
 from jaxseg.training.state import TrainState
 from jaxseg.training.steps import CompiledSteps
@@ -40,7 +41,7 @@ def evaluate(
     """
     evaluation = steps.task.new_evaluation(source)
     batches = _eval_batches(
-        steps, source, config, pipeline.num_workers_from_data_config(config.data)
+        steps, source, config, checks.num_workers_from_data_config(config.data)
     )
     progress = tqdm(
         batches,

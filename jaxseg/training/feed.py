@@ -7,6 +7,7 @@ import numpy as np
 
 from jaxseg import sharding
 from jaxseg.data import batching, pipeline
+from jaxseg.data.sources import checks
 
 
 def select_fields(batch: Mapping[str, np.ndarray], names: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -31,7 +32,7 @@ def device_batches(
         max_instances=config.data.max_instances,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
-        num_workers=pipeline.num_workers_from_data_config(config.data),
+        num_workers=checks.num_workers_from_data_config(config.data),
         fields=fields,
     )
     return (sharding.shard_batch(select_fields(batch, fields), mesh) for batch in batches)

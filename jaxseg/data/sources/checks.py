@@ -1,9 +1,10 @@
 """Checks of `config.data` fields that several dataset kinds share, as ConfigErrors."""
 
+import os
 from typing import Any, Callable
 
 from jaxseg import schema
-from jaxseg.data import folders, geometry
+from jaxseg.data import folders, geometry, shapes
 from jaxseg.errors import ConfigError
 
 
@@ -76,3 +77,20 @@ def check_class_names(data_config: Any, class_names, source: str) -> None:
             f"the {len(expected)} classes of {source}: set --config.data.num_classes="
             f'{len(expected)} "--config.data.class_names={expected!r}"'
         )
+
+
+_MAX_AUTO_WORKERS = 16
+
+
+def num_workers_from_data_config(data_config) -> int:
+    """The worker processes `data_config.num_workers` asks for (None: half the host's cores,
+    at least 1 and at most 16); ValueError naming the field if it is not None or an int >= 0."""
+    workers = data_config.get("num_workers")
+    if workers is None:
+        return max(1, min(_MAX_AUTO_WORKERS, (os.cpu_count() or 2) // 2))
+    if not shapes.is_integer(workers) or workers < 0:
+        raise ValueError(
+            f"num_workers={workers!r} must be None (from the host's cores) or an int >= 0 "
+            "(0 = in the training thread)"
+        )
+    return int(workers)

@@ -1,7 +1,7 @@
 """`config.data.name = "coco_folder"`: a local COCO-format instances JSON and its images
-folder (`jaxseg.data.coco_folder`); splits train, validation. Every image is stored resized
-(aspect ratio kept) and padded to image_size x image_size, the semantic map holding the
-ignore label in the padding.
+folder (`jaxseg.data.coco_folder`); splits train, validation. The records keep the image
+files as they are; every example is resized (aspect ratio kept) and padded to image_size x
+image_size when read, the semantic map holding the ignore label in the padding.
 
 Fields besides the common ones (`jaxseg.data.pipeline`):
   annotations, images the instances JSON and the folder its `file_name`s are relative to.
@@ -35,6 +35,7 @@ def coco_folder_config_from_data_config(data_config: Any) -> coco_folder.CocoFol
             "validation_fraction", folders.DEFAULT_VALIDATION_FRACTION
         ),
         ignore_label=data_config.get("ignore_label", folders.DEFAULT_IGNORE_LABEL),
+        num_workers=checks.num_workers_from_data_config(data_config),
         **geometry.resize_fields(data_config),
     )
 
