@@ -138,7 +138,7 @@ def test_a_truncated_file_is_found_when_prepared(tmp_path):
     assert reason == "unreadable images" and item.startswith(os.path.join(tmp_path, "t.jpg"))
 
 
-def test_workers_give_the_records_of_the_calling_process(tmp_path, monkeypatch):
+def test_worker_threads_give_the_records_of_the_calling_thread(tmp_path):
     rng = np.random.default_rng(2)
     for index in range(6):
         Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(
@@ -151,7 +151,6 @@ def test_workers_give_the_records_of_the_calling_process(tmp_path, monkeypatch):
         for index in range(6)
     ]
     here = list(coco_records.read_sources(jobs, workers=0))
-    monkeypatch.setattr(coco_records, "MIN_IMAGES_PER_WORKER", 2)
     in_workers = list(coco_records.read_sources(jobs, workers=2))
     assert len(here) == len(in_workers) == 6
     for (first, _), (second, _) in zip(here, in_workers):

@@ -166,11 +166,11 @@ def _row(example: dict | None, index: int, image_hw, max_instances: int, canvas_
     row["truncated"] = np.bool_(False)
     if example is None:
         return row
-    keep = np.arange(len(example["labels"]))
-    if len(keep) > max_instances:
+    keep = slice(None)  # all of them, without copying the masks
+    if len(example["labels"]) > max_instances:
         keep = _largest_instances(example["masks"], max_instances)
         row["truncated"] = np.bool_(True)
-    count = len(keep)
+    count = min(len(example["labels"]), max_instances)
     if "image" in row:
         _quantize(example["image"], row["image"])
     if "semantic" in row:
@@ -178,7 +178,8 @@ def _row(example: dict | None, index: int, image_hw, max_instances: int, canvas_
     if "masks" in row:
         row["masks"][:count] = example["masks"][keep]
     if "packed_masks" in row:
-        row["packed_masks"][:count] = np.packbits(example["masks"][keep], axis=-1)
+        for slot, mask in enumerate(example["masks"][keep]):
+            row["packed_masks"][slot] = np.packbits(mask, axis=-1)
     for name in ("boxes", "labels"):
         if name in row:
             row[name][:count] = example[name][keep]

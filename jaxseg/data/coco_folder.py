@@ -10,7 +10,7 @@ Label Studio and others write it) and a folder of images whose `file_name`s it l
   (a JPEG stays a JPEG) and its annotations' masks at the image's own size, so the dataset
   takes about the source files' bytes; examples are fitted to the canvas when read.
   Preparing is reading the JSON once and each file once (decoding it fully, so truncated
-  files are found before training), in `num_workers` processes for large folders.
+  files are found before training), in `num_workers` threads.
 - Segmentations: polygons (a list of [x0, y0, x1, y1, ...] lists, rasterized by pycocotools
   and merged), uncompressed RLE (counts a list) and compressed RLE (counts a string).
   Polygons with fewer than 3 points are dropped. Boxes are the tight boxes of the fitted
@@ -82,7 +82,7 @@ def coco_folder_config(
     num_workers: int = 0,
 ) -> CocoFolderConfig:
     """A validated `CocoFolderConfig` (absolute paths) named after its parameters (all but
-    `num_workers`: the processes that prepare it, `coco_records.read_sources`).
+    `num_workers`: the threads that prepare it, `coco_records.read_sources`).
 
     Raises:
       ValueError: a missing path or an invalid parameter, named at the start of the
