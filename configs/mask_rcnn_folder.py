@@ -9,7 +9,11 @@ Run: python -m jaxseg.main --config=configs/mask_rcnn_folder.py --workdir=DIR \\
     --config.data.annotations=instances.json --config.data.images=IMAGES_DIR \\
     --config.data.num_classes=3 "--config.data.class_names=('background', 'cat', 'dog')"
 num_classes and class_names must be the background and the JSON's categories in increasing
-id order; a run with others stops before training, naming the values to give.
+id order; a run with others stops before training, naming the values to give. A layout with
+a JSON per split (COCO's train2017/val2017, Roboflow's train/valid) adds
+    --config.data.validation_annotations=instances_val.json \\
+    --config.data.validation_images=VAL_IMAGES_DIR
+and is scored against every image of the validation JSON.
 """
 
 import ml_collections
@@ -28,6 +32,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.num_classes = ml_collections.FieldReference(None, field_type=int)
     config.data.class_names = ml_collections.FieldReference(None, field_type=tuple)
     config.data.validation_fraction = 0.1
+    # The validation split's own JSON and images (COCO's val2017, Roboflow's valid/).
+    config.data.validation_annotations = ml_collections.FieldReference(None, field_type=str)
+    config.data.validation_images = ml_collections.FieldReference(None, field_type=str)
 
     config.model.anchor_sizes = (32.0, 64.0, 128.0, 256.0, 512.0)
     return config

@@ -11,21 +11,23 @@ import json
 import os
 import warnings
 
-import jax
 import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from jaxseg import train
-from jaxseg.config_files import load_config_file
-from jaxseg.data import batching, coco_folder, coco_segmentation, folders, pipeline, storage
+from jaxseg.data import (
+    batching,
+    coco_folder,
+    coco_json,
+    coco_segmentation,
+    folders,
+    pipeline,
+    storage,
+)
 from jaxseg.data.images import read_rgb
 from jaxseg.data.sources import coco_folder as coco_source
-from tests.test_train_mask_rcnn import tiny_mask_rcnn_config
-
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 SIZE = 32
 IGNORE = 255
@@ -287,7 +289,7 @@ def test_json_without_coco_structure_is_an_error(tmp_path, content, message):
     path = tmp_path / "instances.json"
     path.write_text(json.dumps(content))
     with pytest.raises(ValueError, match=message):
-        coco_folder.read_coco_json(str(path))
+        coco_json.read_coco_json(str(path))
 
 
 def test_missing_paths_are_errors_naming_the_field(tmp_path):
@@ -330,36 +332,6 @@ def test_rewritten_json_gets_a_new_dataset_name(tmp_path):
     os.utime(annotations, ns=(status.st_atime_ns, status.st_mtime_ns + 1))
     second = coco_folder.coco_folder_config(annotations=annotations, images=images, image_size=32)
     assert second.name != first.name
-
-
-@pytest.mark.slow
-def test_mask_rcnn_trains_and_evaluates_on_the_folder(tmp_path):
-    """configs/mask_rcnn_folder.py's data section with the tiny test model, for 2 steps."""
-    annotations, images, _ = write_coco_folder(str(tmp_path))
-    config = tiny_mask_rcnn_config(str(tmp_path / "unused"))
-    config.data = load_config_file(os.path.join(CONFIG_DIR, "mask_rcnn_folder.py")).data
-    config.data.update(
-        {
-            "data_dir": str(tmp_path / "tfds"),
-            "annotations": annotations,
-            "images": images,
-            "num_classes": len(CLASS_NAMES),
-            "class_names": CLASS_NAMES,
-            "image_size": 64,
-            "max_instances": 4,
-            "validation_fraction": 0.25,
-        }
-    )
-    config.num_train_steps = config.eval_every_steps = config.checkpoint_every_steps = 2
-    config.batch_size = config.eval_batch_size = 2
-    workdir = str(tmp_path / "run")
-    with pytest.warns(UserWarning, match="skipped"):
-        train.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
-    with open(os.path.join(workdir, "metrics.json")) as file:
-        metrics = json.load(file)
-    assert metrics["step"] == 2
-    assert {"box_ap", "mask_ap", "train_loss"} <= metrics.keys()
-    assert np.isfinite(metrics["train_loss"])
 
 
 def _stored_images(data_config) -> tuple[str, dict]:

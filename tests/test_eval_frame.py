@@ -106,6 +106,41 @@ def folder_config(root):
     return config
 
 
+# The split-file layout: the validation JSON lists f, g, h and MISSING, an image whose file
+# is absent (it still counts in the validation AP: its object is missed); train the rest.
+VALIDATION_NAMES = ("f.png", "g.png", "h.png")
+MISSING = {"id": 120, "file_name": "missing.png", "height": 40, "width": 60}
+MISSING_OBJECT = (3, 5, 5, 35, 30)
+
+
+def split_folder_config(root):
+    """`folder_config` with a JSON per split (module comment above)."""
+    config = folder_config(root)
+    with open(config.data.annotations) as file:
+        everything = json.load(file)
+    in_validation = {e["id"] for e in everything["images"] if e["file_name"] in VALIDATION_NAMES}
+    paths = {}
+    for split, wanted in (("train", False), ("validation", True)):
+        images = [e for e in everything["images"] if (e["id"] in in_validation) == wanted]
+        annotations = [a for a in everything["annotations"]
+                       if (a["image_id"] in in_validation) == wanted]
+        if wanted:
+            category, x0, y0, x1, y1 = MISSING_OBJECT
+            images.append(MISSING)
+            annotations.append({
+                "id": 1000, "image_id": MISSING["id"], "category_id": category,
+                "segmentation": _polygon(x0, y0, x1, y1), "iscrowd": 0,
+                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
+            })
+        paths[split] = os.path.join(root, f"instances_{split}.json")
+        with open(paths[split], "w") as file:
+            json.dump({**everything, "images": images, "annotations": annotations}, file)
+    config.data.annotations = paths["train"]
+    config.data.validation_annotations = paths["validation"]
+    config.data.validation_images = config.data.images
+    return config
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     config = folder_config(str(tmp_path_factory.mktemp("folder")))
@@ -270,14 +305,62 @@ def test_results_file_gives_pycocotools_the_same_aps(folder, tmp_path):
             assert json.load(file) == sorted(source.image_id(i) for i in range(len(source)))
 
 
+def test_split_files_score_every_image_of_the_validation_json(tmp_path):
+    """Perfect detections on the three readable validation images: the missing image's
+    object is missed (recall 3/4 of the box objects), as pycocotools scores it on the
+    validation JSON itself; the warning says it still counts."""
+    config = split_folder_config(str(tmp_path))
+    with pytest.warns(UserWarning, match="still count in the validation AP") as caught:
+        sources = {split: pipeline.load_split(config.data, split) for split in ("train", "validation")}
+    assert "missing.png" in "".join(str(warning.message) for warning in caught)
+    ids = {split: sorted(s.image_id(i) for i in range(len(s))) for split, s in sources.items()}
+    assert ids == {"train": [101, 102, 103, 104, 105], "validation": [106, 107, 108]}
+    results_dir = tmp_path / "results"
+    results_dir.mkdir()
+    metrics, _ = _evaluate(InstanceSegmentation(config), sources["validation"],
+                           results_dir=str(results_dir))
+    with open(results_dir / "image_ids.json") as file:
+        assert json.load(file) == [106, 107, 108, 120]
+    reference = pycocotools_aps(config.data.validation_annotations, str(results_dir))
+    for name in COCO_METRICS:
+        np.testing.assert_allclose(metrics[name], reference[name], atol=1e-9, err_msg=name)
+    # 3 of the 4 objects found, each perfectly: AP is the recall-limited area, below 1.
+    assert 0.5 < metrics["box_ap"] < 1.0 and 0.5 < metrics["mask_ap"] < 1.0
+
+
+def test_split_files_need_the_same_categories(tmp_path):
+    config = split_folder_config(str(tmp_path))
+    with open(config.data.validation_annotations) as file:
+        validation = json.load(file)
+    validation["categories"][0]["name"] = "lion"
+    with open(config.data.validation_annotations, "w") as file:
+        json.dump(validation, file)
+    with pytest.raises(ValueError, match="^validation_annotations: the categories of .* differ"):
+        pipeline.load_split(config.data, "train")
+
+
+def test_an_image_in_both_split_files_is_reported(tmp_path):
+    config = split_folder_config(str(tmp_path))
+    with open(config.data.annotations) as file:
+        train_json = json.load(file)
+    with open(config.data.validation_annotations) as file:
+        validation = json.load(file)
+    validation["images"].append({**train_json["images"][0], "id": 500})
+    with open(config.data.validation_annotations, "w") as file:
+        json.dump(validation, file)
+    with pytest.warns(UserWarning, match=r"1 images are listed in both .*a\.png"):
+        pipeline.load_split(config.data, "train")
+
+
 # --------------------------------------------------------------------------- jaxseg.evaluate
 
 
 @pytest.fixture(scope="module")
 def trained_folder_run(tmp_path_factory):
-    """2 training steps of the tiny Mask R-CNN on the folder (checkpoints at 1 and 2)."""
+    """2 training steps of the tiny Mask R-CNN on the folder with a JSON per split
+    (checkpoints at 1 and 2)."""
     root = str(tmp_path_factory.mktemp("trained"))
-    config = folder_config(root)
+    config = split_folder_config(root)
     config.num_train_steps = config.eval_every_steps = 2
     config.checkpoint_every_steps = 1
     workdir = os.path.join(root, "run")
@@ -295,8 +378,15 @@ def test_training_and_evaluate_write_results_pycocotools_reproduces(trained_fold
         trained_run.load_config(workdir), workdir, "train", step=1, devices=jax.devices()[:1]
     )
     assert results_dir == os.path.join(workdir, "eval", "train_step1")
-    for directory, reported in ((during_training, written), (results_dir, metrics)):
-        reference = pycocotools_aps(config.data.annotations, directory)
+    with open(os.path.join(workdir, "metrics.json")) as file:
+        final = json.load(file)
+    assert final["step"] == 2 and np.isfinite(final["train_loss"])
+    assert {"box_ap", "mask_ap"} <= final.keys()
+    for directory, reported, split_json in (
+        (during_training, written, config.data.validation_annotations),
+        (results_dir, metrics, config.data.annotations),
+    ):
+        reference = pycocotools_aps(split_json, directory)
         for name in COCO_METRICS:
             value = np.nan if reported[name] is None else reported[name]
             np.testing.assert_allclose(value, reference[name], atol=1e-9, err_msg=name)
@@ -304,7 +394,8 @@ def test_training_and_evaluate_write_results_pycocotools_reproduces(trained_fold
         train_ids = json.load(file)
     with open(os.path.join(during_training, "image_ids.json")) as file:
         validation_ids = json.load(file)
-    assert sorted(train_ids + validation_ids) == list(range(101, 109))
+    # Every image of each split's JSON, the unreadable one of the validation JSON included.
+    assert train_ids == list(range(101, 106)) and validation_ids == [106, 107, 108, 120]
     assert os.path.exists(os.path.join(results_dir, "predictions.png"))
 
 

@@ -20,9 +20,12 @@ Label Studio and others write it) and a folder of images whose `file_name`s it l
   their class in the semantic map. Evaluation scores against the JSON itself, crowd
   regions included (`jaxseg.evaluation.frames.coco_json_frame`), so detections on them are
   ignored as COCO's evaluation ignores them.
-- Geometry and splits: see `jaxseg.data.folders` (resize with aspect ratio kept, padding;
-  multi-scale training fits the source pixels at each drawn size; the validation split a fraction of the images chosen by file-name hash). Images without
-  annotations are kept.
+- Geometry: see `jaxseg.data.folders` (resize with aspect ratio kept, padding); multi-scale
+  training fits the source pixels at each drawn size.
+- Splits: one JSON is split by file-name hash (`folders.validation_mask`); a JSON per split
+  (`validation_annotations`, `validation_images`) gives each split all of its JSON's
+  images, the categories must be the same in both, and image files listed by both are
+  reported. Images without annotations are kept.
 
 Errors and skips: a JSON that cannot be parsed or lacks the COCO structure (the three lists,
 image ids and file names, category ids and names) raises ValueError naming the file. These
@@ -35,26 +38,25 @@ test-time fit.
 Images are read by `jaxseg.data.images.read_rgb` (16-bit images scaled to 8 bits, not
 saturated; an unreadable file is skipped with the reason).
 
-The config name encodes the image size and fit (`geometry.Fit.tag`), split fraction and
-ignore label, and hashes the absolute paths, the JSON's size and modification time and the
-relative path, size and modification time (or absence) of every image the JSON lists:
-rewriting the JSON or adding, deleting or rewriting a listed image builds a new dataset.
+The config name encodes the image size and fit (`geometry.Fit.tag`), split fraction (or
+"files") and ignore label, and hashes the absolute paths, each JSON's size and modification
+time and the relative path, size and modification time (or absence) of every image a JSON
+lists: rewriting a JSON or adding, deleting or rewriting a listed image builds a new dataset.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
+import warnings
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from jaxseg.data import coco_records, folders, geometry, shapes
-
-BACKGROUND = "background"
-
+from jaxseg.data import coco_records, folders, geometry
+from jaxseg.data.coco_json import annotations_by_image, check_ignore_label, read_coco_json
+from jaxseg.errors import first_few
 
 @dataclasses.dataclass(eq=False, kw_only=True)
 class CocoFolderConfig(tfds.core.BuilderConfig):
@@ -68,6 +70,20 @@ class CocoFolderConfig(tfds.core.BuilderConfig):
     resize_shorter_side: int | None = None
     resize_max_longer_side: int | None = None
     num_workers: int = 0
+    validation_annotations: str | None = None
+    validation_images: str | None = None
+
+
+MISSING = "images whose file is missing"
+
+
+def _read_listed(field: str, path: str, images: str):
+    """(the JSON at `path`, the stamps of the images it lists in `images`)."""
+    try:
+        coco = read_coco_json(path)
+    except ValueError as error:
+        raise ValueError(f"{field}: {error}") from None
+    return coco, [folders.file_stamp(images, entry["file_name"]) for entry in coco.images]
 
 
 def coco_folder_config(
@@ -80,9 +96,16 @@ def coco_folder_config(
     resize_shorter_side: int | None = None,
     resize_max_longer_side: int | None = None,
     num_workers: int = 0,
+    validation_annotations=None,
+    validation_images=None,
 ) -> CocoFolderConfig:
     """A validated `CocoFolderConfig` (absolute paths) named after its parameters (all but
     `num_workers`: the threads that prepare it, `coco_records.read_sources`).
+
+    With `validation_annotations` and `validation_images` (both or neither), the train split
+    is every image of `annotations` and the validation split every image of
+    `validation_annotations`, whose categories must be the same; `validation_fraction` is
+    then not used.
 
     Raises:
       ValueError: a missing path or an invalid parameter, named at the start of the
@@ -92,19 +115,33 @@ def coco_folder_config(
     images = folders.check_path("images", images, directory=True)
     folders.check_common_params(image_size, validation_fraction, ignore_label, num_classes=1)
     fit = geometry.checked_fit(image_size, resize_shorter_side, resize_max_longer_side)
-    try:
-        listed = read_coco_json(annotations).images
-    except ValueError as error:
-        raise ValueError(f"annotations: {error}") from None
-    stamps = [folders.file_stamp(images, entry["file_name"]) for entry in listed]
-    digest = folders.fingerprint(
-        annotations,
-        folders.file_stamp(*os.path.split(annotations)),
-        images,
-        *stamps,
-    )
+    train, stamps = _read_listed("annotations", annotations, images)
+    parts = [annotations, folders.file_stamp(*os.path.split(annotations)), images, *stamps]
+    split_tag = f"v{validation_fraction:g}"
+    if validation_annotations is not None or validation_images is not None:
+        validation_annotations = folders.check_path(
+            "validation_annotations", validation_annotations, directory=False
+        )
+        validation_images = folders.check_path(
+            "validation_images", validation_images, directory=True
+        )
+        validation, stamps = _read_listed(
+            "validation_annotations", validation_annotations, validation_images
+        )
+        if validation.categories != train.categories:
+            raise ValueError(
+                f"validation_annotations: the categories of {validation_annotations} differ "
+                f"from those of {annotations}; both splits need the same ids and names"
+            )
+        parts += [
+            validation_annotations,
+            folders.file_stamp(*os.path.split(validation_annotations)),
+            validation_images,
+            *stamps,
+        ]
+        split_tag = "files"
     return CocoFolderConfig(
-        name=f"s{image_size}{fit.tag}_v{validation_fraction:g}_i{ignore_label}_{digest}",
+        name=f"s{image_size}{fit.tag}_{split_tag}_i{ignore_label}_{folders.fingerprint(*parts)}",
         description=f"COCO-format {annotations} with images in {images}",
         annotations=annotations,
         images=images,
@@ -114,129 +151,38 @@ def coco_folder_config(
         resize_shorter_side=fit.shorter_side,
         resize_max_longer_side=fit.max_longer_side,
         num_workers=num_workers,
+        validation_annotations=validation_annotations,
+        validation_images=validation_images,
     )
 
 
-# --------------------------------------------------------------------------- the JSON
-
-
-@dataclasses.dataclass(frozen=True)
-class CocoJson:
-    """The parts of a COCO instances JSON this builder reads.
-
-    images: the image dicts, in file order (each has an int "id" and a str "file_name").
-    annotations: the raw annotation entries, in file order (checked while building).
-    categories: the category dicts, by increasing id.
-    labels: category id -> contiguous label 1..K-1.
-    class_names: K names, "background" first, then the category names by id.
-    """
-
-    images: list
-    annotations: list
-    categories: list
-    labels: dict
-    class_names: tuple
-
-
-def _json_list(data: dict, key: str, path: str) -> list:
-    if key not in data:
-        raise ValueError(f"{path}: no {key!r} list; not a COCO instances JSON")
-    if not isinstance(data[key], list):
-        raise ValueError(f"{path}: {key!r} must be a list, got {type(data[key]).__name__}")
-    return data[key]
-
-
-def _check_entries(entries: list, fields: dict, key: str, path: str) -> None:
-    """ValueError unless every entry is a dict with `fields` (name -> type) and unique ids."""
-    seen = set()
-    for position, entry in enumerate(entries):
-        for field, kind in fields.items():
-            value = entry.get(field) if isinstance(entry, dict) else None
-            valid = shapes.is_integer(value) if kind is int else isinstance(value, kind)
-            if not valid:
-                raise ValueError(
-                    f"{path}: {key}[{position}] needs a {kind.__name__} {field!r}, got {entry!r}"
-                )
-        if entry["id"] in seen:
-            raise ValueError(f"{path}: {key} id {entry['id']} is used twice")
-        seen.add(entry["id"])
-
-
-def read_coco_json(path: str) -> CocoJson:
-    """Parses and checks the structure of a COCO instances JSON.
-
-    Raises:
-      ValueError: the file is not JSON or not COCO-shaped (message names the file).
-    """
-    try:
-        with open(path, encoding="utf-8") as file:
-            data = json.load(file)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    images = _json_list(data, "images", path)
-    annotations = _json_list(data, "annotations", path)
-    categories = _json_list(data, "categories", path)
-    _check_entries(images, {"id": int, "file_name": str}, "images", path)
-    _check_entries(categories, {"id": int, "name": str}, "categories", path)
-    if not categories:
-        raise ValueError(f"{path}: 'categories' is empty")
-    if len(categories) >= folders.MAX_LABEL:
-        raise ValueError(
-            f"{path}: {len(categories)} categories; at most {folders.MAX_LABEL - 1} fit"
-        )
-    categories = sorted(categories, key=lambda category: category["id"])
-    names = [category["name"] for category in categories]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ValueError(f"{path}: category names used twice: {duplicates}")
-    return CocoJson(
-        images=images,
-        annotations=annotations,
-        categories=categories,
-        labels={category["id"]: label for label, category in enumerate(categories, 1)},
-        class_names=(BACKGROUND, *names),
-    )
-
-
-def read_class_names(path: str) -> tuple[str, ...]:
-    """("background", category names by increasing id) of a COCO instances JSON."""
-    return read_coco_json(path).class_names
-
-
-def check_ignore_label(ignore_label: int, class_names, path: str) -> None:
-    """ValueError if `ignore_label` is one of the class ids 0..K-1 of the JSON at `path`."""
-    if ignore_label < len(class_names):
-        raise ValueError(
-            f"ignore_label={ignore_label!r} is a class id: {path} has {len(class_names)} "
-            f"classes (ids 0..{len(class_names) - 1})"
-        )
-
-
-# --------------------------------------------------------------------------- examples
-
-
-def _annotations_by_image(coco: CocoJson, report: folders.SkipReport) -> dict[int, list]:
-    """The usable-looking annotations of each image id, in file order."""
-    by_image = {image["id"]: [] for image in coco.images}
-    for position, annotation in enumerate(coco.annotations):
-        if not isinstance(annotation, dict):
-            report.add("malformed annotations", f"annotations[{position}]")
-            continue
-        name = f"annotation {annotation.get('id', f'at position {position}')}"
-        if annotation.get("image_id") not in by_image:
-            report.add(
-                "annotations of unknown images", f"{name}: image_id {annotation.get('image_id')!r}"
-            )
-        elif annotation.get("category_id") not in coco.labels:
-            report.add(
-                "annotations of unknown categories",
-                f"{name}: category_id {annotation.get('category_id')!r}",
-            )
+def _present(coco, images: str, report: folders.SkipReport) -> list[dict]:
+    """The image entries of `coco` whose file exists in `images` (the others reported)."""
+    entries = []
+    for entry in coco.images:
+        path = os.path.join(images, entry["file_name"])
+        if os.path.isfile(path):
+            entries.append(entry)
         else:
-            by_image[annotation["image_id"]].append(annotation)
-    return by_image
+            report.add(MISSING, path)
+    return entries
+
+
+def _warn_shared(train: list[dict], validation: list[dict], config: CocoFolderConfig) -> None:
+    """Warns, naming them, about image files listed by both splits' JSONs."""
+    def files(entries, images):
+        return {os.path.realpath(os.path.join(images, entry["file_name"])) for entry in entries}
+
+    shared = sorted(
+        files(train, config.images) & files(validation, config.validation_images)
+    )
+    if shared:
+        warnings.warn(
+            f"{len(shared)} images are listed in both {config.annotations} and "
+            f"{config.validation_annotations} (trained on and evaluated): "
+            f"{first_few(shared, 5, separator='; ')}",
+            stacklevel=3,
+        )
 
 
 def features() -> tfds.features.FeaturesDict:
@@ -274,33 +220,50 @@ class CocoFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download
         config = self.builder_config
-        coco = read_coco_json(config.annotations)
-        check_ignore_label(config.ignore_label, coco.class_names, config.annotations)
-        self.info.metadata["class_names"] = list(coco.class_names)
+        train = read_coco_json(config.annotations)
+        check_ignore_label(config.ignore_label, train.class_names, config.annotations)
+        self.info.metadata["class_names"] = list(train.class_names)
         report = folders.SkipReport(config.annotations)
-        by_image = _annotations_by_image(coco, report)
-        entries = []
-        for entry in coco.images:
-            if os.path.isfile(os.path.join(config.images, entry["file_name"])):
-                entries.append(entry)
-            else:
-                report.add(
-                    "images whose file is missing", os.path.join(config.images, entry["file_name"])
-                )
+        by_image = annotations_by_image(train, report)
+        entries = _present(train, config.images, report)
         report.warn()
-        splits = folders.split_items(
-            entries, [entry["file_name"] for entry in entries], config.validation_fraction
-        )
         fit = geometry.fit_of(config)
-        return {
-            split: self._generate_examples(
-                [(entry, by_image[entry["id"]], config.images, fit, coco.labels) for entry in items]
+        if config.validation_annotations is None:
+            splits = folders.split_items(
+                entries, [entry["file_name"] for entry in entries], config.validation_fraction
             )
-            for split, items in splits.items()
+            jobs = {
+                split: [(entry, by_image[entry["id"]], config.images, fit, train.labels)
+                        for entry in items]
+                for split, items in splits.items()
+            }
+            return {split: self._generate_examples(items) for split, items in jobs.items()}
+        validation = read_coco_json(config.validation_annotations)
+        note = (
+            f"; they still count in the validation AP against {config.validation_annotations} "
+            "(their objects are missed)"
+        )
+        notes = {reason: note for reason in (MISSING, coco_records.UNREADABLE,
+                                             coco_records.OTHER_SIZE)}
+        validation_report = folders.SkipReport(config.validation_annotations, notes)
+        validation_by_image = annotations_by_image(validation, validation_report)
+        validation_entries = _present(validation, config.validation_images, validation_report)
+        validation_report.warn()
+        _warn_shared(entries, validation_entries, config)
+        return {
+            "train": self._generate_examples(
+                [(entry, by_image[entry["id"]], config.images, fit, train.labels)
+                 for entry in entries]
+            ),
+            "validation": self._generate_examples(
+                [(entry, validation_by_image[entry["id"]], config.validation_images, fit,
+                  validation.labels) for entry in validation_entries],
+                validation_report,
+            ),
         }
 
-    def _generate_examples(self, jobs: list):
-        report = folders.SkipReport(self.builder_config.annotations)
+    def _generate_examples(self, jobs: list, report: folders.SkipReport | None = None):
+        report = report or folders.SkipReport(self.builder_config.annotations)
         for record, skips in coco_records.read_sources(jobs, self.builder_config.num_workers):
             for reason, item in skips:
                 report.add(reason, item)

@@ -36,6 +36,8 @@ from jaxseg.data.coco_segmentation import Unusable, segmentation_rle
 from jaxseg.data.images import ImageReadError, read_rgb
 
 _AHEAD_PER_WORKER = 4
+UNREADABLE = "unreadable images"
+OTHER_SIZE = "images whose size differs from the JSON's height and width"
 
 def _no_pixel_reason(canvas: int) -> str:
     return f"annotations whose mask has no pixel at image_size {canvas}"
@@ -73,13 +75,13 @@ def read_source(job: tuple) -> tuple[dict | None, list[tuple[str, str]]]:
             data = file.read()
         pixels = read_rgb(path, data)
     except OSError as error:
-        return None, [("unreadable images", f"{path}: {error.strerror or error}")]
+        return None, [(UNREADABLE, f"{path}: {error.strerror or error}")]
     except ImageReadError as error:
-        return None, [("unreadable images", str(error))]
+        return None, [(UNREADABLE, str(error))]
     height, width = pixels.shape[:2]
     listed = (entry.get("height"), entry.get("width"))
     if listed != (None, None) and listed != (height, width):
-        return None, [("images whose size differs from the JSON's height and width", path)]
+        return None, [(OTHER_SIZE, path)]
     target = geometry.resized_shape(height, width, fit)
     skips, rles, kept_labels, crowd = [], [], [], []
     for annotation in annotations:

@@ -227,8 +227,11 @@ def decode_masks(rles: np.ndarray, height: int, width: int) -> np.ndarray:
 class SkipReport:
     """Collects what a build skips and warns once per reason, naming the first few items."""
 
-    def __init__(self, source: str):
+    def __init__(self, source: str, notes: dict[str, str] | None = None):
+        """`source`: what the warnings name first; `notes`: reason -> what its warning adds
+        after the items."""
         self._source = source
+        self._notes = notes or {}
         self._items: dict[str, list[str]] = collections.defaultdict(list)
 
     def add(self, reason: str, item: str) -> None:
@@ -237,5 +240,8 @@ class SkipReport:
     def warn(self) -> None:
         for reason, items in self._items.items():
             shown = first_few(items, _REPORTED_ITEMS, separator="; ")
-            warnings.warn(f"{self._source}: skipped {len(items)} {reason}: {shown}", stacklevel=2)
+            note = self._notes.get(reason, "")
+            warnings.warn(
+                f"{self._source}: skipped {len(items)} {reason}: {shown}{note}", stacklevel=2
+            )
         self._items.clear()

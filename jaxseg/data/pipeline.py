@@ -104,12 +104,15 @@ class DecodedSource:
         cache: bool = True,
         fit: geometry.Fit | None = None,
         ignore_label: int = folders.DEFAULT_IGNORE_LABEL,
+        split: str | None = None,
     ):
         """`records`: random access to records with the shapes or folder features (a TFDS
         data source, or a `catalog.ConvertedSource` giving the folder features), or records
         that keep the source files (`coco_records`); `fit`: how the records were or are
         fitted to their canvas (None: the longer side to the canvas); `ignore_label`: the
-        semantic label of the padding where examples are fitted when read."""
+        semantic label of the padding where examples are fitted when read; `split`: the
+        split's name (`split`), for the dataset's evaluation."""
+        self.split = split
         self._records = records
         self._fit = fit
         self._ignore_label = int(ignore_label)
@@ -244,4 +247,5 @@ def load_split(data_config, split: str, *, build: bool = True) -> DecodedSource:
         cache=bool(data_config.get("cache_decoded", True)),
         fit=geometry.fit_of(data_config),
         ignore_label=data_config.get("ignore_label", folders.DEFAULT_IGNORE_LABEL),
+        split=split,
     )

@@ -32,7 +32,7 @@ import dataclasses
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from jaxseg.data import coco_folder, coco_segmentation, geometry
+from jaxseg.data import coco_json, coco_segmentation, geometry, shapes
 from jaxseg.evaluation.coco import encode_column_major, ground_truth_to_coco
 from jaxseg.ops.mask_paste_host import paste_binary_mask
 
@@ -43,6 +43,8 @@ class InstanceFrame:
 
     ground_truth: the COCO-format dict scored against (images, annotations, categories).
     image_ids: `image_ids[i]` is the ground truth's id of example i of the split.
+    scored_ids: the images scored (None: `image_ids`); images without an example count
+      with no detection.
     category_ids: `category_ids[k]` is the ground truth's category id of label k >= 1.
     placements: `placements[i]` is where example i's image lies on its canvas.
     """
@@ -51,6 +53,13 @@ class InstanceFrame:
     image_ids: tuple[int, ...]
     category_ids: tuple[int, ...]
     placements: tuple[geometry.Placement, ...]
+    scored_ids: tuple[int, ...] | None = None
+
+    @property
+    def scored_image_ids(self) -> tuple[int, ...]:
+        """The ground truth's images the AP is over (pycocotools' `params.imgIds`):
+        `scored_ids`, or the examples' `image_ids` where None."""
+        return self.image_ids if self.scored_ids is None else self.scored_ids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,7 +202,7 @@ def _filled_annotation(annotation: dict, height: int, width: int) -> dict:
     return filled
 
 
-def coco_json_frame(annotations_path: str, source) -> InstanceFrame:
+def coco_json_frame(annotations_path: str, source, every_image: bool = False) -> InstanceFrame:
     """The frame of a COCO-format folder: its source images and its instances JSON.
 
     The ground truth holds the JSON's entries of the split's images (their sizes filled in
@@ -205,10 +214,18 @@ def coco_json_frame(annotations_path: str, source) -> InstanceFrame:
     Args:
       annotations_path: the instances JSON the dataset was built from.
       source: a `pipeline.DecodedSource` of one of its splits.
+      every_image: score every image of the JSON (the split is all of it), those the
+        dataset could not read included, at the JSON's height and width; else only the
+        split's examples.
     """
-    coco = coco_folder.read_coco_json(annotations_path)
+    coco = coco_json.read_coco_json(annotations_path)
     image_ids, placements = ids_and_placements(source)
     sizes = {image_id: (p.height, p.width) for image_id, p in zip(image_ids, placements)}
+    if every_image:
+        for entry in coco.images:
+            listed = (entry.get("height"), entry.get("width"))
+            if entry["id"] not in sizes and all(map(shapes.is_integer, listed)):
+                sizes[entry["id"]] = listed
     images = [
         {**entry, "height": sizes[entry["id"]][0], "width": sizes[entry["id"]][1]}
         for entry in coco.images
@@ -232,4 +249,5 @@ def coco_json_frame(annotations_path: str, source) -> InstanceFrame:
         image_ids=image_ids,
         category_ids=(0, *by_label),
         placements=placements,
+        scored_ids=tuple(image["id"] for image in images) if every_image else None,
     )

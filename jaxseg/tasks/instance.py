@@ -170,7 +170,7 @@ class _COCOEvaluation(Evaluation):
 
     def __init__(self, frame: frames.InstanceFrame, mask_threshold: float, num_kept: int):
         self._frame = frame
-        self._evaluator = COCOEvaluator(frame.ground_truth, frame.image_ids)
+        self._evaluator = COCOEvaluator(frame.ground_truth, frame.scored_image_ids)
         self._mask_threshold = mask_threshold
         self._num_kept = num_kept
         self._predictions: dict[int, dict[str, np.ndarray]] = {}

@@ -8,16 +8,23 @@ Fields besides the common ones (`jaxseg.data.pipeline`):
   num_classes, class_names   K and the K class names, class_names[0] the background; the
                       others must be the JSON's categories by increasing id.
   validation_fraction optional, default 0.1: the share of the images in the validation split.
+  validation_annotations, validation_images
+                      optional, default None: the validation split's own instances JSON and
+                      images folder (both or neither), as COCO (`instances_val2017.json`,
+                      `val2017/`), Roboflow or CVAT lay out their splits; the train split is
+                      then every image of `annotations`, validation_fraction is not used,
+                      and the validation split is scored against every image of its JSON.
   ignore_label        optional, default 255: the semantic label of padding pixels.
 
 Instances are scored in the source images' own pixels against the JSON itself
-(`jaxseg.evaluation.frames.coco_json_frame`)."""
+(`jaxseg.evaluation.frames.coco_json_frame`): with split files, against every image of the
+split's JSON (an image that could not be read counts, its objects missed)."""
 
 import os
 from typing import Any
 
 from jaxseg import registry
-from jaxseg.data import coco_folder, folders, geometry, storage
+from jaxseg.data import coco_folder, coco_json, folders, geometry, storage
 from jaxseg.data.sources import checks
 from jaxseg.evaluation import frames
 
@@ -36,6 +43,8 @@ def coco_folder_config_from_data_config(data_config: Any) -> coco_folder.CocoFol
         ),
         ignore_label=data_config.get("ignore_label", folders.DEFAULT_IGNORE_LABEL),
         num_workers=checks.num_workers_from_data_config(data_config),
+        validation_annotations=data_config.get("validation_annotations"),
+        validation_images=data_config.get("validation_images"),
         **geometry.resize_fields(data_config),
     )
 
@@ -47,16 +56,22 @@ def check(config: Any) -> None:
         "config.data.", coco_folder_config_from_data_config, config.data
     )
     path, ignore_label = folder.annotations, folder.ignore_label
-    names = checks.as_config_error("config.data.annotations: ", coco_folder.read_class_names, path)
+    names = checks.as_config_error("config.data.annotations: ", coco_json.read_class_names, path)
     checks.as_config_error("config.data.", checks.check_class_names, config.data, names, path)
     checks.as_config_error(
-        "config.data.", coco_folder.check_ignore_label, ignore_label, names, path
+        "config.data.", coco_json.check_ignore_label, ignore_label, names, path
     )
 
 
 def instance_frame(data_config: Any, source) -> frames.InstanceFrame:
-    """The frame a split (`source`) is scored in: its images and the instances JSON."""
-    return frames.coco_json_frame(os.path.abspath(data_config.annotations), source)
+    """The frame a split (`source`) is scored in: its images and the instances JSON; with
+    split files, every image of the split's own JSON."""
+    if data_config.get("validation_annotations") is None:
+        return frames.coco_json_frame(os.path.abspath(data_config.annotations), source)
+    path = data_config.validation_annotations if source.split == "validation" else (
+        data_config.annotations
+    )
+    return frames.coco_json_frame(os.path.abspath(path), source, every_image=True)
 
 
 @registry.DATASETS.register(
