@@ -1,17 +1,14 @@
-"""Mask R-CNN ResNet-50-FPN on COCO 2017 (TFDS `coco/2017_panoptic`), 1x schedule.
+"""Mask R-CNN ResNet-50-FPN on COCO 2017 from COCO's own files, 1x schedule.
 
-DATA: TFDS's `coco/2017` keeps boxes but NO MASKS. This config therefore reads
-`coco/2017_panoptic`: the same 118,287 train and 5,000 validation images, whose panoptic PNGs
-give real masks of the 80 thing classes (stuff segments and crowd regions dropped; see
-jaxseg/data/catalog.py). Panoptic masks are COCO's instance masks with their overlaps
-resolved, so AP on this validation split is close to, not the same as, AP against the
-official instances JSON. --config.data.tfds_name=coco/2017 trains on boxes with BOX-SHAPED
-MASKS instead: its box AP is meaningful, its mask AP is not.
-
-The first run downloads (about 20 GB) and prepares the dataset in TFDS's array_record format
-under config.data.data_dir (TFDS's default when unset); preparing needs TensorFlow
-(pip install tensorflow-cpu), reading does not. With --config.data.download=False a missing
-dataset stops the run, saying how to prepare it.
+DATA: COCO laid out as COCO distributes it, under one folder given by config.data.root:
+  annotations/instances_train2017.json   train2017/   (118,287 images)
+  annotations/instances_val2017.json     val2017/     (5,000 images)
+read as a COCO-format folder with a JSON per split (jaxseg/data/coco_folder.py): the
+records keep the JPEGs as they are (about the folder's 18 GB) and are prepared once under
+config.data.data_dir (TFDS's default when unset). The validation split is scored against
+instances_val2017.json itself, every one of its images, as papers report AP.
+configs/mask_rcnn_coco_tfds.py reads TFDS's `coco/2017_panoptic` catalog instead, for those
+who have it prepared.
 
 The literature's 1x schedule (Mask R-CNN R50-FPN, detectron2 model zoo: box AP 38.6, mask AP
 35.2) is 90k iterations of batch 16, SGD lr 0.02, momentum 0.9, weight decay 1e-4, 1,000
@@ -27,8 +24,8 @@ and affine, fixed; images resized as detectron2 resizes them (shorter side 800, 
 training one of 640 to 800 in steps of 32, longer side at most 1333: a 640x480 image
 becomes 1067x800). What differs:
 - the images are padded to one static 1344x1344 canvas (1333 rounded up to a multiple of
-  32) instead of each batch's largest image; training draws its shorter side per image and
-  resizes the stored 800-side content to it (jaxseg/data/augment.py), not the source image;
+  32) instead of each batch's largest image (training draws its shorter side per image and
+  resizes the source image to it, as detectron2 does);
 - training adds colour jitter (strength 0.2), which the 1x schedule does not use;
 - detectron2's model zoo starts from MSRA's caffe ResNet-50 (BGR, pixel std 1); torchvision's
   weights (RGB, ImageNet mean and std, as configured) are what torchvision's own Mask R-CNN
@@ -39,7 +36,8 @@ Without the file the run stops at validation naming `config.model.pretrained`; f
 "Rethinking ImageNet Pre-training", 2019): FrozenBatchNorm with fresh statistics is the
 identity.
 Sized for accelerators (fast_cpu_ops off).
-Run: python -m jaxseg.main --config=configs/mask_rcnn_coco.py --workdir=DIR
+Run: python -m jaxseg.main --config=configs/mask_rcnn_coco.py --workdir=DIR \\
+    --config.data.root=COCO_DIR
 """
 
 import ml_collections
@@ -50,7 +48,8 @@ from jaxseg.data import catalog
 
 
 def get_config() -> ml_collections.ConfigDict:
-    """ResNet-50-FPN Mask R-CNN with detectron2's sizes on COCO 2017 on a 1344x1344 canvas, 1x."""
+    """ResNet-50-FPN Mask R-CNN with detectron2's sizes on COCO 2017's own files on a
+    1344x1344 canvas, 1x."""
     config = mask_rcnn_r50_fpn.get_config()
     config.batch_size = 16
     config.eval_batch_size = 8
@@ -60,15 +59,16 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 5000
     config.num_prediction_images = 8
 
-    config.data = data.real_images("tfds", image_size=1344, max_instances=100)
+    config.data = data.real_images("coco_folder", image_size=1344, max_instances=100)
     config.data.resize_shorter_side = 800
     config.data.resize_max_longer_side = 1333
     config.data.train_shorter_sides = (640, 672, 704, 736, 768, 800)
     config.data.scale_jitter = None
-    config.data.tfds_name = "coco/2017_panoptic"
-    config.data.train_split = "train"
-    config.data.validation_split = "validation"
-    config.data.download = True
+    config.data.root = ml_collections.FieldReference(None, field_type=str)
+    config.data.annotations = "annotations/instances_train2017.json"
+    config.data.images = "train2017"
+    config.data.validation_annotations = "annotations/instances_val2017.json"
+    config.data.validation_images = "val2017"
     config.data.num_classes = len(catalog.COCO_CLASS_NAMES)
     config.data.class_names = catalog.COCO_CLASS_NAMES
 

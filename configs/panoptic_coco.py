@@ -1,6 +1,6 @@
 """Panoptic FPN ResNet-50-FPN on COCO 2017 panoptic (TFDS `coco/2017_panoptic`), 1x schedule.
 
-configs/mask_rcnn_coco.py (its data, its 1x schedule and what it leaves out: no pretrained
+configs/mask_rcnn_coco_tfds.py (its data, its 1x schedule and what it leaves out: no pretrained
 weights, detectron2's shortest-edge sizes on a static 1344x1344 canvas, colour jitter; read
 its docstring) with detectron2's semantic FPN head (panoptic_fpn_R_50_1x: 128 channels,
 GroupNorm, semantic loss weight 0.5) on its pyramid. The 80 thing classes are the instances;
@@ -17,14 +17,14 @@ Run: python -m jaxseg.main --config=configs/panoptic_coco.py --workdir=DIR
 
 import ml_collections
 
-from configs import mask_rcnn_coco
+from configs import mask_rcnn_coco_tfds
 from configs.base import panoptic
 from jaxseg.data import coco_categories
 
 
 def get_config() -> ml_collections.ConfigDict:
-    """configs/mask_rcnn_coco.py with Panoptic FPN's semantic head and detectron2's fusion."""
-    config = mask_rcnn_coco.get_config()
+    """configs/mask_rcnn_coco_tfds.py with Panoptic FPN's semantic head and detectron2's fusion."""
+    config = mask_rcnn_coco_tfds.get_config()
     config.data.stuff_class_names = coco_categories.COCO_STUFF_CLASS_NAMES
     panoptic.panoptic_fpn(config.model, semantic_channels=128, stuff_area_limit=4096)
     return config

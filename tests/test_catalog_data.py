@@ -279,7 +279,7 @@ def test_coco_boxes_become_box_masks_without_crowds(coco_dir):
         labels=[0, 5, 79, 3, 10],
         crowd=[False, True, False, False, False],
     )
-    config = data_config("mask_rcnn_coco.py", tfds_name="coco/2017", download=False)
+    config = data_config("mask_rcnn_coco_tfds.py", tfds_name="coco/2017", download=False)
     empty = objects(bbox=np.zeros((0, 4)), labels=[], crowd=[])
     with mocked_tfds(
         {"validation": [coco_example(image, found), coco_example(image, empty)]}, coco_dir
@@ -325,7 +325,7 @@ def test_coco_panoptic_thing_segments_become_masks_and_semantic_target(coco_dir)
         crowd=[False, False, True, False, False],
         ids=[5, 70000, 9, 300, 11],
     )
-    config = data_config("mask_rcnn_coco.py", download=False)
+    config = data_config("mask_rcnn_coco_tfds.py", download=False)
     only_stuff = objects(bbox=[[0.0, 0.0, 1.0, 1.0]], labels=[100], crowd=[False], ids=[70000])
     served = [coco_example(image, found, panoptic), coco_example(image, only_stuff, panoptic)]
     with mocked_tfds({"train": served}, coco_dir):
@@ -363,7 +363,7 @@ def _coco_frame_split(coco_dir):
         coco_example(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), first, image_id=139),
         coco_example(rng.integers(0, 256, (30, 50, 3), dtype=np.uint8), second, image_id=285),
     ]
-    config = data_config("mask_rcnn_coco.py", tfds_name="coco/2017", download=False)
+    config = data_config("mask_rcnn_coco_tfds.py", tfds_name="coco/2017", download=False)
     return config, served
 
 
@@ -397,7 +397,7 @@ def test_coco_perfect_detections_score_ap_one_in_the_source_frame(coco_dir):
     """Boxes and masks of the source-frame truth, moved onto the 32x32 canvases as the
     model gives them (one more on the crowd region, best scored), come back to AP 1."""
     config, served = _coco_frame_split(coco_dir)
-    full = load_config_file(os.path.join(CONFIG_DIR, "mask_rcnn_coco.py"))
+    full = load_config_file(os.path.join(CONFIG_DIR, "mask_rcnn_coco_tfds.py"))
     full.data = config
     with mocked_tfds({"validation": served}, coco_dir):
         source = pipeline.load_split(config, "validation")
@@ -436,7 +436,7 @@ def test_coco_objects_of_different_lengths_are_an_error(coco_dir):
     found = objects(bbox=[[0.0, 0.0, 0.5, 0.5]], labels=[1], crowd=[False])
     found["label"] = np.array([1, 2], np.int64)
     image = np.zeros((8, 8, 3), np.uint8)
-    config = data_config("mask_rcnn_coco.py", tfds_name="coco/2017", download=False)
+    config = data_config("mask_rcnn_coco_tfds.py", tfds_name="coco/2017", download=False)
     with mocked_tfds({"train": [coco_example(image, found)]}, coco_dir):
         source = pipeline.load_split(config, "train")
     with pytest.raises(ValueError, match="different lengths"):
@@ -447,7 +447,7 @@ def test_coco_prepared_with_other_label_names_is_an_error(tmp_path):
     names = list(catalog.COCO_CLASS_NAMES[1:])
     names[0], names[1] = names[1], names[0]
     write_coco_metadata(str(tmp_path), "coco/2017", names)
-    config = data_config("mask_rcnn_coco.py", tfds_name="coco/2017", download=False)
+    config = data_config("mask_rcnn_coco_tfds.py", tfds_name="coco/2017", download=False)
     with (
         mocked_tfds({}, str(tmp_path)),
         pytest.raises(ValueError, match="are not the 80 classes"),
@@ -459,7 +459,7 @@ def test_coco_prepared_with_other_label_names_is_an_error(tmp_path):
     importlib.util.find_spec("tensorflow") is not None, reason="needs TensorFlow to be missing"
 )
 def test_unprepared_coco_without_tensorflow_says_how_to_prepare(tmp_path):
-    config = data_config("mask_rcnn_coco.py", tfds_name="coco/2017", data_dir=str(tmp_path))
+    config = data_config("mask_rcnn_coco_tfds.py", tfds_name="coco/2017", data_dir=str(tmp_path))
     with mocked_tfds({}, str(tmp_path)), pytest.raises(ValueError) as error:
         pipeline.load_split(config, "train")
     message = str(error.value)
@@ -529,7 +529,7 @@ def test_unet_pets_trains_and_evaluates(tmp_path):
 @pytest.mark.slow
 def test_mask_rcnn_coco_trains_and_evaluates(coco_dir, tmp_path):
     rng = np.random.default_rng(6)
-    config = load_config_file(os.path.join(CONFIG_DIR, "mask_rcnn_coco.py"))
+    config = load_config_file(os.path.join(CONFIG_DIR, "mask_rcnn_coco_tfds.py"))
     apply_overrides(
         config,
         {

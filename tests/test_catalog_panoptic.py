@@ -126,7 +126,7 @@ def test_ground_truth_areas_are_pixel_counts_without_tfds_areas():
 
 
 def test_only_coco_panoptic_has_a_panoptic_frame(coco_dir):
-    config = data_config("mask_rcnn_coco.py", tfds_name="coco/2017", download=False)
+    config = data_config("mask_rcnn_coco_tfds.py", tfds_name="coco/2017", download=False)
     with mocked_tfds({"validation": []}, coco_dir):
         source = pipeline.load_split(config, "validation")
         with pytest.raises(ValueError, match="coco/2017 has no panoptic segments"):

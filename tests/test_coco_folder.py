@@ -26,9 +26,12 @@ from jaxseg.data import (
     pipeline,
     storage,
 )
+from jaxseg.config_files import load_config_file
+from jaxseg.data.coco_categories import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
 from jaxseg.data.images import read_rgb
 from jaxseg.data.sources import coco_folder as coco_source
 
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 SIZE = 32
 IGNORE = 255
 CLASS_NAMES = ("background", "cat", "dog")  # category ids 3 and 7
@@ -407,3 +410,46 @@ def test_unreadable_image_is_skipped_with_the_reason(tmp_path):
         str(warning.message) for warning in caught
     )
     assert sum(len(source) for source in sources) == 3
+
+
+def _write_coco_layout(root):
+    """COCO's own layout under `root`: annotations/instances_{train,val}2017.json with COCO's
+    80 categories, train2017/ (2 images) and val2017/ (1 image)."""
+    categories = [
+        {"id": category_id, "name": name}
+        for category_id, name in zip(COCO_CATEGORY_IDS, COCO_CLASS_NAMES[1:], strict=True)
+    ]
+    os.makedirs(os.path.join(root, "annotations"))
+    for split, names in (("train2017", ("1.jpg", "2.jpg")), ("val2017", ("3.jpg",))):
+        os.makedirs(os.path.join(root, split))
+        images, annotations = [], []
+        for name in names:
+            image_id = int(name[0])
+            Image.fromarray(np.full((30, 40, 3), 10 * image_id, np.uint8)).save(
+                os.path.join(root, split, name)
+            )
+            images.append({"id": image_id, "file_name": name, "height": 30, "width": 40})
+            polygon = _rectangle_polygon(2, 3, 20, 25)
+            annotations.append(_annotation(image_id, image_id, 90, polygon))
+        path = os.path.join(root, "annotations", f"instances_{split}.json")
+        with open(path, "w") as file:
+            json.dump(
+                {"images": images, "annotations": annotations, "categories": categories}, file
+            )
+
+
+def test_mask_rcnn_coco_reads_cocos_own_layout_under_its_root(tmp_path):
+    _write_coco_layout(str(tmp_path / "coco"))
+    data_config = load_config_file(os.path.join(CONFIG_DIR, "mask_rcnn_coco.py")).data
+    data_config.update({"data_dir": str(tmp_path / "tfds"), "image_size": 64,
+                        "resize_shorter_side": 48, "resize_max_longer_side": 64,
+                        "train_shorter_sides": None})
+    with pytest.raises(ValueError, match="^root is not set and annotations='annotations/"):
+        pipeline.load_split(data_config, "train")
+    data_config.root = str(tmp_path / "coco")
+    sources = {split: pipeline.load_split(data_config, split) for split in folders.SPLITS}
+    ids = {split: [source.image_id(i) for i in range(len(source))]
+           for split, source in sources.items()}
+    assert ids == {"train": [1, 2], "validation": [3]}
+    # Category 90 (toothbrush) is COCO's last: label 80.
+    np.testing.assert_array_equal(sources["validation"][0]["labels"], [80])

@@ -43,12 +43,14 @@ def assert_invalid(config: ml_collections.ConfigDict, field: str) -> str:
     return message
 
 
-# Folder configs name their data on the command line, the COCO ones find their ImageNet
-# weights at a path relative to the working directory; until then that path is missing.
+# Folder configs name their data on the command line (COCO's own files: their root), the COCO
+# ones find their ImageNet weights at a path relative to the working directory; until then
+# that path is missing.
 MISSING_FILE_CONFIGS = {
     "mask_rcnn_folder.py": "config.data.annotations",
     "unet_folder.py": "config.data.images",
-    "mask_rcnn_coco.py": "config.model.pretrained",
+    "mask_rcnn_coco.py": "config.data.root",
+    "mask_rcnn_coco_tfds.py": "config.model.pretrained",
     "panoptic_coco.py": "config.model.pretrained",
 }
 
@@ -394,7 +396,12 @@ def test_folder_config_command_line_error_is_one_line_naming_the_field():
     "name, path, value, field",
     [
         ("unet_pets.py", "data.tfds_name", None, "config.data.tfds_name is not set"),
-        ("mask_rcnn_coco.py", "data.tfds_name", "coco", "config.data.tfds_name='coco' is not one"),
+        (
+            "mask_rcnn_coco_tfds.py",
+            "data.tfds_name",
+            "coco",
+            "config.data.tfds_name='coco' is not one",
+        ),
         ("unet_pets.py", "data.train_split", 7, "config.data.train_split=7 must be a TFDS split"),
         (
             "unet_pets.py",
@@ -404,7 +411,12 @@ def test_folder_config_command_line_error_is_one_line_naming_the_field():
             "of oxford_iiit_pet; expected one of ('train', 'test')",
         ),
         # COCO's test split has no annotations.
-        ("mask_rcnn_coco.py", "data.validation_split", "test", "config.data.validation_split="),
+        (
+            "mask_rcnn_coco_tfds.py",
+            "data.validation_split",
+            "test",
+            "config.data.validation_split=",
+        ),
         ("unet_pets.py", "data.download", "yes", "config.data.download='yes' must be True or"),
         (
             "unet_pets.py",
@@ -412,8 +424,13 @@ def test_folder_config_command_line_error_is_one_line_naming_the_field():
             2,
             "config.data.ignore_label=2 must be an int in [3,",
         ),
-        ("mask_rcnn_coco.py", "data.image_size", 8, "config.data.image_size=8 must be an int in"),
-        ("mask_rcnn_coco.py", "data.num_classes", 80, "config.data.class_names="),
+        (
+            "mask_rcnn_coco_tfds.py",
+            "data.image_size",
+            8,
+            "config.data.image_size=8 must be an int in",
+        ),
+        ("mask_rcnn_coco_tfds.py", "data.num_classes", 80, "config.data.class_names="),
     ],
 )
 def test_invalid_catalog_value_names_the_field(name, path, value, field):
@@ -442,7 +459,7 @@ def test_catalog_splits_take_slices_and_default_to_the_datasets():
 
 
 def test_catalog_config_command_line_error_is_one_line_naming_the_field():
-    result = run_main("--config.data.tfds_name=coco/2099", config="mask_rcnn_coco.py")
+    result = run_main("--config.data.tfds_name=coco/2099", config="mask_rcnn_coco_tfds.py")
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr

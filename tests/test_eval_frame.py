@@ -311,7 +311,9 @@ def test_split_files_score_every_image_of_the_validation_json(tmp_path):
     validation JSON itself; the warning says it still counts."""
     config = split_folder_config(str(tmp_path))
     with pytest.warns(UserWarning, match="still count in the validation AP") as caught:
-        sources = {split: pipeline.load_split(config.data, split) for split in ("train", "validation")}
+        sources = {
+            split: pipeline.load_split(config.data, split) for split in ("train", "validation")
+        }
     assert "missing.png" in "".join(str(warning.message) for warning in caught)
     ids = {split: sorted(s.image_id(i) for i in range(len(s))) for split, s in sources.items()}
     assert ids == {"train": [101, 102, 103, 104, 105], "validation": [106, 107, 108]}

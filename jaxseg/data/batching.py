@@ -8,7 +8,8 @@ p·b + r of global batch s (b = B / P rows per process, p its index):
 
   train: order = range(N) -> shuffle(seed) -> repeat   (grain's permutation, new each epoch)
          row j at global stream position g = s·B + p·b + r: example order[g], rescaled
-         (multi-scale; fitted from the source pixels where the records keep them), flipped and augmented with draws from (seed, s, p·b + r), padded to
+         (multi-scale; fitted from the source pixels where the records keep them), flipped
+         and augmented with draws from (seed, s, p·b + r), padded to
          M instance slots
          -> rows from start_step·b on -> batch(b)
   eval:  row j: example g = s·B + p·b + r, or a padding row past the end -> batch(b)

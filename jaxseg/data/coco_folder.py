@@ -214,7 +214,10 @@ class CocoFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
-            builder=self, description=__doc__, features=features(), metadata=tfds.core.MetadataDict()
+            builder=self,
+            description=__doc__,
+            features=features(),
+            metadata=tfds.core.MetadataDict(),
         )
 
     def _split_generators(self, dl_manager):

@@ -116,9 +116,8 @@ class DecodedSource:
         self._records = records
         self._fit = fit
         self._ignore_label = int(ignore_label)
-        # Records of source files are fitted at every read: nothing decoded is kept.
-        self._keeps_source = len(records) > 0 and "image_file" in records[0]
-        self._cache = [None] * len(records) if cache and not self._keeps_source else None
+        self._cache = [None] * len(records) if cache else None
+        self._keeps_source = None  # known at the first read
 
     def __len__(self) -> int:
         return len(self._records)
@@ -132,7 +131,10 @@ class DecodedSource:
 
     @property
     def keeps_source(self) -> bool:
-        """Whether the records keep the source files, so `fitted` fits them at any size."""
+        """Whether the records keep the source files, so `fitted` fits them at any size (they
+        are then fitted at every read: nothing decoded is cached)."""
+        if self._keeps_source is None:
+            self._keeps_source = len(self._records) > 0 and "image_file" in self._records[0]
         return self._keeps_source
 
     @property
@@ -184,13 +186,13 @@ class DecodedSource:
 
     def image_id(self, index: int) -> int:
         """The dataset's id of example `index` (see the class docstring)."""
-        if self._keeps_source:
+        if self.keeps_source:
             return int(self._records[self._checked(index)]["image_id"])
         return self._checked_compact(index)[5]
 
     def placement(self, index: int) -> geometry.Placement:
         """Where example `index`'s source image lies on the canvas."""
-        if self._keeps_source:
+        if self.keeps_source:
             record = self._records[self._checked(index)]
             return coco_records.record_placement(record, self._source_fit())
         return self._checked_compact(index)[6]
@@ -198,13 +200,13 @@ class DecodedSource:
     def fitted(self, index: int, fit: geometry.Fit) -> dict[str, np.ndarray]:
         """Example `index` as `source[index]` gives it, fitted from the source pixels at
         `fit` (a training scale) instead of the dataset's fit; only where `keeps_source`."""
-        if not self._keeps_source:
+        if not self.keeps_source:
             raise ValueError("these records keep only their canvas; resample it instead")
         record = self._records[self._checked(index)]
         return coco_records.fitted_example(record, fit, self._ignore_label)
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        if self._keeps_source:
+        if self.keeps_source:
             return self.fitted(index, self._source_fit())
         image, semantic, instances, boxes, labels, _, _ = self._checked_compact(index)
         if instances.ndim == 2:

@@ -5,6 +5,9 @@ image_size when read, the semantic map holding the ignore label in the padding.
 
 Fields besides the common ones (`jaxseg.data.pipeline`):
   annotations, images the instances JSON and the folder its `file_name`s are relative to.
+  root                optional, default None: the folder relative paths of annotations,
+                      images, validation_annotations and validation_images are under
+                      (COCO's own layout: `configs/mask_rcnn_coco.py`).
   num_classes, class_names   K and the K class names, class_names[0] the background; the
                       others must be the JSON's categories by increasing id.
   validation_fraction optional, default 0.1: the share of the images in the validation split.
@@ -29,22 +32,42 @@ from jaxseg.data.sources import checks
 from jaxseg.evaluation import frames
 
 
+PATH_FIELDS = ("annotations", "images", "validation_annotations", "validation_images")
+
+
+def _located(data_config: Any, field: str):
+    """`data_config.<field>` under `data_config.root` if relative (ValueError naming root if
+    it is not set and the relative path is missing where it stands)."""
+    path, root = data_config.get(field), data_config.get("root")
+    if not isinstance(path, str) or os.path.isabs(path):
+        return path
+    if root is not None:
+        return os.path.join(root, path)
+    if not os.path.exists(path):
+        raise ValueError(
+            f"root is not set and {field}={path!r} is not found here: set root to the folder "
+            f"holding {path} (COCO's own layout) or give {field} a path that exists"
+        )
+    return path
+
+
 def coco_folder_config_from_data_config(data_config: Any) -> coco_folder.CocoFolderConfig:
     """The validated `CocoFolderConfig` that `data_config` describes (ValueError if invalid).
 
     Error messages start with the name of the offending `data_config` field.
     """
+    located = {field: _located(data_config, field) for field in PATH_FIELDS}
     return coco_folder.coco_folder_config(
-        annotations=data_config.annotations,
-        images=data_config.images,
+        annotations=located["annotations"],
+        images=located["images"],
         image_size=data_config.image_size,
         validation_fraction=data_config.get(
             "validation_fraction", folders.DEFAULT_VALIDATION_FRACTION
         ),
         ignore_label=data_config.get("ignore_label", folders.DEFAULT_IGNORE_LABEL),
         num_workers=checks.num_workers_from_data_config(data_config),
-        validation_annotations=data_config.get("validation_annotations"),
-        validation_images=data_config.get("validation_images"),
+        validation_annotations=located["validation_annotations"],
+        validation_images=located["validation_images"],
         **geometry.resize_fields(data_config),
     )
 
@@ -67,10 +90,10 @@ def instance_frame(data_config: Any, source) -> frames.InstanceFrame:
     """The frame a split (`source`) is scored in: its images and the instances JSON; with
     split files, every image of the split's own JSON."""
     if data_config.get("validation_annotations") is None:
-        return frames.coco_json_frame(os.path.abspath(data_config.annotations), source)
-    path = data_config.validation_annotations if source.split == "validation" else (
-        data_config.annotations
-    )
+        path = _located(data_config, "annotations")
+        return frames.coco_json_frame(os.path.abspath(path), source)
+    field = "validation_annotations" if source.split == "validation" else "annotations"
+    path = _located(data_config, field)
     return frames.coco_json_frame(os.path.abspath(path), source, every_image=True)
 
 
