@@ -135,13 +135,14 @@ def _directory_bytes(path: str) -> int:
 
 
 def coco_folder_config(annotations: str, images: str, data_dir: str, workers: int):
-    """configs/mask_rcnn_coco.py with its data on the folder (its geometry kept)."""
+    """configs/mask_rcnn_coco.py with its data on the folder (its geometry kept; one JSON,
+    split by file-name hash)."""
     config = config_files.load_config_file(
         os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
                      "mask_rcnn_coco.py")
     )
-    config.data.name = "coco_folder"
     config.data.annotations, config.data.images = annotations, images
+    config.data.validation_annotations = config.data.validation_images = None
     config.data.data_dir = data_dir
     config.data.num_workers = workers
     config.data.cache_decoded = False
