@@ -13,8 +13,15 @@ mask_rcnn_coco's geometry (1344 canvas, shorter side 800, longer at most 1333):
                 example decoded at its first read (cache_decoded=False); mean over
                 --stream_examples batches after the first.
 
+Then a JSON of COCO train2017's size (--json_images 118,287 entries, --json_annotations
+860,001 polygons of 24 points, no image files): seconds to parse and check it
+(`coco_json.read_coco_json`), and to name the dataset (`coco_folder.coco_folder_config`: the
+JSON's summary, parsed once per run and then kept, and a stamp of every listed file) the
+first time and again.
+
 Run: python -m benchmarks.dataset_prep [--images=1000] [--workers=2] [--stream_examples=50]
-  [--json]. Prints one table; with --json the last line is one JSON object.
+  [--json_images=118287] [--json_annotations=860001] [--json]. Prints one table; with --json
+  the last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from jaxseg import config_files, registry
-from jaxseg.data import batching, coco_categories, pipeline
+from jaxseg.data import batching, coco_categories, coco_folder, coco_json, pipeline
 
 SHAPES = ((480, 640), (640, 480))
 CATEGORY_IDS = coco_categories.COCO_CATEGORY_IDS
@@ -200,18 +207,81 @@ def measure(images: int, workers: int, stream_examples: int) -> dict:
     }
 
 
+def write_large_json(path: str, images: int, annotations: int) -> int:
+    """A COCO instances JSON of `images` 640x480 entries and `annotations` 24-point polygons
+    spread over them, COCO's categories; returns its bytes."""
+    rng = np.random.default_rng(1)
+    points = np.round(rng.uniform(0, 480, (annotations, 48)), 2)
+    entries = [
+        {"id": k, "file_name": f"{k:012d}.jpg", "height": 480, "width": 640}
+        for k in range(images)
+    ]
+    objects = [
+        {
+            "id": k + 1,
+            "image_id": k % images,
+            "category_id": CATEGORY_IDS[k % len(CATEGORY_IDS)],
+            "segmentation": [points[k].tolist()],
+            "area": 1000.0,
+            "bbox": [10.0, 10.0, 40.0, 40.0],
+            "iscrowd": 0,
+        }
+        for k in range(annotations)
+    ]
+    categories = [
+        {"id": k, "name": name}
+        for k, name in zip(CATEGORY_IDS, coco_categories.COCO_CLASS_NAMES[1:], strict=True)
+    ]
+    with open(path, "w") as file:
+        json.dump({"images": entries, "annotations": objects, "categories": categories}, file)
+    return os.path.getsize(path)
+
+
+def measure_large_json(images: int, annotations: int) -> dict:
+    """Seconds to parse a COCO-size JSON and to name its dataset (module docstring)."""
+    with tempfile.TemporaryDirectory() as root:
+        path = os.path.join(root, "instances_train2017.json")
+        size = write_large_json(path, images, annotations)
+        os.makedirs(os.path.join(root, "train2017"))
+        start = time.perf_counter()
+        coco_json.read_coco_json(path)
+        parse = time.perf_counter() - start
+        names = []
+        for _ in range(2):
+            start = time.perf_counter()
+            coco_folder.coco_folder_config(
+                annotations=path, images=os.path.join(root, "train2017"), image_size=1344
+            )
+            names.append(time.perf_counter() - start)
+    return {
+        "json_images": images,
+        "json_annotations": annotations,
+        "json_megabytes": size / 1e6,
+        "json_parse_seconds": parse,
+        "json_name_first_seconds": names[0],
+        "json_name_again_seconds": names[1],
+    }
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1000, help="images in the folder")
     parser.add_argument("--workers", type=int, default=2, help="preparation processes")
     parser.add_argument("--stream_examples", type=int, default=50, help="examples timed")
+    parser.add_argument("--json_images", type=int, default=118287, help="large JSON's images")
+    parser.add_argument(
+        "--json_annotations", type=int, default=860001, help="large JSON's annotations"
+    )
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args(argv)
     if args.images < 4:
         parser.error("--images must be at least 4 (a train and a validation split)")
     if args.stream_examples < 1:
         parser.error("--stream_examples must be at least 1")
+    if args.json_images < 1 or args.json_annotations < 0:
+        parser.error("--json_images must be at least 1 and --json_annotations at least 0")
     result = measure(args.images, args.workers, args.stream_examples)
+    result.update(measure_large_json(args.json_images, args.json_annotations))
     print("| quantity | value |\n|---|---|")
     print(f"| images (640x480, 480x640 JPEGs) | {result['images']} |")
     print(f"| preparation, {args.workers} workers | {result['prep_ms_per_image']:.1f} ms/image |")
@@ -219,6 +289,12 @@ def main(argv=None) -> None:
     print(f"| stored | {result['stored_bytes'] / 1e6:.1f} MB "
           f"({result['stored_over_source']:.2f}x the source) |")
     print(f"| one example of the training stream | {result['stream_ms_per_example']:.1f} ms |")
+    print(f"| JSON of {result['json_images']:,} images, {result['json_annotations']:,} polygons "
+          f"({result['json_megabytes']:.0f} MB): parse and check | "
+          f"{result['json_parse_seconds']:.1f} s |")
+    first, again = result["json_name_first_seconds"], result["json_name_again_seconds"]
+    print(f"| its dataset's name (summary + a stamp per file), first / again | "
+          f"{first:.1f} s / {again:.2f} s |")
     if args.json:
         print(json.dumps(result))
 

@@ -55,7 +55,12 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from jaxseg.data import coco_records, folders, geometry
-from jaxseg.data.coco_json import annotations_by_image, check_ignore_label, read_coco_json
+from jaxseg.data.coco_json import (
+    annotations_by_image,
+    check_ignore_label,
+    read_coco_json,
+    summary,
+)
 from jaxseg.errors import first_few
 
 @dataclasses.dataclass(eq=False, kw_only=True)
@@ -78,12 +83,13 @@ MISSING = "images whose file is missing"
 
 
 def _read_listed(field: str, path: str, images: str):
-    """(the JSON at `path`, the stamps of the images it lists in `images`)."""
+    """(the `coco_json.summary` of the JSON at `path`, the stamps of the images it lists in
+    `images`)."""
     try:
-        coco = read_coco_json(path)
+        listed = summary(path)
     except ValueError as error:
         raise ValueError(f"{field}: {error}") from None
-    return coco, [folders.file_stamp(images, entry["file_name"]) for entry in coco.images]
+    return listed, [folders.file_stamp(images, name) for name in listed.file_names]
 
 
 def coco_folder_config(

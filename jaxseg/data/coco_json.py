@@ -1,14 +1,21 @@
-"""COCO instances JSONs ("images", "annotations", "categories") read once and checked.
+"""COCO instances JSONs ("images", "annotations", "categories") read and checked.
 
 A JSON that cannot be parsed or lacks the COCO structure (the three lists, image ids and
 file names, category ids and names) raises ValueError naming the file. Categories sorted by
 increasing id become the contiguous labels 1..K-1, after the background.
+
+A run reads a JSON's summary (`summary`: its image file names and categories, for the
+dataset's name and the config's checks) many times and its annotations only to prepare the
+dataset and to score: the summary is kept per file (path, size, modification time), so a
+COCO-size JSON is parsed once for it, not once per check and split.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import os
 
 from jaxseg.data import folders, shapes
 
@@ -95,9 +102,41 @@ def read_coco_json(path: str) -> CocoJson:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class JsonSummary:
+    """What checks and dataset names read of a COCO instances JSON.
+
+    file_names: the images' file names, in file order.
+    categories: the category dicts, by increasing id.
+    class_names: K names, "background" first, then the category names by id.
+    """
+
+    file_names: tuple[str, ...]
+    categories: tuple
+    class_names: tuple
+
+
+@functools.lru_cache(maxsize=4)
+def _summary(path: str, size: int, modified_ns: int) -> JsonSummary:
+    del size, modified_ns  # the cache key: a rewritten file is read again
+    coco = read_coco_json(path)
+    return JsonSummary(
+        file_names=tuple(entry["file_name"] for entry in coco.images),
+        categories=tuple(coco.categories),
+        class_names=coco.class_names,
+    )
+
+
+def summary(path: str) -> JsonSummary:
+    """The `JsonSummary` of the COCO instances JSON at `path`, parsed once per version of
+    the file (ValueError as `read_coco_json`)."""
+    status = os.stat(path)
+    return _summary(os.path.abspath(path), status.st_size, status.st_mtime_ns)
+
+
 def read_class_names(path: str) -> tuple[str, ...]:
     """("background", category names by increasing id) of a COCO instances JSON."""
-    return read_coco_json(path).class_names
+    return summary(path).class_names
 
 
 def check_ignore_label(ignore_label: int, class_names, path: str) -> None:
