@@ -27,6 +27,7 @@ from jaxseg.data import (
     storage,
 )
 from jaxseg.config_files import load_config_file
+from jaxseg.config_validation import validate_config
 from jaxseg.data.coco_categories import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
 from jaxseg.data.images import read_rgb
 from jaxseg.data.sources import coco_folder as coco_source
@@ -440,13 +441,16 @@ def _write_coco_layout(root):
 
 def test_mask_rcnn_coco_reads_cocos_own_layout_under_its_root(tmp_path):
     _write_coco_layout(str(tmp_path / "coco"))
-    data_config = load_config_file(os.path.join(CONFIG_DIR, "mask_rcnn_coco.py")).data
+    config = load_config_file(os.path.join(CONFIG_DIR, "mask_rcnn_coco.py"))
+    config.model.pretrained = None  # its ImageNet file is not here
+    data_config = config.data
     data_config.update({"data_dir": str(tmp_path / "tfds"), "image_size": 64,
                         "resize_shorter_side": 48, "resize_max_longer_side": 64,
                         "train_shorter_sides": None})
     with pytest.raises(ValueError, match="^root is not set and annotations='annotations/"):
         pipeline.load_split(data_config, "train")
     data_config.root = str(tmp_path / "coco")
+    validate_config(config)
     sources = {split: pipeline.load_split(data_config, split) for split in folders.SPLITS}
     ids = {split: [source.image_id(i) for i in range(len(source))]
            for split, source in sources.items()}

@@ -13,7 +13,7 @@ import pytest
 import safetensors.numpy
 from flax import traverse_util
 
-from configs import deeplab_shapes, mask_rcnn_coco, mask_rcnn_shapes
+from configs import deeplab_shapes, mask_rcnn_coco_tfds, mask_rcnn_shapes
 from jaxseg import sharding, tasks
 from jaxseg.config_validation import validate_config
 from jaxseg.errors import ConfigError
@@ -344,7 +344,7 @@ def test_config_errors_name_the_pretrained_field(files, tmp_path):
 @pytest.mark.parametrize("no_file", ["None", ""])
 def test_a_command_line_none_means_no_pretrained_file(no_file):
     """`--config.model.pretrained=None` reaches the config as the string 'None'."""
-    config = mask_rcnn_coco.get_config()
+    config = mask_rcnn_coco_tfds.get_config()  # its data needs no folder
     assert config_error(config) == (
         "config.model.pretrained='weights/resnet50.safetensors' is not a file."
     )

@@ -93,7 +93,8 @@ def test_placement_maps_back_to_the_source_frame():
     ],
 )
 def test_invalid_resize_fields_name_the_field(fields, message):
-    config = load_config_file(os.path.join(CONFIG_DIR, "mask_rcnn_coco.py"))
+    # The TFDS variant: its data needs no folder, and it shares mask_rcnn_coco's geometry.
+    config = load_config_file(os.path.join(CONFIG_DIR, "mask_rcnn_coco_tfds.py"))
     for field, value in fields.items():
         config.data[field] = value
     with pytest.raises(ConfigError) as error:
@@ -103,13 +104,13 @@ def test_invalid_resize_fields_name_the_field(fields, message):
 
 
 def test_mask_rcnn_coco_uses_detectron2_sizes():
-    config = load_config_file(os.path.join(CONFIG_DIR, "mask_rcnn_coco.py"))
+    for name in ("mask_rcnn_coco.py", "mask_rcnn_coco_tfds.py", "panoptic_coco.py"):
+        config = load_config_file(os.path.join(CONFIG_DIR, name))
+        assert geometry.fit_of(config.data) == COCO_FIT, name
+        assert config.data.train_shorter_sides == TRAIN_SIDES, name
+        assert config.data.scale_jitter is None, name
     config.model.pretrained = None  # its ImageNet file is not here
-    validate_config(config)
-    assert geometry.fit_of(config.data) == COCO_FIT
-    assert config.data.train_shorter_sides == TRAIN_SIDES and config.data.scale_jitter is None
-    panoptic = load_config_file(os.path.join(CONFIG_DIR, "panoptic_coco.py"))
-    assert geometry.fit_of(panoptic.data) == COCO_FIT
+    validate_config(config)  # the COCO files' config is validated in test_coco_folder
 
 
 def test_generated_datasets_reject_resize_fields():
