@@ -10,20 +10,24 @@ fields its task trains on: images as uint8 pixels, Mask R-CNN's masks as bits,
                 colour jitter 0.2): a COCO-format JSON and PNGs of 375x500 to 640x480 pixels
                 written here in a temp dir, decoded at every read (cache_decoded=False).
   coco1024      the same folder on a 1024 canvas with configs/mask_rcnn_coco.py's 100
-                instance slots (the same augmentation, longer side fitted to 1024: the
-                config itself now resizes shortest-edge onto 1344), batch 2.
-Each cell times the stream for at least --seconds after its first batch (which includes the
-workers' start). "same 50" checks that the first 50 batches with workers equal, bit for bit,
-those made in the calling thread.
+                instance slots (the same augmentation, longer side fitted to 1024), batch 2.
+  coco1344      the same folder at configs/mask_rcnn_coco.py's own data: 1344 canvas,
+                shorter side drawn from 640-800 per image (longer at most 1333), fitted from
+                the source pixels, colour jitter 0.2, no scale jitter, 100 slots, batch 2.
+Streams run with 0, 1 and 2 workers (0..--max_workers). Each cell times the stream for at
+least --seconds after its first batch (which includes the workers' start). "same 50" checks that the first 50 (--same_steps) batches with workers
+equal, bit for bit, those made in the calling thread.
 Then the jitted U-Net train step of configs/unet_shapes.py (all local devices) on one fixed
 batch, and fed by the training loop's own feed (`training.feed.device_batches`) with 0, 1
 and 2 workers. Then the peak host memory of the coco1024 stream at the COCO config's batch
 of 16 with 2 workers (a fresh process; the sum of the main process's and the workers'
 peak resident sets, so shared memory is counted twice: an upper bound).
 
-Usage: python benchmarks/input_pipeline.py [--seconds=3] [--json]
+Usage: python -m benchmarks.input_pipeline [--seconds=3] [--same_steps=50]
+  [--folder_images=40] [--probe_steps=6] [--json]
 With --json the last line is one JSON object: {"coco1024_augmented": {"0": images/s, "1":
-..., "2": ...}, "shapes": {...}, "coco_folder_augmented": {...}, "same_batches": {...},
+..., "2": ...}, "shapes": {...}, "coco_folder_augmented": {...}, "coco1344_augmented": {...},
+"same_batches": {...},
 "unet_step": {...}, "coco1024_peak_memory_gb": ...}.
 """
 
@@ -40,7 +44,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a clone
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the memory probe
 
 from jaxseg import config_files, registry, sharding, train  # noqa: E402
 from jaxseg.data import batching, pipeline  # noqa: E402
@@ -48,9 +52,6 @@ from jaxseg.training.feed import device_batches  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FOLDER_SHAPES = ((480, 640), (640, 480), (375, 500), (512, 512))
-FOLDER_IMAGES = 40
-WORKERS = (0, 1, 2)
-SAME_STEPS = 50
 
 
 def load_config(name: str):
@@ -92,11 +93,11 @@ def images_per_second(config, source, batch_size: int, workers: int, seconds: fl
     return rate
 
 
-def same_batches(config, source, batch_size: int, workers: int) -> bool:
-    """Whether the first SAME_STEPS batches with `workers` equal those made in this thread."""
+def same_batches(config, source, batch_size: int, workers: int, steps: int) -> bool:
+    """Whether the first `steps` batches with `workers` equal those made in this thread."""
     made = [stream(config, source, batch_size, count) for count in (0, workers)]
     try:
-        for _ in range(SAME_STEPS):
+        for _ in range(steps):
             first, second = (next(batches) for batches in made)
             if first.keys() != second.keys() or not all(
                 np.array_equal(first[name], second[name]) for name in first
@@ -133,14 +134,14 @@ def _polygon(rng, height: int, width: int) -> list[float]:
     return np.round(points, 1).ravel().tolist()
 
 
-def write_coco_folder(root: str) -> tuple[str, str, tuple[str, ...]]:
-    """FOLDER_IMAGES PNGs (smooth colours plus noise) and a COCO-format JSON with 2-6
+def write_coco_folder(root: str, count: int) -> tuple[str, str, tuple[str, ...]]:
+    """`count` PNGs (smooth colours plus noise) and a COCO-format JSON with 2-6
     polygon instances of 3 categories per image; returns (json path, images dir, names)."""
     images_dir = os.path.join(root, "images")
     os.makedirs(images_dir)
     rng = np.random.default_rng(0)
     images, annotations = [], []
-    for index in range(FOLDER_IMAGES):
+    for index in range(count):
         height, width = FOLDER_SHAPES[index % len(FOLDER_SHAPES)]
         rows = np.linspace(0, 1, height)[:, None, None]
         columns = np.linspace(0, 1, width)[None, :, None]
@@ -173,24 +174,39 @@ def write_coco_folder(root: str) -> tuple[str, str, tuple[str, ...]]:
 COCO1024_SIZE = 1024
 
 
-def folder_source(root: str, image_size: int, max_instances: int):
-    """configs/mask_rcnn_folder.py's data at `image_size` and `max_instances` over the COCO
-    folder written under `root` (written once); (config, train split)."""
+# configs/mask_rcnn_coco.py's own data: its geometry and augmentation.
+COCO_FIELDS = (
+    "image_size",
+    "resize_shorter_side",
+    "resize_max_longer_side",
+    "train_shorter_sides",
+    "scale_jitter",
+    "color_jitter",
+    "max_instances",
+)
+
+
+def folder_source(root: str, image_size: int, max_instances: int, images: int, data=None):
+    """configs/mask_rcnn_folder.py's data at `image_size` and `max_instances` (or, with
+    `data`, those of its `COCO_FIELDS`) over the COCO folder of `images` images written under
+    `root` (written once); (config, train split)."""
     config = load_config("mask_rcnn_folder.py")
     folder = os.path.join(root, "coco_folder")
     if not os.path.exists(folder):
-        write_coco_folder(folder)
+        write_coco_folder(folder, images)
     config.data.annotations = os.path.join(folder, "instances.json")
     config.data.images = os.path.join(folder, "images")
     config.data.num_classes, config.data.class_names = 4, ("background", "a", "b", "c")
     config.data.data_dir = os.path.join(root, "tfds")
     config.data.image_size, config.data.max_instances = image_size, max_instances
+    for field in COCO_FIELDS if data is not None else ():
+        config.data[field] = data[field]
     return config, pipeline.load_split(config.data, "train")
 
 
-def time_train_step(config, source, seconds: float) -> dict[str, float]:
+def time_train_step(config, source, seconds: float, workers: range) -> dict[str, float]:
     """Images/s of the U-Net step on a fixed batch, and fed by `device_batches` (the training
-    loop's feed) with 0, 1 and 2 input workers."""
+    loop's feed) with each count of input `workers`."""
     mesh = sharding.create_mesh(jax.local_devices())
     schedule = train.create_learning_rate_schedule(config)
     steps = train.CompiledSteps(config, mesh, schedule)
@@ -203,7 +219,7 @@ def time_train_step(config, source, seconds: float) -> dict[str, float]:
 
     fixed = next(fed_by(0))
     feeds = {"fixed batch": lambda: iter(lambda: fixed, None)}
-    feeds.update({f"{workers} workers": (lambda w=workers: fed_by(w)) for workers in WORKERS})
+    feeds.update({f"{count} workers": (lambda w=count: fed_by(w)) for count in workers})
     results = {}
     for name, feed in feeds.items():
         batches = feed()
@@ -228,14 +244,14 @@ def _peak_resident_bytes(pid: int) -> int:
     return 0
 
 
-def memory_probe(root: str, steps: int) -> None:
-    """Prints the summed peak resident bytes of this process and its 2 workers over `steps`
-    batches of the COCO config's size (run in a fresh process by `peak_memory_gb`)."""
+def memory_probe(root: str, steps: int, images: int, workers: int) -> None:
+    """Prints the summed peak resident bytes of this process and its `workers` workers over
+    `steps` batches of the COCO config's size (run in a fresh process by `peak_memory_gb`)."""
     import multiprocessing  # noqa: PLC0415
 
     coco = load_config("mask_rcnn_coco.py")
-    config, source = folder_source(root, COCO1024_SIZE, coco.data.max_instances)
-    batches = stream(config, source, coco.batch_size, 2)
+    config, source = folder_source(root, COCO1024_SIZE, coco.data.max_instances, images)
+    batches = stream(config, source, coco.batch_size, workers)
     worker_peaks = {}
     for _ in range(steps):
         next(batches)
@@ -245,65 +261,88 @@ def memory_probe(root: str, steps: int) -> None:
     batches.close()
 
 
-def peak_memory_gb(root: str, steps: int = 6) -> float:
+def peak_memory_gb(root: str, steps: int, images: int, workers: int) -> float:
     """`memory_probe` in a fresh process, in GB (1e9 bytes)."""
-    command = [sys.executable, __file__, f"--memory_probe={root}", f"--probe_steps={steps}"]
+    command = [
+        sys.executable, __file__, f"--memory_probe={root}", f"--probe_steps={steps}",
+        f"--folder_images={images}", f"--max_workers={workers}",
+    ]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return int(output.split()[-1]) / 1e9
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="minimum time per timing")
+    parser.add_argument("--same_steps", type=int, default=50, help="batches compared")
+    parser.add_argument("--folder_images", type=int, default=40, help="images of the folder")
+    parser.add_argument("--probe_steps", type=int, default=6, help="batches of the memory probe")
+    parser.add_argument("--max_workers", type=int, default=2, help="streams with 0..this many")
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     parser.add_argument("--memory_probe", help=argparse.SUPPRESS)
-    parser.add_argument("--probe_steps", type=int, default=6, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.folder_images < 4 or min(args.same_steps, args.probe_steps, args.max_workers + 1) < 1:
+        parser.error(
+            "--folder_images must be at least 4, --same_steps and --probe_steps 1, "
+            "--max_workers 0"
+        )
     if args.memory_probe:
-        memory_probe(args.memory_probe, args.probe_steps)
+        memory_probe(args.memory_probe, args.probe_steps, args.folder_images, args.max_workers)
         return
+    workers, most = range(args.max_workers + 1), args.max_workers
 
     record = {}
     with tempfile.TemporaryDirectory() as root:
         unet = load_config("unet_shapes.py")
         shapes = shapes_source(unet, root)
-        folder_config, folder = folder_source(root, 512, 32)
+        images = args.folder_images
+        folder_config, folder = folder_source(root, 512, 32, images)
         coco = load_config("mask_rcnn_coco.py")
         coco_config, coco_source = folder_source(
-            os.path.join(root, "coco1024"), COCO1024_SIZE, coco.data.max_instances
+            os.path.join(root, "coco1024"), COCO1024_SIZE, coco.data.max_instances, images
+        )
+        own_config, own_source = folder_source(
+            os.path.join(root, "coco1344"), 0, 0, images, data=coco.data
         )
         cases = [
             ("shapes", "shapes (unet_shapes)", unet, shapes, unet.batch_size),
             ("coco_folder_augmented", "coco_folder (mask_rcnn_folder)", folder_config, folder, 2),
             ("coco1024_augmented", "coco_folder at mask_rcnn_coco's data", coco_config,
              coco_source, 2),
+            ("coco1344_augmented", "coco_folder at mask_rcnn_coco's own", own_config,
+             own_source, 2),
         ]
         print(f"training streams, images/s (>= {args.seconds:g} s per cell)")
-        print(f"| {'stream (config)':36} | size | batch | 0 workers | 1 worker | 2 workers "
-              "| 2 vs 0 | same 50 (1, 2 workers) |")
-        print(f"|{'-' * 38}|------|-------|-----------|----------|-----------|--------|"
-              "------------------------|")
+        counts = "".join(f" {count} workers |" for count in workers)
+        print(f"| {'stream (config)':36} | size | batch |{counts} {most} vs 0 "
+              f"| same {args.same_steps} (1..{most} workers) |")
+        print(f"|{'-' * 38}|------|-------|" + "-----------|" * (len(workers) + 1) + "---|")
         record["same_batches"] = {}
         for key, name, config, source, batch_size in cases:
             rates = {
-                str(workers): images_per_second(config, source, batch_size, workers, args.seconds)
-                for workers in WORKERS
+                str(count): images_per_second(config, source, batch_size, count, args.seconds)
+                for count in workers
             }
-            same = [same_batches(config, source, batch_size, workers) for workers in (1, 2)]
+            same = [
+                same_batches(config, source, batch_size, count, args.same_steps)
+                for count in workers[1:]
+            ]
             record[key] = rates
             record["same_batches"][key] = all(same)
+            cells = "".join(f" {rates[str(count)]:9.1f} |" for count in workers)
             print(
-                f"| {name:36} | {config.data.image_size:4} | {batch_size:5} "
-                f"| {rates['0']:9.1f} | {rates['1']:8.1f} | {rates['2']:9.1f} "
-                f"| {rates['2'] / rates['0']:5.2f}x | {str(same):22} |"
+                f"| {name:36} | {config.data.image_size:4} | {batch_size:5} |{cells} "
+                f"{rates[str(most)] / rates['0']:5.2f}x | {same} |"
             )
         print(f"\nU-Net train step, configs/unet_shapes.py, {jax.local_device_count()} device(s):")
-        record["unet_step"] = time_train_step(unet, shapes, args.seconds)
+        record["unet_step"] = time_train_step(unet, shapes, args.seconds, workers)
         for name, rate in record["unet_step"].items():
             print(f"  {name:14} {rate:7.1f} images/s")
-        record["coco1024_peak_memory_gb"] = peak_memory_gb(os.path.join(root, "coco1024"))
+        record["coco1024_peak_memory_gb"] = peak_memory_gb(
+            os.path.join(root, "coco1024"), args.probe_steps, images, most
+        )
         print(
-            f"\ncoco1024 stream at batch {coco.batch_size}, 2 workers: peak host memory "
+            f"\ncoco1024 stream at batch {coco.batch_size}, {most} workers: peak host memory "
             f"{record['coco1024_peak_memory_gb']:.2f} GB (main + workers, upper bound)"
         )
     if args.json:

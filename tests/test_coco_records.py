@@ -193,3 +193,26 @@ def test_multi_scale_training_fits_the_source_pixels_at_a_listed_side():
             seen.add(matches[0])
     assert len(seen) > 1
     batches.close()
+
+
+def test_a_worker_process_makes_the_same_batches_of_source_records():
+    rng = np.random.default_rng(4)
+    records = [_record(rng, 30, 44, 4)[0] for _ in range(4)]
+    fit = geometry.Fit(64, shorter_side=40, max_longer_side=60)
+    source = pipeline.DecodedSource(records, fit=fit, ignore_label=IGNORE)
+    augmentation = augment.augmentation(
+        shorter_sides=(20, 40), color_jitter=0.2, fit=fit, ignore_label=IGNORE
+    )
+    streams = [
+        batching.train_batches(
+            source, 2, seed=1, augmentation=augmentation, max_instances=8, num_workers=workers
+        )
+        for workers in (0, 1)
+    ]
+    for _ in range(3):
+        here, there = (next(stream) for stream in streams)
+        assert here.keys() == there.keys()
+        for name in here:
+            np.testing.assert_array_equal(here[name], there[name], err_msg=name)
+    for stream in streams:
+        stream.close()
