@@ -6,7 +6,9 @@ Cityscapes --config.data.image_suffix=_leftImg8bit
 --config.data.label_suffix=_gtFine_labelTrainIds (see jaxseg/data/semantic_folder.py).
 Images are resized (aspect ratio kept) and padded to 256x256 once, into
 config.data.data_dir, the padding labelled with the ignore label; 10% of the images,
-chosen by file-name hash, form the validation split.
+chosen by file-name hash, form the validation split, or the validation split has its own
+folders: --config.data.validation_images=leftImg8bit/val
+--config.data.validation_labels=gtFine/val.
 Run: python -m jaxseg.main --config=configs/unet_folder.py --workdir=DIR \\
     --config.data.images=IMAGES_DIR --config.data.labels=LABELS_DIR
 The classes default to background and foreground; set --config.data.num_classes=K and
@@ -31,6 +33,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.num_classes = 2
     config.data.class_names = ("background", "foreground")
     config.data.validation_fraction = 0.1
+    # The validation split's own folders (Cityscapes' leftImg8bit/val and gtFine/val).
+    config.data.validation_images = ml_collections.FieldReference(None, field_type=str)
+    config.data.validation_labels = ml_collections.FieldReference(None, field_type=str)
 
     config.loss.ignore_label = config.data.get_ref("ignore_label")
     return config

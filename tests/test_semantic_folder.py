@@ -185,6 +185,32 @@ def test_suffixes_removed_before_matching(tmp_path):
     ]
 
 
+def test_a_folder_pair_per_split_gives_each_split_all_its_pairs(tmp_path):
+    images, labels, _ = write_semantic_folder(str(tmp_path / "train"))
+    validation_images = str(tmp_path / "val" / "images")
+    validation_labels = str(tmp_path / "val" / "labels")
+    _save_image(os.path.join(validation_images, "v.png"), np.full((16, 32, 3), 5, np.uint8))
+    _save_label_map(os.path.join(validation_labels, "v.png"), _label_map_x())
+    data_config = folder_data_config(
+        images, labels, tmp_path / "tfds",
+        validation_images=validation_images, validation_labels=validation_labels,
+    )
+    sources = {split: pipeline.load_split(data_config, split) for split in folders.SPLITS}
+    assert [len(sources[split]) for split in folders.SPLITS] == [3, 1]
+    # Ids run on over both splits; the validation pair is the one in its own folders.
+    ids = {split: [s.image_id(i) for i in range(len(s))] for split, s in sources.items()}
+    assert sorted(ids["train"]) == [0, 1, 2] and ids["validation"] == [3]
+    np.testing.assert_array_equal(sources["validation"][0]["semantic"], _padded(_label_map_x()))
+    name = semantic_source.semantic_folder_config_from_data_config(data_config).name
+    assert "_files_" in name
+    os.remove(os.path.join(validation_labels, "v.png"))
+    with pytest.raises(ValueError, match="^validation_labels=.*no label map"):
+        semantic_source.semantic_folder_config_from_data_config(data_config)
+    data_config.validation_labels = None
+    with pytest.raises(ValueError, match="^validation_labels is not set"):
+        semantic_source.semantic_folder_config_from_data_config(data_config)
+
+
 def test_image_without_label_map_is_an_error(tmp_path):
     images, labels, _ = write_semantic_folder(str(tmp_path))
     os.remove(os.path.join(labels, "sub", "z.png"))

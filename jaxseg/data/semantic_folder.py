@@ -16,6 +16,10 @@ folder with extension and optional suffixes removed: with
 `aachen/aachen_000000_000019_gtFine_labelTrainIds.png`; files not ending with a given suffix
 are not read. Image files: .jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp.
 
+Splits: a fraction of the pairs chosen by file-name hash (`jaxseg.data.folders`), or a
+folder pair per split (`validation_images`, `validation_labels`: Cityscapes' `leftImg8bit/val`
+and `gtFine/val`).
+
 Class names are not stored: they come from the experiment config. Instance fields are empty
 (no masks, boxes or labels). Geometry, splits and stored features: `jaxseg.data.folders`;
 the padding of each label map holds the ignore label.
@@ -63,6 +67,8 @@ class SemanticFolderConfig(tfds.core.BuilderConfig):
     label_suffix: str = ""
     resize_shorter_side: int | None = None
     resize_max_longer_side: int | None = None
+    validation_images: str | None = None
+    validation_labels: str | None = None
 
 
 def _find_files(directory: str, extensions: tuple, suffix: str) -> dict[str, str]:
@@ -124,8 +130,15 @@ def semantic_folder_config(
     label_suffix: str = "",
     resize_shorter_side: int | None = None,
     resize_max_longer_side: int | None = None,
+    validation_images=None,
+    validation_labels=None,
 ) -> SemanticFolderConfig:
     """A validated `SemanticFolderConfig` (absolute paths) named after its parameters.
+
+    With `validation_images` and `validation_labels` (both or neither: Cityscapes'
+    `leftImg8bit/val` and `gtFine/val`), the train split is every pair of `images` and
+    `labels` and the validation split every pair of the validation folders;
+    `validation_fraction` is then not used.
 
     Raises:
       ValueError: a missing path, unpaired files or an invalid parameter, named at the
@@ -140,12 +153,29 @@ def semantic_folder_config(
     for field, suffix in (("image_suffix", image_suffix), ("label_suffix", label_suffix)):
         if not isinstance(suffix, str):
             raise ValueError(f"{field}={suffix!r} must be a string")
-    pairs = pair_files(images, labels, image_suffix, label_suffix)
-    stamps = [folders.file_stamp(images, image) for image, _ in pairs]
-    stamps += [folders.file_stamp(labels, label) for _, label in pairs]
-    digest = folders.fingerprint(images, labels, image_suffix, label_suffix, *stamps)
+    folder_pairs = [(images, labels)]
+    split_tag = f"v{validation_fraction:g}"
+    if validation_images is not None or validation_labels is not None:
+        validation_images = folders.check_path(
+            "validation_images", validation_images, directory=True
+        )
+        validation_labels = folders.check_path(
+            "validation_labels", validation_labels, directory=True
+        )
+        folder_pairs.append((validation_images, validation_labels))
+        split_tag = "files"
+    parts = [image_suffix, label_suffix]
+    for field_prefix, (image_folder, label_folder) in zip(("", "validation_"), folder_pairs):
+        try:
+            pairs = pair_files(image_folder, label_folder, image_suffix, label_suffix)
+        except ValueError as error:  # its message starts with "images=" or "labels="
+            raise ValueError(f"{field_prefix}{error}") from None
+        parts += [image_folder, label_folder]
+        parts += [folders.file_stamp(image_folder, image) for image, _ in pairs]
+        parts += [folders.file_stamp(label_folder, label) for _, label in pairs]
+    digest = folders.fingerprint(*parts)
     return SemanticFolderConfig(
-        name=f"s{image_size}{fit.tag}_k{num_classes}_v{validation_fraction:g}_i{ignore_label}_{digest}",
+        name=f"s{image_size}{fit.tag}_k{num_classes}_{split_tag}_i{ignore_label}_{digest}",
         description=f"Images in {images} with label maps in {labels}",
         images=images,
         labels=labels,
@@ -157,6 +187,8 @@ def semantic_folder_config(
         label_suffix=label_suffix,
         resize_shorter_side=fit.shorter_side,
         resize_max_longer_side=fit.max_longer_side,
+        validation_images=validation_images,
+        validation_labels=validation_labels,
     )
 
 
@@ -184,10 +216,14 @@ def read_label_map(path: str, num_classes: int, ignore_label: int) -> np.ndarray
     return values.astype(np.uint8)
 
 
-def make_example(image_id: int, image_file: str, label_file: str, config) -> dict:
-    """The stored example of one (image, label map) pair, paths relative to their folders."""
-    image_path = os.path.join(config.images, image_file)
-    label_path = os.path.join(config.labels, label_file)
+def make_example(
+    image_id: int, image_file: str, label_file: str, config, folders_of_split=None
+) -> dict:
+    """The stored example of one (image, label map) pair, paths relative to their folders
+    (`folders_of_split`: (images, labels) folders; None: the config's)."""
+    images, labels = folders_of_split or (config.images, config.labels)
+    image_path = os.path.join(images, image_file)
+    label_path = os.path.join(labels, label_file)
     image = read_rgb(image_path)
     label_map = read_label_map(label_path, config.num_classes, config.ignore_label)
     if label_map.shape != image.shape[:2]:
@@ -216,12 +252,24 @@ class SemanticFolder(folders.FolderBuilder):
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download
         config = self.builder_config
-        pairs = pair_files(config.images, config.labels, config.image_suffix, config.label_suffix)
-        splits = folders.split_items(
-            list(enumerate(pairs)), [image for image, _ in pairs], config.validation_fraction
-        )
-        return {split: self._generate_examples(items) for split, items in splits.items()}
+        suffixes = (config.image_suffix, config.label_suffix)
+        pairs = pair_files(config.images, config.labels, *suffixes)
+        if config.validation_images is None:
+            splits = folders.split_items(
+                list(enumerate(pairs)), [image for image, _ in pairs], config.validation_fraction
+            )
+            return {split: self._generate_examples(items) for split, items in splits.items()}
+        validation = (config.validation_images, config.validation_labels)
+        validation_pairs = pair_files(*validation, *suffixes)
+        # Ids run on from the train split's: an image id is unique over both.
+        numbered = list(enumerate(validation_pairs, start=len(pairs)))
+        return {
+            "train": self._generate_examples(list(enumerate(pairs))),
+            "validation": self._generate_examples(numbered, validation),
+        }
 
-    def _generate_examples(self, numbered_pairs: list):
+    def _generate_examples(self, numbered_pairs: list, folders_of_split=None):
         for image_id, (image_file, label_file) in numbered_pairs:
-            yield image_id, make_example(image_id, image_file, label_file, self.builder_config)
+            yield image_id, make_example(
+                image_id, image_file, label_file, self.builder_config, folders_of_split
+            )

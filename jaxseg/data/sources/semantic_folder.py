@@ -9,6 +9,10 @@ Fields besides the common ones (`jaxseg.data.pipeline`):
   image_suffix, label_suffix   optional, default "": file-name endings removed before
                       matching (see `jaxseg.data.semantic_folder`).
   validation_fraction optional, default 0.1: the share of the images in the validation split.
+  validation_images, validation_labels
+                      optional, default None: the validation split's own folders (both or
+                      neither; Cityscapes' leftImg8bit/val and gtFine/val); the train split is
+                      then every pair of images and labels, validation_fraction not used.
   ignore_label        optional, default 255: the semantic label of padding pixels."""
 
 from typing import Any
@@ -34,6 +38,8 @@ def semantic_folder_config_from_data_config(data_config: Any) -> semantic_folder
         ignore_label=data_config.get("ignore_label", folders.DEFAULT_IGNORE_LABEL),
         image_suffix=data_config.get("image_suffix", ""),
         label_suffix=data_config.get("label_suffix", ""),
+        validation_images=data_config.get("validation_images"),
+        validation_labels=data_config.get("validation_labels"),
         **geometry.resize_fields(data_config),
     )
 
