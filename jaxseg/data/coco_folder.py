@@ -124,13 +124,12 @@ def coco_folder_config(
     train, stamps = _read_listed("annotations", annotations, images)
     parts = [annotations, folders.file_stamp(*os.path.split(annotations)), images, *stamps]
     split_tag = f"v{validation_fraction:g}"
-    if validation_annotations is not None or validation_images is not None:
-        validation_annotations = folders.check_path(
-            "validation_annotations", validation_annotations, directory=False
-        )
-        validation_images = folders.check_path(
-            "validation_images", validation_images, directory=True
-        )
+    split_files = folders.check_split_paths(
+        ("validation_annotations", validation_annotations, False),
+        ("validation_images", validation_images, True),
+    )
+    if split_files is not None:
+        validation_annotations, validation_images = split_files
         validation, stamps = _read_listed(
             "validation_annotations", validation_annotations, validation_images
         )
@@ -199,10 +198,7 @@ def features() -> tfds.features.FeaturesDict:
             "mask_rles": tfds.features.Tensor(shape=(None,), dtype=np.object_),
             "labels": tfds.features.Tensor(shape=(None,), dtype=np.int32),
             "crowd": tfds.features.Tensor(shape=(None,), dtype=np.bool_),
-            "image_id": tfds.features.Scalar(dtype=np.int64),
-            "file_name": tfds.features.Text(),
-            "height": tfds.features.Scalar(dtype=np.int64),
-            "width": tfds.features.Scalar(dtype=np.int64),
+            **folders.source_image_features(),
         }
     )
 

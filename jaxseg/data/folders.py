@@ -94,6 +94,15 @@ def check_path(field: str, path, *, directory: bool) -> str:
     return os.path.abspath(path)
 
 
+def check_split_paths(*fields: tuple[str, object, bool]):
+    """The absolute paths of a split's own files, (name, path, is a directory) each, or None
+    where all the paths are None (the split is then cut from the others' files); ValueError
+    naming the field if one is unset or not found (`check_path`)."""
+    if all(path is None for _, path, _ in fields):
+        return None
+    return tuple(check_path(name, path, directory=directory) for name, path, directory in fields)
+
+
 def fingerprint(*parts: str) -> str:
     """A short hex digest of `parts` (paths, file stamps, options), for config names."""
     digest = hashlib.sha256("\0".join(parts).encode("utf-8"))
@@ -154,12 +163,20 @@ def features(size: int) -> tfds.features.FeaturesDict:
             "mask_rles": tfds.features.Tensor(shape=(None,), dtype=np.object_),
             "boxes": tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
             "labels": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-            "image_id": tfds.features.Scalar(dtype=np.int64),
-            "file_name": tfds.features.Text(),
-            "height": tfds.features.Scalar(dtype=np.int64),
-            "width": tfds.features.Scalar(dtype=np.int64),
+            **source_image_features(),
         }
     )
+
+
+def source_image_features() -> dict:
+    """The stored features naming each example's source image: image_id, file_name, height
+    and width (module docstring)."""
+    return {
+        "image_id": tfds.features.Scalar(dtype=np.int64),
+        "file_name": tfds.features.Text(),
+        "height": tfds.features.Scalar(dtype=np.int64),
+        "width": tfds.features.Scalar(dtype=np.int64),
+    }
 
 
 class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):

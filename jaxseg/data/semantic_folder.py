@@ -155,14 +155,13 @@ def semantic_folder_config(
             raise ValueError(f"{field}={suffix!r} must be a string")
     folder_pairs = [(images, labels)]
     split_tag = f"v{validation_fraction:g}"
-    if validation_images is not None or validation_labels is not None:
-        validation_images = folders.check_path(
-            "validation_images", validation_images, directory=True
-        )
-        validation_labels = folders.check_path(
-            "validation_labels", validation_labels, directory=True
-        )
-        folder_pairs.append((validation_images, validation_labels))
+    split_folders = folders.check_split_paths(
+        ("validation_images", validation_images, True),
+        ("validation_labels", validation_labels, True),
+    )
+    if split_folders is not None:
+        validation_images, validation_labels = split_folders
+        folder_pairs.append(split_folders)
         split_tag = "files"
     parts = [image_suffix, label_suffix]
     for field_prefix, (image_folder, label_folder) in zip(("", "validation_"), folder_pairs):
