@@ -40,7 +40,6 @@ each, which says which `data_config` fields that kind reads. Fields every kind h
 
 from __future__ import annotations
 
-
 import ml_collections
 import numpy as np
 
