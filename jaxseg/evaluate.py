@@ -1,8 +1,11 @@
 """`python -m jaxseg.evaluate --workdir=DIR [--split=validation] [--step=N] [--config.a.b=v]`
+`[--distributed | --coordinator_address=H:P --num_processes=N --process_id=I]`
 
 Evaluates a checkpoint of a training run (the newest, or step N) without training, on any
 split of its config's dataset, or of another dataset given by `--config.data...` overrides
-(e.g. `--config.data.annotations=NEW.json`), data-parallel over all devices. Writes
+(e.g. `--config.data.annotations=NEW.json`), data-parallel over all devices, in one
+process or in a multi-process run (joined by the flags of `jaxseg.main`): each process
+post-processes the images it fed and process 0 scores them all. Process 0 writes
 `DIR/eval/<split>_step<N>/`: `metrics.json`, the task's raw results (instance:
 `coco_results.json` and `image_ids.json`; semantic: `confusion.csv`) and `predictions.png`
 with its input images in `samples/`. A --workdir that is not a training run, a missing
@@ -25,6 +28,7 @@ from jaxseg import sharding
 from jaxseg import tasks
 from jaxseg import train
 from jaxseg import trained_run
+from jaxseg.cli.distributed_flags import define_distributed_flags, join_if_distributed
 from jaxseg.config_files import bad_override_message, flag_value
 from jaxseg.config_validation import validate_config
 from jaxseg.data import pipeline
@@ -86,6 +90,7 @@ def _define_flags() -> None:
     for name, (define, default, help_text) in definitions.items():
         if name not in FLAGS:
             define(name, default, help_text)
+    define_distributed_flags()
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -115,6 +120,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)
+    join_if_distributed()
     try:
         results_dir, metrics = evaluate_checkpoint(
             FLAGS.config, FLAGS.workdir, FLAGS.split, FLAGS.step
@@ -123,7 +129,8 @@ def main(argv):
         sys.exit(f"Invalid config: {error}")
     except trained_run.RunError as error:
         sys.exit(str(error))
-    print(f"{tasks.task_for(FLAGS.config).summary(metrics)}; written to {results_dir}")
+    if jax.process_index() == 0:
+        print(f"{tasks.task_for(FLAGS.config).summary(metrics)}; written to {results_dir}")
 
 
 if __name__ == "__main__":

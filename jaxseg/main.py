@@ -12,6 +12,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from jaxseg.cli.distributed_flags import define_distributed_flags, join_if_distributed
 from jaxseg.config_files import bad_override_message, flag_value, load_config_file
 from jaxseg.errors import ConfigError, WorkdirError
 
@@ -21,15 +22,7 @@ flags.mark_flags_as_required(["workdir"])
 config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/*.py).", lock_config=True
 )
-flags.DEFINE_bool(
-    "distributed",
-    False,
-    "Join a multi-process run with jax.distributed.initialize(), letting JAX detect the "
-    "cluster (SLURM, Open MPI, TPU pods, ...) unless the flags below are given.",
-)
-flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process runs).")
-flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process runs).")
-flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes).")
+define_distributed_flags()
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -51,13 +44,10 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    from jaxseg import sharding, train  # pylint: disable=g-import-not-at-top
+    from jaxseg import train  # pylint: disable=g-import-not-at-top
 
     logging.set_verbosity(logging.WARNING)
-    if FLAGS.distributed or FLAGS.coordinator_address:
-        sharding.initialize_distributed(
-            FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
-        )
+    join_if_distributed()
     try:
         train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except ConfigError as error:

@@ -9,6 +9,7 @@ own shard of every global batch.
 
 import concurrent.futures
 import itertools
+import pickle
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
@@ -116,6 +117,60 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 def to_host(array: jax.Array) -> np.ndarray:
     """A numpy copy of a replicated (or single-device) array, also in multi-process runs."""
     return np.asarray(array.addressable_data(0))
+
+
+def to_host_rows(tree: Any) -> Any:
+    """numpy copies of this process's rows of arrays `[B_global, ...]` split on a mesh's
+    `data` axis (`batch_sharded`): `[B_local, ...]`, the rows it fed (`shard_batch`'s
+    inverse), in its order."""
+    if jax.process_count() == 1:
+        return jax.tree.map(np.asarray, tree)
+    mesh = jax.tree.leaves(tree)[0].sharding.mesh
+    local = multihost_utils.global_array_to_host_local_array(
+        tree, mesh, PartitionSpec(DATA_AXIS)
+    )
+    return jax.tree.map(np.asarray, local)
+
+
+def _padded_bytes(value: Any) -> tuple[np.ndarray, int]:
+    """`value` pickled into a uint8 array padded to a power of two (few distinct shapes,
+    so few compiled collectives), and its length."""
+    payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    padded = np.zeros(1 << max(len(payload) - 1, 1).bit_length(), np.uint8)
+    padded[: len(payload)] = np.frombuffer(payload, np.uint8)
+    return padded, len(payload)
+
+
+def gather_objects(value: Any) -> list[Any]:
+    """Every process's picklable `value`, in process order (one process: `[value]`).
+
+    Every process must call it at the same point. Each receives all values: what a
+    process sends should be the small share of a result (detections, counts), not data.
+    """
+    if jax.process_count() == 1:
+        return [value]
+    padded, length = _padded_bytes(value)
+    sizes = multihost_utils.process_allgather(np.asarray([length, padded.size], np.int64))
+    buffer = np.zeros(int(sizes[:, 1].max()), np.uint8)
+    buffer[: padded.size] = padded
+    rows = multihost_utils.process_allgather(buffer)
+    return [pickle.loads(row[:size].tobytes()) for row, size in zip(rows, sizes[:, 0])]
+
+
+def from_first_process(value: Any) -> Any:
+    """Process 0's picklable `value`, on every process (others pass anything, e.g. None).
+
+    Every process must call it at the same point.
+    """
+    if jax.process_count() == 1:
+        return value
+    padded, length = _padded_bytes(value)
+    sizes = multihost_utils.broadcast_one_to_all(np.asarray([length, padded.size], np.int64))
+    buffer = np.zeros(int(sizes[1]), np.uint8)
+    if jax.process_index() == 0:
+        buffer[:] = padded
+    buffer = np.asarray(multihost_utils.broadcast_one_to_all(buffer))
+    return pickle.loads(buffer[: int(sizes[0])].tobytes())
 
 
 def abstract_arrays(tree: Any) -> Any:

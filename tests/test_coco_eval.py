@@ -335,6 +335,41 @@ def test_random_case_matches_numpy_reference(seed):
         assert 0.0 < metrics[f"{kind}_ap"] < 1.0
 
 
+def test_evaluators_of_two_shares_merged_score_exactly_as_one():
+    """What two processes collected, merged on one (`collected`, `merge`): the same results
+    and all twelve numbers of one evaluator given every image, and the same as the numpy
+    reference."""
+    examples, detections = random_case(4, num_images=6)
+    ground_truth = ground_truth_to_coco(examples, CLASS_NAMES)
+    whole, first, second = (COCOEvaluator(ground_truth) for _ in range(3))
+    for image_id in reversed(sorted(detections)):  # results come back in image-id order
+        whole.add(image_id, *detections[image_id])
+        (first if image_id % 3 else second).add(image_id, *detections[image_id])
+    first.merge(second.collected())
+    assert first.results() == whole.results()
+    merged, expected = first.evaluate(), whole.evaluate()
+    assert merged.keys() == expected.keys() and len(merged) == 12
+    for name, value in expected.items():
+        assert merged[name] == value or (math.isnan(merged[name]) and math.isnan(value)), name
+    assert merged["box_ap50"] == pytest.approx(evaluate(examples, detections)["box_ap50"], abs=0)
+    assert 0 < merged["mask_ap"] < 1
+    with pytest.raises(ValueError, match=r"image_ids \[0, 3\] were added to both"):
+        first.merge(second.collected())
+
+
+def test_merging_an_evaluator_without_masks_into_one_with_masks_is_an_error():
+    examples, detections = random_case(5, num_images=2)
+    ground_truth = ground_truth_to_coco(examples, CLASS_NAMES)
+    with_masks, without = COCOEvaluator(ground_truth), COCOEvaluator(ground_truth)
+    with_masks.add(0, *detections[0])
+    without.add(1, *detections[1][:3])
+    with pytest.raises(ValueError, match="one evaluator had masks and the other not"):
+        with_masks.merge(without.collected())
+    empty = COCOEvaluator(ground_truth)
+    with_masks.merge(empty.collected())
+    assert with_masks.collected()[0] == [0]
+
+
 def test_area_ranges_use_the_mask_area():
     size = 128
     triangle = np.tril(np.ones((40, 40), np.uint8))  # box 40×40 = 1600 (medium), mask 820 (small)

@@ -14,7 +14,9 @@ would step each process on the gradient of its own half of the batch, another gr
 altogether rather than the same one rounded otherwise.
 """
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -51,10 +53,13 @@ def _load(path) -> dict:
         return {name: data[name] for name in data.files}
 
 
-def _run_processes(commands: list[list[str]], env: dict) -> None:
-    """Runs `commands` at once (the processes of one job); fails with a failing one's log."""
+def _run_processes(commands: list[list[str]], env: dict) -> list[str]:
+    """Runs `commands` at once (the processes of one job) in the repository; fails with a
+    failing one's log, else returns their standard errors."""
     processes = [
-        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         for command in commands
     ]
     try:
@@ -66,6 +71,7 @@ def _run_processes(commands: list[list[str]], env: dict) -> None:
                 process.wait()
     for process, (_, stderr) in zip(processes, logs):
         assert process.returncode == 0, stderr[-3000:]
+    return [stderr for _, stderr in logs]
 
 
 def _run_two_processes(task: str, workdir: str, data_dir: str, outputs: list[str]) -> None:
@@ -136,3 +142,47 @@ def test_a_process_starting_40_seconds_late_does_not_fail_the_first_collectives(
     ]
     _run_processes(commands, host_devices_env(2))
     assert os.path.isdir(directory)
+
+
+def _read_json(path):
+    with open(path) as file:
+        return json.load(file)
+
+
+def test_evaluate_on_two_processes_post_processes_half_each_and_scores_as_one(
+    tiny_mask_rcnn_run, tmp_path
+):
+    """`jaxseg.evaluate` of a checkpoint joined as 2 processes x 2 devices: each process
+    maps back, pastes and encodes the 8 of the 16 images it fed, and process 0 writes the
+    metrics and COCO results of the same checkpoint evaluated by one process over 4 devices,
+    exactly."""
+    import jax  # pylint: disable=g-import-not-at-top
+
+    from jaxseg import evaluate  # pylint: disable=g-import-not-at-top
+
+    config, trained, _, _ = tiny_mask_rcnn_run
+    workdir = str(tmp_path / "run")
+    shutil.copytree(trained, workdir)
+    one_process, _ = evaluate.evaluate_checkpoint(config, workdir, "train", devices=jax.devices()[:4])
+    shutil.move(one_process, str(tmp_path / "one_process"))
+
+    coordinator = f"127.0.0.1:{_free_port()}"
+    commands = [
+        [sys.executable, "-m", "jaxseg.evaluate", f"--workdir={workdir}", "--split=train",
+         f"--coordinator_address={coordinator}", "--num_processes=2", f"--process_id={index}"]
+        for index in range(2)
+    ]
+    logs = _run_processes(commands, host_devices_env(2))
+    for index, log in enumerate(logs):
+        assert f"process {index}: post-processed 8 of 16 images" in log, log[-2000:]
+
+    results = {}
+    for name, directory in (("one", str(tmp_path / "one_process")), ("two", one_process)):
+        results[name] = {
+            file: _read_json(os.path.join(directory, file))
+            for file in ("metrics.json", "coco_results.json", "image_ids.json")
+        }
+    assert results["two"] == results["one"]
+    assert len(results["one"]["image_ids.json"]) == 16
+    detections = results["one"]["coco_results.json"]
+    assert len({result["image_id"] for result in detections}) > 8, "few images with detections"

@@ -207,6 +207,29 @@ def test_equal_to_panopticapi_on_generated_predictions(tmp_path, seed):
     assert 0.1 < ours["pq"] < 0.9 and ours["n_things"] == 3 and ours["n_stuff"] == 3
 
 
+def test_shares_counted_apart_and_added_in_order_give_one_accumulators_sums_to_the_bit():
+    """Images counted by two processes' accumulators (`count`) and added on one in the
+    split's order (`add_counts`) give the sums of adding every image in that order."""
+    rng = np.random.default_rng(7)
+    images = []
+    for _ in range(16):
+        gt_ids, gt_segments = ground_truth_image(rng, (40, 40))
+        images.append((gt_ids, gt_segments, *predicted_image(rng, gt_ids, gt_segments)))
+    whole = panoptic.PQAccumulator(CATEGORIES)
+    for image in images:
+        whole.add(*image)
+    processes = [panoptic.PQAccumulator(CATEGORIES) for _ in range(2)]
+    shares = {index: processes[index % 2].count(*image) for index, image in enumerate(images)}
+    for accumulator in processes:  # counting adds nothing
+        assert not (accumulator.tp.any() or accumulator.fp.any() or accumulator.fn.any() or accumulator.iou.any())
+    merged = panoptic.PQAccumulator(CATEGORIES)
+    for index in sorted(shares):
+        merged.add_counts(shares[index])
+    for name in ("iou", "tp", "fp", "fn"):
+        assert getattr(merged, name).tobytes() == getattr(whole, name).tobytes(), name
+    assert merged.tp.sum() > 10 and merged.fp.sum() > 0 and merged.fn.sum() > 0
+
+
 def test_rgba_pngs_read_as_their_colours(tmp_path):
     ids = np.array([[0, 1, 256], [65536, 70000, 256**3 - 1]])
     rgba = np.concatenate([panoptic_format.ids_to_rgb(ids), np.full((2, 3, 1), 7, np.uint8)], axis=-1)

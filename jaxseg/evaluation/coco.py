@@ -349,8 +349,31 @@ class COCOEvaluator:
         self._with_masks = with_masks
 
     def results(self) -> list[dict]:
-        """The COCO results added so far (box and, with masks, segmentation in one dict)."""
-        return list(self._results)
+        """The COCO results added so far (box and, with masks, segmentation in one dict),
+        by image id (each image's in the order given)."""
+        return sorted(self._results, key=lambda result: result["image_id"])
+
+    def collected(self) -> tuple[list[int], list[dict], bool | None]:
+        """What was added so far: the image ids, their COCO results and whether they came
+        with masks (None: no image added). `merge` of another evaluator takes it."""
+        return sorted(self._added), list(self._results), self._with_masks
+
+    def merge(self, collected: tuple[list[int], list[dict], bool | None]) -> None:
+        """Adds the images another evaluator of the same ground truth collected
+        (`collected()`, e.g. another process's share of a split); the scores are as if
+        they had been added here. An image added to both, or masks given by one and not
+        the other, is an error."""
+        image_ids, results, with_masks = collected
+        twice = self._added.intersection(image_ids)
+        if twice:
+            raise ValueError(f"image_ids {sorted(twice)[:5]} were added to both evaluators")
+        if None not in (with_masks, self._with_masks) and with_masks != self._with_masks:
+            raise ValueError("masks must be given for every image or for none; one evaluator "
+                             "had masks and the other not")
+        self._results += results
+        self._added.update(image_ids)
+        if with_masks is not None:
+            self._with_masks = with_masks
 
     def _results_index(self, results: list[dict]) -> COCO:
         if not results:
@@ -385,7 +408,7 @@ class COCOEvaluator:
             runs.append(("mask", "segm", "bbox"))
         metrics = {}
         for prefix, iou_type, dropped in runs:
-            results = [{k: v for k, v in r.items() if k != dropped} for r in self._results]
+            results = [{k: v for k, v in r.items() if k != dropped} for r in self.results()]
             stats = self._stats(iou_type, results)
             for suffix, value in zip(_STAT_SUFFIXES, stats):
                 metrics[f"{prefix}_ap{suffix}"] = float("nan") if value == _UNDEFINED_STAT else float(value)

@@ -25,6 +25,7 @@ means) and fails on a group without categories, `PQAccumulator.summary` gives Na
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Iterable, Mapping, Sequence
 
@@ -48,10 +49,25 @@ def _segment_table(segments: Sequence[Mapping]) -> dict[str, np.ndarray]:
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class ImageCounts:
+    """One image's share of a `PQAccumulator`'s sums, by category position (int64 arrays):
+    the categories of its matches and their IoUs (float64), of its unmatched ground truth
+    and of its false positives. Accumulated in one order, shares give the same sums
+    wherever they were counted."""
+
+    matched: np.ndarray
+    iou: np.ndarray
+    missed: np.ndarray
+    false_positive: np.ndarray
+
+
 class PQAccumulator:
     """Per-category sums of matched IoU, TP, FP and FN over the images added.
 
-    Memory is four numbers per category, whatever the number of images.
+    Memory is four numbers per category, whatever the number of images. `count` gives an
+    image's share without adding it, `add_counts` adds a share: images counted on other
+    processes and added in the split's order give the sums of one process, to the bit.
 
     Args:
       categories: COCO panoptic categories, [{"id", "name", "isthing"}, ...].
@@ -80,8 +96,27 @@ class PQAccumulator:
         pred_segments: Sequence[Mapping],
         where: str = "image",
     ) -> None:
-        """Counts one image: segment-id maps int [H, W] (0 = VOID) of the ground truth and
-        the prediction, with their segments_info (ground truth with "area"s).
+        """Counts one image (`count`) and adds it (`add_counts`)."""
+        self.add_counts(self.count(gt_ids, gt_segments, pred_ids, pred_segments, where))
+
+    def add_counts(self, counts: ImageCounts) -> None:
+        """Adds one image's share (`count`)."""
+        np.add.at(self.tp, counts.matched, 1)
+        np.add.at(self.iou, counts.matched, counts.iou)
+        np.add.at(self.fn, counts.missed, 1)
+        np.add.at(self.fp, counts.false_positive, 1)
+
+    def count(
+        self,
+        gt_ids: np.ndarray,
+        gt_segments: Sequence[Mapping],
+        pred_ids: np.ndarray,
+        pred_segments: Sequence[Mapping],
+        where: str = "image",
+    ) -> ImageCounts:
+        """One image's share of the sums, not added: segment-id maps int [H, W] (0 = VOID)
+        of the ground truth and the prediction, with their segments_info (ground truth
+        with "area"s).
 
         Raises:
           ValueError: maps of different shapes, a predicted id in the map but not in
@@ -125,13 +160,9 @@ class PQAccumulator:
         with np.errstate(divide="ignore", invalid="ignore"):
             iou = overlap / union
         matched = (gt["iscrowd"][g] == 0) & (gt["category_id"][g] == pred["category_id"][p]) & (iou > _MATCH_IOU)
-        np.add.at(self.tp, gt_category[g[matched]], 1)
-        np.add.at(self.iou, gt_category[g[matched]], iou[matched])
-
         gt_matched = np.zeros(gt["id"].size, bool)
         gt_matched[g[matched]] = True
         missed = ~gt_matched & (gt["iscrowd"] == 0)
-        np.add.at(self.fn, gt_category[missed], 1)
 
         crowd_of_category = {c: k for k, (c, crowd) in enumerate(zip(gt["category_id"], gt["iscrowd"])) if crowd}
         on_crowd = np.zeros(pred["id"].size, np.int64)
@@ -143,7 +174,12 @@ class PQAccumulator:
         pred_matched[p[matched]] = True
         ignored = (on_void + on_crowd) / np.maximum(pred["area"], 1) > _IGNORED_FRACTION
         false_positive = ~pred_matched & ~ignored
-        np.add.at(self.fp, pred_category[false_positive], 1)
+        return ImageCounts(
+            matched=gt_category[g[matched]],
+            iou=iou[matched],
+            missed=gt_category[missed],
+            false_positive=pred_category[false_positive],
+        )
 
     def per_category(self) -> dict[str, np.ndarray]:
         """float64 [K] "pq", "sq", "rq" of each category (NaN where TP + FP + FN = 0)."""

@@ -121,7 +121,9 @@ class InstanceSegmentation(Task):
         )
 
     def eval_out_shardings(self, mesh):
-        return sharding.replicated(mesh)
+        """Split over the batch like the batch: each process maps back, pastes and encodes
+        only the rows it fed (`Evaluation.add`)."""
+        return sharding.batch_sharded(mesh)
 
     def split_frame(self, source, attribute: str, canvas: Callable[[], Any]):
         """The frame of kind `attribute` that `source` (a split) is scored in: built by the
@@ -176,7 +178,7 @@ class _COCOEvaluation(Evaluation):
         self._predictions: dict[int, dict[str, np.ndarray]] = {}
 
     def add(self, outputs, batch: Mapping[str, np.ndarray]) -> None:
-        detections = jax.tree.map(sharding.to_host, outputs)
+        detections = sharding.to_host_rows(outputs)
         for row in np.flatnonzero(detections["index"] >= 0):
             index = int(detections["index"][row])
             image = {name: values[row] for name, values in detections.items() if name != "index"}
@@ -188,13 +190,20 @@ class _COCOEvaluation(Evaluation):
                 self._predictions[index] = _on_canvas(image, self._mask_threshold, batch)
 
     def result(self):
-        metrics = self._evaluator.evaluate()
-        return {name: metrics[name] for name in COCO_METRICS}, dict(self._predictions)
+        """Process 0 gathers every process's results and scores them; all get the metrics."""
+        shares = sharding.gather_objects(self._evaluator.collected())
+        metrics = None
+        if jax.process_index() == 0:
+            for share in shares[1:]:
+                self._evaluator.merge(share)
+            scores = self._evaluator.evaluate()
+            metrics = {name: scores[name] for name in COCO_METRICS}
+        return sharding.from_first_process(metrics), dict(self._predictions)
 
     def write_results(self, directory: str) -> None:
         """`coco_results.json` (COCO results, pycocotools' `loadRes` reads it; score masks
         without the "bbox", as detectron2 does) and `image_ids.json` (the evaluated images,
-        pycocotools' `params.imgIds`)."""
+        pycocotools' `params.imgIds`): on process 0, every process's after `result`."""
         write_results(os.path.join(directory, "coco_results.json"), self._evaluator.results())
         with open(os.path.join(directory, "image_ids.json"), "w") as file:
             json.dump(self._evaluator.image_ids, file)

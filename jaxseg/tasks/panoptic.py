@@ -16,7 +16,7 @@ from jaxseg import registry, sharding, visualize, visualize_panoptic
 from jaxseg.data import folders, geometry, panoptic_format, storage
 from jaxseg.errors import ConfigError
 from jaxseg.evaluation import panoptic_frames
-from jaxseg.evaluation.panoptic import PQAccumulator
+from jaxseg.evaluation.panoptic import ImageCounts, PQAccumulator
 from jaxseg.models.panoptic_fpn import PanopticFPN
 from jaxseg.ops.panoptic_fusion import fuse_panoptic
 from jaxseg.tasks.base import Evaluation
@@ -113,15 +113,18 @@ class PanopticSegmentation(InstanceSegmentation):
 
 class _PQEvaluation(Evaluation):
     """Fuses every valid example's outputs in its frame (masks pasted at the frame's size,
-    the semantic map resized back), adds the map to a `PQAccumulator` against the frame's
-    ground truth and keeps both as COCO panoptic PNG bytes (for `write_results`); keeps the
-    first few maps fused on their canvases for pictures."""
+    the semantic map resized back), counts its PQ share against the frame's ground truth
+    (`PQAccumulator.count`) and keeps both maps as COCO panoptic PNG bytes (for
+    `write_results`); keeps the first few maps fused on their canvases for pictures. Each
+    process does this for the rows it fed; `result` gathers the shares on process 0."""
 
     def __init__(self, task: PanopticSegmentation, frame: panoptic_frames.PanopticFrame):
         self._task = task
         self._frame = frame
         self._accumulator = PQAccumulator(frame.categories)
-        self._files: dict[str, list] = {PREDICTIONS: [], GROUND_TRUTH: []}
+        # Per example index: its PQ share, and its (image id, PNG, segments_info) per kind.
+        self._counts: dict[int, ImageCounts] = {}
+        self._files: dict[int, dict[str, tuple]] = {}
         self._predictions: dict[int, tuple] = {}
 
     def _segments_info(self, segments: list[dict]) -> list[dict]:
@@ -135,7 +138,7 @@ class _PQEvaluation(Evaluation):
         return self._task.fuse(image, masks, placement.label_map_to_image(image["semantic"]))
 
     def add(self, outputs, batch: Mapping[str, np.ndarray]) -> None:
-        host = jax.tree.map(sharding.to_host, outputs)
+        host = sharding.to_host_rows(outputs)
         size = host["semantic"].shape[1]
         canvas = geometry.Placement(size, size, size, size)
         for row in np.flatnonzero(host["index"] >= 0):
@@ -144,25 +147,41 @@ class _PQEvaluation(Evaluation):
             ids, segments = self._fused(image, self._frame.placements[index])
             gt_ids, gt_info = self._frame.ground_truth(index)
             pred_info = self._segments_info(segments)
-            self._accumulator.add(gt_ids, gt_info, ids, pred_info, where=f"example {index}")
-            for kind, values, info in ((GROUND_TRUTH, gt_ids, gt_info), (PREDICTIONS, ids, pred_info)):
-                png = storage.png_bytes(panoptic_format.ids_to_rgb(values), compress_level=1)
-                self._files[kind].append((self._frame.image_ids[index], png, info))
+            self._counts[index] = self._accumulator.count(
+                gt_ids, gt_info, ids, pred_info, where=f"example {index}"
+            )
+            self._files[index] = {
+                kind: (self._frame.image_ids[index],
+                       storage.png_bytes(panoptic_format.ids_to_rgb(values), compress_level=1), info)
+                for kind, values, info in ((GROUND_TRUTH, gt_ids, gt_info), (PREDICTIONS, ids, pred_info))
+            }
             if len(self._predictions) < self._task.config.num_prediction_images:
                 self._predictions[index] = self._fused(image, canvas)
 
     def result(self):
-        return self._accumulator.summary(), dict(self._predictions)
+        """Process 0 gathers every process's shares and adds them in the split's order (the
+        sums of one process, to the bit); all get the metrics."""
+        shares = sharding.gather_objects((self._counts, self._files))
+        metrics = None
+        if jax.process_index() == 0:
+            for counts, files in shares[1:]:
+                self._counts.update(counts)
+                self._files.update(files)
+            for index in sorted(self._counts):
+                self._accumulator.add_counts(self._counts[index])
+            metrics = self._accumulator.summary()
+        return sharding.from_first_process(metrics), dict(self._predictions)
 
     def write_results(self, directory: str) -> None:
         """`panoptic_predictions.json` + `panoptic_predictions/<image id>.png` and the same of
         the ground truth (`panoptic_ground_truth`), in COCO's panoptic format with the
         frame's image and category ids: what `jaxseg.evaluation.panoptic.evaluate_files`
-        (or panopticapi) scores."""
-        for kind, files in self._files.items():
+        (or panopticapi) scores. On process 0, every process's after `result`."""
+        ordered = [self._files[index] for index in sorted(self._files)]
+        for kind in (PREDICTIONS, GROUND_TRUTH):
             os.makedirs(os.path.join(directory, kind), exist_ok=True)
             annotations = []
-            for image_id, png, info in files:
+            for image_id, png, info in (files[kind] for files in ordered):
                 name = f"{image_id}.png"
                 with open(os.path.join(directory, kind, name), "wb") as file:
                     file.write(png)
@@ -170,4 +189,4 @@ class _PQEvaluation(Evaluation):
             panoptic_format.write_panoptic_json(os.path.join(directory, f"{kind}.json"), annotations,
                                                 self._frame.categories)
         with open(os.path.join(directory, "image_ids.json"), "w") as file:
-            json.dump([image_id for image_id, _, _ in self._files[PREDICTIONS]], file)
+            json.dump([files[PREDICTIONS][0] for files in ordered], file)

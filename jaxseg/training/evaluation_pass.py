@@ -5,6 +5,7 @@ import concurrent.futures
 import json
 import math
 import os
+import sys
 from typing import Any, Mapping, Optional
 
 import jax
@@ -44,19 +45,28 @@ def evaluate(
         steps, source, config, checks.num_workers_from_data_config(config.data)
     )
     progress = tqdm(
-        batches,
-        total=math.ceil(len(source) / config.eval_batch_size),
+        total=len(source),
         disable=jax.process_index() != 0,
         desc="eval",
-        unit="batch",
+        unit="image",
         leave=False,
         dynamic_ncols=True,
     )
-    for batch in progress:
+    evaluated = 0
+    for batch in batches:
         outputs = steps.eval(
             state, sharding.shard_batch(select_fields(batch, steps.task.eval_fields), mesh)
         )
         evaluation.add(outputs, batch)
+        evaluated += int((batch["index"] >= 0).sum())
+        progress.update(min(config.eval_batch_size, len(source) - progress.n))
+    progress.close()
+    if jax.process_count() > 1:
+        print(
+            f"process {jax.process_index()}: post-processed {evaluated} of {len(source)} images",
+            file=sys.stderr,
+            flush=True,
+        )
     metrics, predictions = evaluation.result()
     if results_dir is not None and jax.process_index() == 0:
         os.makedirs(results_dir, exist_ok=True)
