@@ -9,19 +9,25 @@ is not run; what is measured is what the evaluation itself holds. Before, the ev
 returned `[B, 100, H, W]` boolean masks; a split's worth at 1024² would be
 images x 100 x 1024² bytes (52 GB for 500 images) if kept.
 
-Run: python -m benchmarks.eval_memory [--images=500] [--size=1024] [--json]
+The paste and encode stage runs once per `--workers` count: 1 is the evaluation thread
+itself, n > 1 is `config.eval_workers=n` worker processes (`jaxseg.evaluation.worker_pool`);
+every count must give the same 12 APs (`same_metrics`).
+
+Run: python -m benchmarks.eval_memory [--images=500] [--size=1024] [--workers=1,2] [--json]
 Prints one table (peak resident memory of the process, MiB; seconds per stage).
 """
 
 import argparse
+import concurrent.futures
 import json
+import math
 import resource
 import time
 
 import numpy as np
 
 from jaxseg.data import geometry
-from jaxseg.evaluation import frames
+from jaxseg.evaluation import frames, worker_pool
 from jaxseg.evaluation.coco import COCOEvaluator, ground_truth_to_coco
 
 DETECTIONS = 100
@@ -66,7 +72,40 @@ def _detections(rng, boxes: np.ndarray, size: int) -> dict:
     }
 
 
-def run(images: int, size: int) -> dict:
+def _paste_and_encode(frame, boxes, size: int, workers: int) -> tuple[float, COCOEvaluator]:
+    """Seconds of mapping every image's detections into `frame` with `workers` processes
+    doing the paste and encode work (1: the evaluation thread itself), and the evaluator
+    holding the results. Each image's detections come from its own seed, the same for every
+    worker count; the workers are started and warm before the clock starts."""
+    pool = worker_pool.process_pool(0 if workers == 1 else workers)
+    work = worker_pool.OrderedWork(frames.image_results, pool, 0 if workers == 1 else workers)
+    if pool is not None:
+        warm_up = [pool.submit(frames.image_results, frame.placements[0], 0, frame.category_ids,
+                               _detections(np.random.default_rng(0), boxes[0], size), 0.5)
+                   for _ in range(workers)]
+        concurrent.futures.wait(warm_up)
+    evaluator = COCOEvaluator(frame.ground_truth, frame.image_ids)
+
+    def add(found):
+        for image in found:
+            evaluator.add(image.image_id, image.boxes, image.scores, image.category_ids,
+                          rles=image.rles)
+
+    clock = time.perf_counter()
+    for index in range(len(boxes)):
+        detections = _detections(np.random.default_rng([1, index]), boxes[index], size)
+        add(work.submit(frame.placements[index], frame.image_ids[index], frame.category_ids,
+                        detections, 0.5))
+    add(work.drain())
+    seconds = time.perf_counter() - clock
+    if pool is not None:
+        pool.shutdown()
+    return seconds, evaluator
+
+
+def run(images: int, size: int, worker_counts: tuple[int, ...] = (1,)) -> dict:
+    """The table's quantities; paste-and-encode seconds per image for each worker count
+    (keys: the counts), `same_metrics` when every count gave the first's 12 APs exactly."""
     rng = np.random.default_rng(0)
     start_mib = _peak_mib()
     boxes = [_objects(rng, size) for _ in range(images)]
@@ -79,16 +118,15 @@ def run(images: int, size: int) -> dict:
         placements=(geometry.placement((size, size), geometry.Fit(size)),) * images,
     )
     ground_truth_seconds = time.perf_counter() - clock
-    evaluator = COCOEvaluator(frame.ground_truth, frame.image_ids)
-    clock = time.perf_counter()
-    for index in range(images):
-        found = frames.to_results(frame, index, _detections(rng, boxes[index], size), 0.5)
-        evaluator.add(found.image_id, found.boxes, found.scores, found.category_ids,
-                      rles=found.rles)
-    mapping_seconds = time.perf_counter() - clock
-    clock = time.perf_counter()
-    metrics = evaluator.evaluate()
-    scoring_seconds = time.perf_counter() - clock
+    per_image, all_metrics = {}, []
+    for workers in worker_counts:
+        seconds, evaluator = _paste_and_encode(frame, boxes, size, workers)
+        per_image[str(workers)] = seconds / images
+        clock = time.perf_counter()
+        all_metrics.append(evaluator.evaluate())
+        scoring_seconds = time.perf_counter() - clock
+    metrics = all_metrics[0]
+    same = all(_same(other, metrics) for other in all_metrics[1:])
     return {
         "images": images,
         "size": size,
@@ -96,25 +134,56 @@ def run(images: int, size: int) -> dict:
         "peak_rss_mib": _peak_mib(),
         "peak_rss_increase_mib": _peak_mib() - start_mib,
         "ground_truth_seconds": ground_truth_seconds,
-        "paste_and_encode_seconds": mapping_seconds,
+        "paste_and_encode_seconds": per_image[str(worker_counts[0])] * images,
+        "paste_encode_seconds_per_image": per_image,
         "pycocotools_seconds": scoring_seconds,
+        "same_metrics": same,
         "box_ap": metrics["box_ap"],
         "mask_ap": metrics["mask_ap"],
     }
+
+
+def _same(metrics: dict, reference: dict) -> bool:
+    """Equal, NaN equal to NaN."""
+    return metrics.keys() == reference.keys() and all(
+        metrics[k] == reference[k] or (math.isnan(metrics[k]) and math.isnan(reference[k]))
+        for k in metrics
+    )
+
+
+def _worker_counts(text: str) -> tuple[int, ...]:
+    counts = tuple(int(part) for part in text.split(","))
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"--workers={text}: positive counts, e.g. 1,2")
+    return counts
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument(
+        "--workers", type=_worker_counts, default=(1, 2),
+        help="Processes doing the paste and encode work, comma-separated (1: the "
+        "evaluation thread; n > 1: config.eval_workers=n).",
+    )
     parser.add_argument("--json", action="store_true", help="End with one JSON line.")
     args = parser.parse_args(argv)
     if args.images < 1 or args.size <= MIN_SIZE:
         parser.error(f"--images must be at least 1 and --size above {MIN_SIZE}")
-    result = run(args.images, args.size)
-    print(f"{'quantity':<28} {'value':>12}")
+    result = run(args.images, args.size, args.workers)
+    print(f"{'quantity':<36} {'value':>12}")
     for name, value in result.items():
-        print(f"{name:<28} {value:>12.4g}" if isinstance(value, float) else f"{name:<28} {value:>12}")
+        if isinstance(value, dict):
+            for count, seconds in value.items():
+                print(f"{name + ' [' + count + ' workers]':<36} {seconds:>12.4g}")
+        elif isinstance(value, float):
+            print(f"{name:<36} {value:>12.4g}")
+        else:
+            print(f"{name:<36} {value!s:>12}")
+    if len(args.workers) > 1:
+        first, last = (result["paste_encode_seconds_per_image"][str(n)] for n in (args.workers[0], args.workers[-1]))
+        print(f"{f'ratio {args.workers[-1]} : {args.workers[0]} workers':<36} {last / first:>12.3f}")
     if args.json:
         print(json.dumps(result))
 

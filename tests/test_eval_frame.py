@@ -21,7 +21,8 @@ from PIL import Image
 
 from jaxseg import evaluate, train, trained_run
 from jaxseg.config_files import load_config_file
-from jaxseg.data import batching, pipeline
+from jaxseg.data import batching, geometry, pipeline
+from jaxseg.evaluation import frames
 from jaxseg.tasks.instance import COCO_METRICS, InstanceSegmentation
 from tests.test_train_mask_rcnn import tiny_mask_rcnn_config
 
@@ -255,6 +256,32 @@ def test_eval_batches_carry_each_image_extent(folder):
     assert (rows < CANVAS).any()
 
 
+def test_a_box_empty_once_scaled_to_the_image_is_dropped_as_detectron2_drops_it():
+    """A 90 x 60 image lies on a 64 canvas as 64 x 43: x1 = 1.74 and the next float32 up
+    are apart on the canvas but the same x in the image (float32 rounding). detectron2
+    keeps only `Boxes.nonempty()` after rescaling; so do the results."""
+    placement = geometry.placement((90, 60), geometry.Fit(64))
+    x1 = np.float32(1.74)
+    canvas_boxes = np.array([[x1, 5, np.nextafter(x1, np.float32(9)), 20], [10, 5, 30, 20]], np.float32)
+    assert canvas_boxes[0, 2] > canvas_boxes[0, 0]
+    scaled = placement.boxes_to_image(canvas_boxes)
+    assert scaled[0, 2] == scaled[0, 0] and scaled[1, 2] > scaled[1, 0]
+    frame = frames.InstanceFrame(
+        ground_truth={}, image_ids=(42,), category_ids=(0, 7), placements=(placement,)
+    )
+    detections = {
+        "boxes": canvas_boxes,
+        "scores": np.array([0.9, 0.8], np.float32),
+        "classes": np.array([1, 1], np.int32),
+        "mask_probabilities": np.ones((2, 14, 14), np.float32),
+        "valid": np.array([True, True]),
+    }
+    found = frames.to_results(frame, 0, detections, 0.5)
+    np.testing.assert_array_equal(found.scores, detections["scores"][1:])
+    np.testing.assert_array_equal(found.boxes, scaled[1:])
+    assert found.image_id == 42 and found.category_ids.tolist() == [7] and len(found.rles) == 1
+
+
 @pytest.mark.parametrize("split", ["train", "validation"])
 def test_hand_placed_perfect_detections_score_ap_one(folder, split):
     """Perfect boxes and masks given in original pixels, moved to the canvas as the model
@@ -303,6 +330,20 @@ def test_results_file_gives_pycocotools_the_same_aps(folder, tmp_path):
         assert {r["category_id"] for r in results} <= {3, 7, 12}
         with open(results_dir / "image_ids.json") as file:
             assert json.load(file) == sorted(source.image_id(i) for i in range(len(source)))
+    # Two eval worker processes map, paste and encode: the same results and metrics.
+    with_workers = config.copy_and_resolve_references()
+    with with_workers.unlocked():
+        with_workers.eval_workers = 2
+    task = InstanceSegmentation(with_workers)
+    try:
+        results_dir = tmp_path / "with_workers"
+        results_dir.mkdir()
+        workers_metrics, _ = _evaluate(task, source, np.random.default_rng(7), str(results_dir))
+    finally:
+        task.eval_pool.shutdown()
+    assert workers_metrics == metrics
+    for name in ("coco_results.json", "image_ids.json"):
+        assert (results_dir / name).read_text() == (tmp_path / split / name).read_text()
 
 
 def test_split_files_score_every_image_of_the_validation_json(tmp_path):

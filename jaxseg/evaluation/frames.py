@@ -83,19 +83,40 @@ class FrameDetections:
 def to_results(
     frame: InstanceFrame, index: int, detections: dict, mask_threshold: float
 ) -> FrameDetections:
-    """The detections of example `index` on its canvas, in `frame`.
+    """The detections of example `index` on its canvas, in `frame` (`image_results` with
+    the example's placement and ids)."""
+    return image_results(
+        frame.placements[index], frame.image_ids[index], frame.category_ids, detections,
+        mask_threshold,
+    )
+
+
+def image_results(
+    placement: geometry.Placement,
+    image_id: int,
+    category_ids: tuple[int, ...],
+    detections: dict,
+    mask_threshold: float,
+) -> FrameDetections:
+    """One image's detections on its canvas, in its own pixels (what a worker process
+    does for `to_results`: small arguments, no frame). Detections whose box is empty once
+    in the image's pixels are dropped.
 
     Args:
-      frame: the split's frame.
-      index: the example's position in the split.
-      detections: one image's `MaskRCNN.detect(..., paste=False)` outputs on the canvas:
+      placement: where the image lies on its canvas.
+      image_id: its id in the frame.
+      category_ids: the frame's category id of each label.
+      detections: the image's `MaskRCNN.detect(..., paste=False)` outputs on the canvas:
         boxes float32 [D, 4], scores [D], classes int32 [D] (labels), mask_probabilities
         float32 [D, M, M], valid bool [D].
       mask_threshold: masks are the pasted probabilities >= this.
     """
-    placement = frame.placements[index]
-    keep = np.flatnonzero(detections["valid"])
-    boxes = placement.boxes_to_image(np.asarray(detections["boxes"])[keep])
+    valid = np.flatnonzero(detections["valid"])
+    boxes = placement.boxes_to_image(np.asarray(detections["boxes"])[valid])
+    # A box can become empty once scaled and clipped (float32 rounding): detectron2 drops
+    # those after rescaling (`Boxes.nonempty`).
+    nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    keep, boxes = valid[nonempty], boxes[nonempty]
     probabilities = np.asarray(detections["mask_probabilities"])[keep]
     rles = []
     for box, mask in zip(boxes, probabilities):
@@ -106,10 +127,10 @@ def to_results(
         rles.extend(encode_column_major(buffer))
     labels = np.asarray(detections["classes"])[keep]
     return FrameDetections(
-        image_id=frame.image_ids[index],
+        image_id=image_id,
         boxes=boxes,
         scores=np.asarray(detections["scores"], np.float32)[keep],
-        category_ids=np.asarray(frame.category_ids, np.int64)[labels],
+        category_ids=np.asarray(category_ids, np.int64)[labels],
         rles=rles,
     )
 

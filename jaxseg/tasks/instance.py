@@ -14,7 +14,7 @@ from jaxseg import registry
 from jaxseg import sharding
 from jaxseg import visualize_instances
 from jaxseg.data import batching, geometry
-from jaxseg.evaluation import frames
+from jaxseg.evaluation import frames, worker_pool
 from jaxseg.evaluation.coco import COCOEvaluator, write_results
 from jaxseg.ops.flat_key import flat_key
 from jaxseg.ops.mask_paste_host import paste_binary_mask
@@ -143,9 +143,21 @@ class InstanceSegmentation(Task):
             source, "instance_frame", lambda: frames.canvas_frame(source, class_names)
         )
 
+    @property
+    def eval_workers(self) -> int:
+        """`config.eval_workers` (0 in a run's config written before the field existed)."""
+        return self.config.get("eval_workers", 0)
+
+    @functools.cached_property
+    def eval_pool(self):
+        """The `eval_workers` processes of every evaluation pass of the run (None: 0)."""
+        return worker_pool.process_pool(self.eval_workers)
+
     def new_evaluation(self, source) -> Evaluation:
+        work = worker_pool.OrderedWork(frames.image_results, self.eval_pool, self.eval_workers)
         return _COCOEvaluation(
-            self.frame(source), self.model.mask_threshold, self.config.num_prediction_images
+            self.frame(source), self.model.mask_threshold, self.config.num_prediction_images,
+            work,
         )
 
     def summary(self, metrics):
@@ -167,30 +179,45 @@ class InstanceSegmentation(Task):
 
 
 class _COCOEvaluation(Evaluation):
-    """Maps every valid example's detections into its frame (`frames.to_results`) and
-    feeds them to a `COCOEvaluator`; keeps the first few on their canvases for pictures."""
+    """Maps every valid example's detections into its frame (`frames.image_results`, in
+    `work`'s worker processes) and feeds them to a `COCOEvaluator` in the split's order;
+    keeps the first few on their canvases for pictures."""
 
-    def __init__(self, frame: frames.InstanceFrame, mask_threshold: float, num_kept: int):
+    def __init__(
+        self,
+        frame: frames.InstanceFrame,
+        mask_threshold: float,
+        num_kept: int,
+        work: worker_pool.OrderedWork,
+    ):
         self._frame = frame
         self._evaluator = COCOEvaluator(frame.ground_truth, frame.scored_image_ids)
         self._mask_threshold = mask_threshold
         self._num_kept = num_kept
+        self._work = work
         self._predictions: dict[int, dict[str, np.ndarray]] = {}
+
+    def _add_found(self, found: list[frames.FrameDetections]) -> None:
+        for image in found:
+            self._evaluator.add(
+                image.image_id, image.boxes, image.scores, image.category_ids, rles=image.rles
+            )
 
     def add(self, outputs, batch: Mapping[str, np.ndarray]) -> None:
         detections = sharding.to_host_rows(outputs)
         for row in np.flatnonzero(detections["index"] >= 0):
             index = int(detections["index"][row])
             image = {name: values[row] for name, values in detections.items() if name != "index"}
-            found = frames.to_results(self._frame, index, image, self._mask_threshold)
-            self._evaluator.add(
-                found.image_id, found.boxes, found.scores, found.category_ids, rles=found.rles
-            )
+            self._add_found(self._work.submit(
+                self._frame.placements[index], self._frame.image_ids[index],
+                self._frame.category_ids, image, self._mask_threshold,
+            ))
             if len(self._predictions) < self._num_kept:
                 self._predictions[index] = _on_canvas(image, self._mask_threshold, batch)
 
     def result(self):
         """Process 0 gathers every process's results and scores them; all get the metrics."""
+        self._add_found(self._work.drain())
         shares = sharding.gather_objects(self._evaluator.collected())
         metrics = None
         if jax.process_index() == 0:

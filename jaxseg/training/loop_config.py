@@ -23,6 +23,9 @@ class LoopConfig:
       max_consecutive_nonfinite_steps: non-finite steps in a row that stop the run.
       grad_accumulation_steps: micro-batches per optimizer step.
       ema_decay: decay of the EMA of the params used for evaluation (0: no EMA).
+      eval_workers: processes per host that map detections back to the images, paste and
+        encode their masks during evaluation (0: the evaluation thread itself). With the
+        input workers (`config.data.num_workers`) they share the host's cores.
     """
 
     seed: int = schema.field(0, schema.integer(0))
@@ -38,6 +41,7 @@ class LoopConfig:
     max_consecutive_nonfinite_steps: int = schema.field(10, schema.integer(1))
     grad_accumulation_steps: int = schema.field(1, schema.integer(1))
     ema_decay: float = schema.field(0.0, schema.fraction("[0, 1)", " (0 = no EMA)"))
+    eval_workers: int = schema.field(0, schema.integer(0))
 
     def check(self, config: Any, path: str) -> None:
         if self.batch_size % self.grad_accumulation_steps:
