@@ -1,4 +1,5 @@
-"""Multi-process training through jax.distributed: 2 processes x 2 CPU devices vs 1 x 4.
+"""Multi-process training and evaluation through jax.distributed: 2 processes x 2 CPU
+devices vs 1 x 4.
 
 For each task (U-Net, Mask R-CNN) a tiny run through `train.run_training` as two processes
 joined on localhost must end where the same run as one process over the same 4 devices
@@ -12,18 +13,22 @@ backbone's weights by up to 2% of their update in 4 steps while every loss still
 to 1e-7 (measured on an AVX2 AMD EPYC). A run that lost the cross-process reduction
 would step each process on the gradient of its own half of the batch, another gradient
 altogether rather than the same one rounded otherwise.
+
+A Mask R-CNN checkpoint evaluated by `jaxseg.evaluate` as two processes must write exactly
+the metrics and COCO results of one process, each process post-processing half the images.
 """
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from tests.helpers.evaluate_processes import (
+    evaluate_in_one_and_two_processes, free_port, run_processes
+)
 from tests.helpers.subprocess_env import host_devices_env
 
 pytestmark = pytest.mark.slow
@@ -42,47 +47,20 @@ ALWAYS_LOGGED = "loss/loss"
 UPDATE_TOLERANCE = {"unet": None, "mask_rcnn": 0.1}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _load(path) -> dict:
     with np.load(path) as data:
         return {name: data[name] for name in data.files}
 
 
-def _run_processes(commands: list[list[str]], env: dict) -> list[str]:
-    """Runs `commands` at once (the processes of one job) in the repository; fails with a
-    failing one's log, else returns their standard errors."""
-    processes = [
-        subprocess.Popen(
-            command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        for command in commands
-    ]
-    try:
-        logs = [process.communicate(timeout=600) for process in processes]
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    for process, (_, stderr) in zip(processes, logs):
-        assert process.returncode == 0, stderr[-3000:]
-    return [stderr for _, stderr in logs]
-
-
 def _run_two_processes(task: str, workdir: str, data_dir: str, outputs: list[str]) -> None:
     """Runs the worker as processes 0 and 1 of a 2-process job."""
-    coordinator = f"127.0.0.1:{_free_port()}"
+    coordinator = f"127.0.0.1:{free_port()}"
     commands = [
         [sys.executable, WORKER, task, workdir, data_dir, output, str(STEPS[task])]
         + [coordinator, "2", str(index)]
         for index, output in enumerate(outputs)
     ]
-    _run_processes(commands, host_devices_env(2))
+    run_processes(commands, host_devices_env(2))
 
 
 def _assert_within_update(actual, reference, initial, tolerance: float, name: str) -> None:
@@ -134,13 +112,13 @@ def test_two_processes_match_one_process_with_the_same_devices(task, tmp_path):
 
 
 def test_a_process_starting_40_seconds_late_does_not_fail_the_first_collectives(tmp_path):
-    coordinator = f"127.0.0.1:{_free_port()}"
+    coordinator = f"127.0.0.1:{free_port()}"
     directory = str(tmp_path / "checkpoints")
     commands = [
         [sys.executable, LATE_PROCESS, coordinator, str(index), directory, str(LATE_START_S)]
         for index in range(2)
     ]
-    _run_processes(commands, host_devices_env(2))
+    run_processes(commands, host_devices_env(2))
     assert os.path.isdir(directory)
 
 
@@ -156,28 +134,14 @@ def test_evaluate_on_two_processes_post_processes_half_each_and_scores_as_one(
     maps back, pastes and encodes the 8 of the 16 images it fed, and process 0 writes the
     metrics and COCO results of the same checkpoint evaluated by one process over 4 devices,
     exactly."""
-    import jax  # pylint: disable=g-import-not-at-top
-
-    from jaxseg import evaluate  # pylint: disable=g-import-not-at-top
-
     config, trained, _, _ = tiny_mask_rcnn_run
-    workdir = str(tmp_path / "run")
-    shutil.copytree(trained, workdir)
-    one_process, _ = evaluate.evaluate_checkpoint(config, workdir, "train", devices=jax.devices()[:4])
-    shutil.move(one_process, str(tmp_path / "one_process"))
-
-    coordinator = f"127.0.0.1:{_free_port()}"
-    commands = [
-        [sys.executable, "-m", "jaxseg.evaluate", f"--workdir={workdir}", "--split=train",
-         f"--coordinator_address={coordinator}", "--num_processes=2", f"--process_id={index}"]
-        for index in range(2)
-    ]
-    logs = _run_processes(commands, host_devices_env(2))
+    one_process, two_processes, logs = evaluate_in_one_and_two_processes(
+        config, trained, str(tmp_path), "train"
+    )
     for index, log in enumerate(logs):
         assert f"process {index}: post-processed 8 of 16 images" in log, log[-2000:]
-
     results = {}
-    for name, directory in (("one", str(tmp_path / "one_process")), ("two", one_process)):
+    for name, directory in (("one", one_process), ("two", two_processes)):
         results[name] = {
             file: _read_json(os.path.join(directory, file))
             for file in ("metrics.json", "coco_results.json", "image_ids.json")

@@ -13,6 +13,7 @@ from jaxseg import predict, train
 from jaxseg.config_files import load_config_file
 from jaxseg.evaluation import panoptic
 from jaxseg.metric_writer import read_history
+from tests.helpers.evaluate_processes import evaluate_in_one_and_two_processes
 from tests.test_coco_panoptic_folder import folder_data_config
 from tests.test_panoptic_quality import reference_pq
 from tests.test_train import apply_overrides
@@ -79,6 +80,29 @@ def test_metrics_equal_panopticapi_on_the_exported_files(finished_run):
         if isinstance(value, float) and math.isnan(value):
             assert written[name] is None, name
     assert {"pq/circle", "pq/sky", "sq/sand", "rq/grass"} <= set(written)
+
+
+def test_evaluate_on_two_processes_writes_what_one_process_writes(finished_run, tmp_path):
+    """`jaxseg.evaluate` as 2 processes x 2 devices: each fuses and counts the 8 of the 16
+    images it fed; process 0 writes the metrics, JSONs and PNGs of one process over 4
+    devices, to the bit."""
+    config, trained, _ = finished_run
+    one_process, two_processes, logs = evaluate_in_one_and_two_processes(
+        config, trained, str(tmp_path), "train"
+    )
+    for index, log in enumerate(logs):
+        assert f"process {index}: post-processed 8 of 16 images" in log, log[-2000:]
+    names = sorted(
+        os.path.relpath(os.path.join(root, name), one_process)
+        for root, _, files in os.walk(one_process) for name in files
+        if not name.endswith(".png") or "panoptic_" in root
+    )
+    assert len([name for name in names if name.startswith("panoptic_predictions/")]) == 16
+    for name in names:
+        with open(os.path.join(one_process, name), "rb") as one, open(os.path.join(two_processes, name), "rb") as two:
+            assert one.read() == two.read(), name
+    with open(os.path.join(one_process, "metrics.json")) as file:
+        assert json.load(file)["pq"] > 0
 
 
 def test_every_loss_is_logged_and_pictures_are_written(finished_run):
