@@ -296,6 +296,16 @@ def test_hand_placed_perfect_detections_score_ap_one(folder, split):
     assert all(p["masks"].shape[1:] == (CANVAS, CANVAS) for p in predictions.values())
 
 
+def test_the_ground_truth_is_indexed_once_for_every_evaluation_of_a_split(folder, monkeypatch):
+    config, sources = folder
+    indexed = []
+    monkeypatch.setattr(frames, "coco_index", lambda dataset: indexed.append(dataset) or COCO())
+    task = InstanceSegmentation(config)
+    for _ in range(2):
+        task.new_evaluation(sources["validation"])
+    assert indexed == [task.frame(sources["validation"]).ground_truth]
+
+
 def test_the_crowd_region_matters(folder):
     """The best-scored detection lies on the crowd region: ignored there (AP 1.0 above), it
     is a false positive once the crowd annotation is gone, and AP drops below 1."""

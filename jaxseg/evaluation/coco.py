@@ -283,7 +283,8 @@ def _silenced_stdout():
         yield
 
 
-def _coco_index(dataset: dict) -> COCO:
+def coco_index(dataset: dict) -> COCO:
+    """pycocotools' index (`COCO`) of a COCO-format dict, built silently."""
     coco = COCO()
     coco.dataset = dataset
     with _silenced_stdout():
@@ -301,15 +302,17 @@ class COCOEvaluator:
     it scores (what `write_results` writes).
     """
 
-    def __init__(self, ground_truth: dict, image_ids=None):
+    def __init__(self, ground_truth: dict, image_ids=None, index: COCO | None = None):
         """`ground_truth`: a COCO-format dict (`ground_truth_to_coco`, `load_coco_json` or a
-        dataset's own instances JSON); `image_ids`: the evaluated images (default: all)."""
+        dataset's own instances JSON); `image_ids`: the evaluated images (default: all);
+        `index`: its `coco_index`, built once and shared by the evaluations of a split
+        (default: built here)."""
         missing = {"images", "annotations", "categories"} - set(ground_truth)
         if missing:
             raise ValueError(f"ground_truth lacks the COCO field(s) {sorted(missing)}")
         if not ground_truth["images"]:
             raise ValueError("ground_truth must hold at least one image")
-        self._ground_truth = _coco_index(ground_truth)
+        self._ground_truth = coco_index(ground_truth) if index is None else index
         self._image_sizes = {image["id"]: (image.get("height"), image.get("width"))
                              for image in ground_truth["images"]}
         known = sorted(self._image_sizes)
@@ -378,7 +381,7 @@ class COCOEvaluator:
     def _results_index(self, results: list[dict]) -> COCO:
         if not results:
             dataset = self._ground_truth.dataset
-            return _coco_index({"images": dataset["images"], "categories": dataset["categories"],
+            return coco_index({"images": dataset["images"], "categories": dataset["categories"],
                                 "annotations": []})
         with _silenced_stdout():
             return self._ground_truth.loadRes(results)

@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 
 import numpy as np
 from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
 
 from jaxseg.data import coco_json, coco_segmentation, geometry, shapes
-from jaxseg.evaluation.coco import encode_column_major, ground_truth_to_coco
+from jaxseg.evaluation.coco import coco_index, encode_column_major, ground_truth_to_coco
 from jaxseg.ops.mask_paste_host import paste_binary_mask
 
 
@@ -54,6 +56,12 @@ class InstanceFrame:
     category_ids: tuple[int, ...]
     placements: tuple[geometry.Placement, ...]
     scored_ids: tuple[int, ...] | None = None
+
+    @functools.cached_property
+    def ground_truth_index(self) -> COCO:
+        """pycocotools' index of `ground_truth`, built at the first evaluation of the split
+        and reused by every later one."""
+        return coco_index(self.ground_truth)
 
     @property
     def scored_image_ids(self) -> tuple[int, ...]:

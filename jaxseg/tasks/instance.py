@@ -191,7 +191,9 @@ class _COCOEvaluation(Evaluation):
         work: worker_pool.OrderedWork,
     ):
         self._frame = frame
-        self._evaluator = COCOEvaluator(frame.ground_truth, frame.scored_image_ids)
+        self._evaluator = COCOEvaluator(
+            frame.ground_truth, frame.scored_image_ids, frame.ground_truth_index
+        )
         self._mask_threshold = mask_threshold
         self._num_kept = num_kept
         self._work = work
