@@ -207,6 +207,38 @@ def test_equal_to_panopticapi_on_generated_predictions(tmp_path, seed):
     assert 0.1 < ours["pq"] < 0.9 and ours["n_things"] == 3 and ours["n_stuff"] == 3
 
 
+def test_json_areas_unlike_pixel_counts_and_two_crowds_of_a_category_as_panopticapi(tmp_path):
+    """Ground truth whose JSON areas are not its pixel counts (COCO's are polygon areas),
+    and images with two crowd segments of one category (panopticapi keeps the last one's
+    region per category): PQ as panopticapi's code computes it."""
+    rng = np.random.default_rng(11)
+    truth, predictions = [], []
+    for image_id in range(12):
+        gt_ids, gt_segments = ground_truth_image(rng, (40, 40))
+        for crowd in range(2):  # two crowd regions of category 7, then predictions on them
+            region = random_blob(rng, (40, 40)) & (gt_ids != panoptic_format.VOID)
+            identifier = 60000 + 10 * image_id + crowd
+            gt_ids[region] = identifier
+            gt_segments.append({"id": identifier, "category_id": 7, "iscrowd": 1})
+        present = set(np.unique(gt_ids).tolist())
+        gt_segments = [s for s in gt_segments if s["id"] in present]
+        for s in gt_segments:
+            s["area"] = max(1, int((gt_ids == s["id"]).sum() * rng.uniform(0.7, 1.3)))
+        pred_ids, pred_segments = predicted_image(rng, gt_ids, gt_segments)
+        truth.append((image_id, gt_ids, gt_segments))
+        predictions.append((image_id, pred_ids, pred_segments))
+    gt_json, gt_dir = write_split(tmp_path / "gt", truth, CATEGORIES)
+    pred_json, pred_dir = write_split(tmp_path / "pred", predictions, CATEGORIES)
+    ours = panoptic.evaluate_files(gt_json, gt_dir, pred_json, pred_dir, progress=False)
+    assert_equal_to_reference(ours, reference_pq(gt_json, gt_dir, pred_json, pred_dir), CATEGORIES)
+    assert 0.1 < ours["pq"] < 0.9
+    with_two_crowds = sum(
+        sum(s["iscrowd"] == 1 and s["category_id"] == 7 for s in segments) == 2
+        for _, _, segments in truth
+    )
+    assert with_two_crowds >= 6
+
+
 def test_shares_counted_apart_and_added_in_order_give_one_accumulators_sums_to_the_bit():
     """Images counted by two processes' accumulators (`count`) and added on one in the
     split's order (`add_counts`) give the sums of adding every image in that order."""
