@@ -10,11 +10,13 @@ import pytest
 from PIL import Image
 
 from jaxseg import predict, train
+from jaxseg.data import pipeline
+from jaxseg.tasks.panoptic import PanopticSegmentation
 from jaxseg.config_files import load_config_file
 from jaxseg.evaluation import panoptic
 from jaxseg.metric_writer import read_history
 from tests.helpers.evaluate_processes import evaluate_in_one_and_two_processes
-from tests.test_coco_panoptic_folder import folder_data_config
+from tests.test_coco_panoptic_folder import SIZES, folder_data_config, panoptic_image
 from tests.test_panoptic_quality import reference_pq
 from tests.test_train import apply_overrides
 
@@ -144,6 +146,50 @@ def test_a_panoptic_folder_is_scored_against_its_own_json_and_pngs(tmp_path):
     for group, suffix in (("All", ""), ("Things", "_things"), ("Stuff", "_stuff")):
         for name in ("pq", "sq", "rq"):
             assert written[name + suffix] == pytest.approx(reference[group][name], abs=1e-9), name + suffix
+
+
+def _perfect_outputs(example: dict, index: int, slots: int = 4) -> dict:
+    """Eval outputs of one example (a batch of 1) that are its ground truth: a detection per
+    thing at its tight box on the canvas, masks all ones, and its semantic labels (floor,
+    label 2, on VOID and padding)."""
+    outputs = {
+        "boxes": np.zeros((1, slots, 4), np.float32),
+        "scores": np.zeros((1, slots), np.float32),
+        "classes": np.zeros((1, slots), np.int32),
+        "mask_probabilities": np.ones((1, slots, 14, 14), np.float32),
+        "valid": np.zeros((1, slots), bool),
+        # The head predicts a class everywhere: floor on VOID (outside every union).
+        "semantic": np.where(example["semantic"] == 255, 2, example["semantic"])[None].astype(np.int32),
+        "index": np.asarray([index], np.int32),
+    }
+    for slot, (mask, label) in enumerate(zip(example["masks"], example["labels"])):
+        rows, columns = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        outputs["boxes"][0, slot] = [columns[0], rows[0], columns[-1] + 1, rows[-1] + 1]
+        outputs["scores"][0, slot] = 0.9 - 0.1 * slot
+        outputs["classes"][0, slot] = label
+        outputs["valid"][0, slot] = True
+    return outputs
+
+
+def test_perfect_predictions_score_pq_one_in_the_folders_own_pixels(tmp_path):
+    """The ground truth as the model's outputs on the 64 x 64 canvas (images of at most 32
+    pixels upscaled 2x): masks pasted at the source size, the semantic map resized back,
+    category ids mapped, scored against the folder's own PNGs (crowd and VOID included):
+    PQ, SQ and RQ are 1 for every category present."""
+    data = folder_data_config(tmp_path)
+    data.image_size = SIZE
+    config = tiny_panoptic_config(data.data_dir, **{"model__stuff_area_limit": 1})
+    config.data = data
+    source = pipeline.load_split(config.data, "train")
+    evaluation = PanopticSegmentation(config).new_evaluation(source)
+    for index in range(len(source)):
+        evaluation.add(_perfect_outputs(source[index], index), {})
+    metrics, _ = evaluation.result()
+    assert metrics["n_things"] == 2 and metrics["n_stuff"] == 2
+    for name in ("pq", "sq", "rq", "pq_things", "pq_stuff", "pq/cat", "pq/dog", "pq/wall", "pq/floor"):
+        assert metrics[name] == pytest.approx(1.0, abs=1e-12), name
+    position = (source.image_id(0) - 1000) // 7
+    assert np.shape(panoptic_image(position, *SIZES[position])[0]) != source[0]["image"].shape[:2]
 
 
 def trained_exports(config, workdir: str) -> tuple[dict, str, list]:
