@@ -11,7 +11,9 @@ images x 100 x 1024² bytes (52 GB for 500 images) if kept.
 
 The paste and encode stage runs once per `--workers` count: 1 is the evaluation thread
 itself, n > 1 is `config.eval_workers=n` worker processes (`jaxseg.evaluation.worker_pool`);
-every count must give the same 12 APs (`same_metrics`).
+every count must give the same 12 APs (`same_metrics`). The results are also scored by
+faster-coco-eval (`config.eval_scorer="faster_coco_eval"`): its seconds and its largest
+difference from pycocotools' 12 numbers.
 
 Run: python -m benchmarks.eval_memory [--images=500] [--size=1024] [--workers=1,2] [--json]
 Prints one table (peak resident memory of the process, MiB; seconds per stage).
@@ -127,6 +129,11 @@ def run(images: int, size: int, worker_counts: tuple[int, ...] = (1,)) -> dict:
         scoring_seconds = time.perf_counter() - clock
     metrics = all_metrics[0]
     same = all(_same(other, metrics) for other in all_metrics[1:])
+    faster = COCOEvaluator(frame.ground_truth, frame.image_ids, scorer="faster_coco_eval")
+    faster.merge(evaluator.collected())
+    clock = time.perf_counter()
+    faster_metrics = faster.evaluate()
+    faster_seconds = time.perf_counter() - clock
     return {
         "images": images,
         "size": size,
@@ -137,6 +144,11 @@ def run(images: int, size: int, worker_counts: tuple[int, ...] = (1,)) -> dict:
         "paste_and_encode_seconds": per_image[str(worker_counts[0])] * images,
         "paste_encode_seconds_per_image": per_image,
         "pycocotools_seconds": scoring_seconds,
+        "faster_coco_eval_seconds": faster_seconds,
+        "faster_coco_eval_max_difference": max(
+            abs(faster_metrics[name] - metrics[name]) for name in metrics
+            if not math.isnan(metrics[name])
+        ),
         "same_metrics": same,
         "box_ap": metrics["box_ap"],
         "mask_ap": metrics["mask_ap"],

@@ -21,6 +21,8 @@ def test_smallest_setting_prints_a_table_and_one_json_line(capsys):
     assert per_image.keys() == {"1", "2"} and all(v > 0 for v in per_image.values())
     # Two worker processes scored the same 12 APs as the evaluation thread.
     assert result["same_metrics"] is True
+    assert result["faster_coco_eval_seconds"] > 0
+    assert result["faster_coco_eval_max_difference"] <= 1e-9
     # The synthetic detections lie around the ground-truth objects: some of them match.
     assert 0 < result["box_ap"] <= 1 and 0 < result["mask_ap"] <= 1, result
 

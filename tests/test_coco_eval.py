@@ -1,6 +1,8 @@
 """COCO evaluation (jaxseg.evaluation): conversions, hand-computed APs and a numpy reference."""
+import functools
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ from pycocotools import mask as mask_utils
 from jaxseg.data import pipeline, shapes
 from jaxseg.evaluation import (COCOEvaluator, detections_to_coco, encode_masks,
                                ground_truth_to_coco, load_coco_json, write_coco_json)
+from jaxseg.evaluation import coco
 
 CLASS_NAMES = ("background", "circle", "rectangle", "triangle")
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
@@ -16,6 +19,17 @@ COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 AP_SUFFIXES = ("", "50", "75", "_small", "_medium", "_large")
 # pycocotools computes precision as tp / (tp + fp + 2.2e-16), so a perfect AP is 1 - 2e-16.
 EPSILON = 1e-12
+
+
+@pytest.fixture(autouse=True, params=sorted(coco.SCORERS))
+def scorer(request, monkeypatch):
+    """Every test runs with each scorer: faster-coco-eval must give the numbers pycocotools
+    gives, the hand-computed and numpy-reference ones included."""
+    monkeypatch.setattr(
+        sys.modules[__name__], "COCOEvaluator",
+        functools.partial(coco.COCOEvaluator, scorer=request.param),
+    )
+    return request.param
 
 
 def box_masks(boxes, height, width):

@@ -104,6 +104,8 @@ def test_flax_example_field_names_at_top_level():
         ("grad_accumulation_steps", 3, "config.grad_accumulation_steps"),
         ("ema_decay", 1.0, "config.ema_decay"),
         ("ema_decay", -0.1, "config.ema_decay"),
+        ("eval_workers", -1, "config.eval_workers"),
+        ("eval_scorer", "fast", "config.eval_scorer"),
         ("model.remat", "yes", "config.model.remat"),
         ("data.num_workers", -2, "config.data.num_workers=-2"),
     ],

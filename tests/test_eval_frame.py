@@ -299,7 +299,7 @@ def test_hand_placed_perfect_detections_score_ap_one(folder, split):
 def test_the_ground_truth_is_indexed_once_for_every_evaluation_of_a_split(folder, monkeypatch):
     config, sources = folder
     indexed = []
-    monkeypatch.setattr(frames, "coco_index", lambda dataset: indexed.append(dataset) or COCO())
+    monkeypatch.setattr(frames, "coco_index", lambda dataset, scorer: indexed.append(dataset) or COCO())
     task = InstanceSegmentation(config)
     for _ in range(2):
         task.new_evaluation(sources["validation"])
@@ -354,6 +354,13 @@ def test_results_file_gives_pycocotools_the_same_aps(folder, tmp_path):
     assert workers_metrics == metrics
     for name in ("coco_results.json", "image_ids.json"):
         assert (results_dir / name).read_text() == (tmp_path / split / name).read_text()
+    # faster-coco-eval scores the same results (a crowd region among them) as pycocotools.
+    faster = config.copy_and_resolve_references()
+    with faster.unlocked():
+        faster.eval_scorer = "faster_coco_eval"
+    faster_metrics, _ = _evaluate(InstanceSegmentation(faster), source, np.random.default_rng(7))
+    for name in COCO_METRICS:
+        np.testing.assert_allclose(faster_metrics[name], metrics[name], atol=1e-9, err_msg=name)
 
 
 def test_split_files_score_every_image_of_the_validation_json(tmp_path):

@@ -43,6 +43,7 @@ import json
 import os
 import tempfile
 
+import faster_coco_eval
 import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
@@ -52,6 +53,12 @@ from pycocotools.cocoeval import COCOeval
 # 0.5, AP at IoU 0.75, and AP over IoU 0.5:0.95 for small, medium and large objects.
 _STAT_SUFFIXES = ("", "50", "75", "_small", "_medium", "_large")
 _UNDEFINED_STAT = -1.0
+# The libraries that can score: pycocotools (the default, COCO's own) and faster-coco-eval
+# (its C++ reimplementation; the same 12 numbers to 1e-9 in tests/test_coco_eval.py).
+SCORERS = {
+    "pycocotools": (COCO, COCOeval),
+    "faster_coco_eval": (faster_coco_eval.COCO, faster_coco_eval.COCOeval_faster),
+}
 
 
 def _is_integer(value) -> bool:
@@ -283,9 +290,15 @@ def _silenced_stdout():
         yield
 
 
-def coco_index(dataset: dict) -> COCO:
-    """pycocotools' index (`COCO`) of a COCO-format dict, built silently."""
-    coco = COCO()
+def _scorer(name: str) -> tuple[type, type]:
+    if name not in SCORERS:
+        raise ValueError(f"scorer {name!r} is not one of {', '.join(SCORERS)}")
+    return SCORERS[name]
+
+
+def coco_index(dataset: dict, scorer: str = "pycocotools") -> COCO:
+    """The `scorer` library's index (its `COCO`) of a COCO-format dict, built silently."""
+    coco = _scorer(scorer)[0]()
     coco.dataset = dataset
     with _silenced_stdout():
         coco.createIndex()
@@ -298,21 +311,29 @@ class COCOEvaluator:
     Usage: `evaluator = COCOEvaluator(ground_truth, image_ids)`; `evaluator.add(image_id,
     ...)` once per image; `evaluator.evaluate()`. The first `add` decides whether masks
     are evaluated: every `add` must then give masks, or none may. The AP is pycocotools'
-    on the ground truth with `params.imgIds = image_ids`; `results()` are the COCO results
-    it scores (what `write_results` writes).
+    (or faster-coco-eval's, the same numbers) on the ground truth with `params.imgIds =
+    image_ids`; `results()` are the COCO results it scores (what `write_results` writes).
     """
 
-    def __init__(self, ground_truth: dict, image_ids=None, index: COCO | None = None):
+    def __init__(
+        self,
+        ground_truth: dict,
+        image_ids=None,
+        index: COCO | None = None,
+        scorer: str = "pycocotools",
+    ):
         """`ground_truth`: a COCO-format dict (`ground_truth_to_coco`, `load_coco_json` or a
         dataset's own instances JSON); `image_ids`: the evaluated images (default: all);
-        `index`: its `coco_index`, built once and shared by the evaluations of a split
-        (default: built here)."""
+        `index`: its `coco_index` for `scorer`, built once and shared by the evaluations of
+        a split (default: built here); `scorer`: the library that scores (`SCORERS`)."""
         missing = {"images", "annotations", "categories"} - set(ground_truth)
         if missing:
             raise ValueError(f"ground_truth lacks the COCO field(s) {sorted(missing)}")
         if not ground_truth["images"]:
             raise ValueError("ground_truth must hold at least one image")
-        self._ground_truth = coco_index(ground_truth) if index is None else index
+        self._scorer = scorer
+        self._evaluation_class = _scorer(scorer)[1]
+        self._ground_truth = coco_index(ground_truth, scorer) if index is None else index
         self._image_sizes = {image["id"]: (image.get("height"), image.get("width"))
                              for image in ground_truth["images"]}
         known = sorted(self._image_sizes)
@@ -382,12 +403,12 @@ class COCOEvaluator:
         if not results:
             dataset = self._ground_truth.dataset
             return coco_index({"images": dataset["images"], "categories": dataset["categories"],
-                                "annotations": []})
+                               "annotations": []}, self._scorer)
         with _silenced_stdout():
             return self._ground_truth.loadRes(results)
 
     def _stats(self, iou_type: str, results: list[dict]) -> np.ndarray:
-        evaluation = COCOeval(self._ground_truth, self._results_index(results), iou_type)
+        evaluation = self._evaluation_class(self._ground_truth, self._results_index(results), iou_type)
         evaluation.params.imgIds = self.image_ids
         with _silenced_stdout():
             evaluation.evaluate()

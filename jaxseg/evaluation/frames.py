@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -57,11 +56,14 @@ class InstanceFrame:
     placements: tuple[geometry.Placement, ...]
     scored_ids: tuple[int, ...] | None = None
 
-    @functools.cached_property
-    def ground_truth_index(self) -> COCO:
-        """pycocotools' index of `ground_truth`, built at the first evaluation of the split
-        and reused by every later one."""
-        return coco_index(self.ground_truth)
+    _indexes: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    def ground_truth_index(self, scorer: str = "pycocotools") -> COCO:
+        """The `scorer` library's index of `ground_truth` (`coco.coco_index`), built at the
+        first evaluation of the split and reused by every later one."""
+        if scorer not in self._indexes:
+            self._indexes[scorer] = coco_index(self.ground_truth, scorer)
+        return self._indexes[scorer]
 
     @property
     def scored_image_ids(self) -> tuple[int, ...]:

@@ -157,7 +157,7 @@ class InstanceSegmentation(Task):
         work = worker_pool.OrderedWork(frames.image_results, self.eval_pool, self.eval_workers)
         return _COCOEvaluation(
             self.frame(source), self.model.mask_threshold, self.config.num_prediction_images,
-            work,
+            work, self.config.get("eval_scorer", "pycocotools"),
         )
 
     def summary(self, metrics):
@@ -189,10 +189,11 @@ class _COCOEvaluation(Evaluation):
         mask_threshold: float,
         num_kept: int,
         work: worker_pool.OrderedWork,
+        scorer: str,
     ):
         self._frame = frame
         self._evaluator = COCOEvaluator(
-            frame.ground_truth, frame.scored_image_ids, frame.ground_truth_index
+            frame.ground_truth, frame.scored_image_ids, frame.ground_truth_index(scorer), scorer
         )
         self._mask_threshold = mask_threshold
         self._num_kept = num_kept
