@@ -212,17 +212,20 @@ class _TrainingRun:
         return points[-1][1] if points else float("nan")
 
     def evaluate(self, state: TrainState, val_source, step: int) -> None:
-        """Evaluates on the validation split, logs the metrics and keeps them; writes them
-        with the raw results into `workdir/eval/validation_step<step>/`."""
+        """Evaluates on the validation split, logs the metrics (`val/<name>`) and the pass's
+        seconds (`eval/seconds`) and keeps the metrics; writes them with the raw results
+        into `workdir/eval/validation_step<step>/`."""
         if self.eval_compiled is not None:
             self.eval_compiled.result()
             self.eval_compiled = None
         results_dir = os.path.join(self.workdir, "eval", f"validation_step{step}")
+        clock = time.perf_counter()
         self.eval_metrics, self.predictions = evaluate(
             self.steps, state, val_source, self.config, self.mesh, results_dir
         )
         # Undefined metrics (NaN, e.g. AP of a size range with no object) are not logged.
         defined = {f"val/{k}": v for k, v in self.eval_metrics.items() if np.isfinite(v)}
+        defined["eval/seconds"] = time.perf_counter() - clock
         self.writer.write_scalars(step, defined)
         tqdm.write(f"step {step}: {self.steps.task.summary(self.eval_metrics)}")
 

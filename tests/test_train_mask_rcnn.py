@@ -126,6 +126,9 @@ def test_every_loss_component_and_coco_metric_is_logged(tiny_mask_rcnn_run):
     for component in ("rpn_objectness", "rpn_box", "box_classification", "box_regression", "mask"):
         assert f"train/loss_{component}" in logged, component
     assert {"val/box_ap", "val/mask_ap", "val/box_ap50", "val/mask_ap75"} <= logged
+    # The evaluation pass's seconds, at the step it ran (TensorBoard's "eval/seconds").
+    [(step, seconds)] = history["eval/seconds"]
+    assert step == config.num_train_steps and seconds > 0
 
 
 def test_evaluate_counts_every_validation_object(tiny_mask_rcnn_run):

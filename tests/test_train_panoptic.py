@@ -188,6 +188,23 @@ def test_perfect_predictions_score_pq_one_in_the_folders_own_pixels(tmp_path):
     assert metrics["n_things"] == 2 and metrics["n_stuff"] == 2
     for name in ("pq", "sq", "rq", "pq_things", "pq_stuff", "pq/cat", "pq/dog", "pq/wall", "pq/floor"):
         assert metrics[name] == pytest.approx(1.0, abs=1e-12), name
+    evaluation.write_results(str(tmp_path / "thread"))
+    # Two eval worker processes fuse, count and encode: the same metrics and files.
+    config.eval_workers = 2
+    task = PanopticSegmentation(config)
+    try:
+        evaluation = task.new_evaluation(source)
+        for index in range(len(source)):
+            evaluation.add(_perfect_outputs(source[index], index), {})
+        assert evaluation.result()[0] == metrics
+        evaluation.write_results(str(tmp_path / "workers"))
+    finally:
+        task.eval_pool.shutdown()
+    written = [os.path.relpath(os.path.join(root, name), tmp_path / "thread")
+               for root, _, files in os.walk(tmp_path / "thread") for name in files]
+    assert len(written) == 2 * len(source) + 3
+    for name in written:
+        assert (tmp_path / "thread" / name).read_bytes() == (tmp_path / "workers" / name).read_bytes(), name
     position = (source.image_id(0) - 1000) // 7
     assert np.shape(panoptic_image(position, *SIZES[position])[0]) != source[0]["image"].shape[:2]
 

@@ -41,7 +41,13 @@ class PanopticFrame:
 
     def category_id(self, segment: Mapping) -> int:
         """The category id of a fused segment ("isthing", "label")."""
-        return (self.thing_ids if segment["isthing"] else self.stuff_ids)[segment["label"]]
+        return segment_category_id(self.thing_ids, self.stuff_ids, segment)
+
+
+def segment_category_id(thing_ids, stuff_ids, segment: Mapping) -> int:
+    """The category id of a fused segment ("isthing", "label") under a frame's `thing_ids`
+    and `stuff_ids` (`PanopticFrame`)."""
+    return (thing_ids if segment["isthing"] else stuff_ids)[segment["label"]]
 
 
 def canvas_categories(class_names, stuff_class_names) -> list[dict]:

@@ -5,6 +5,9 @@ the dataset's own categories, pixels and ground truth where its kind registers a
 `panoptic_frame`, else the canvas).
 """
 
+from __future__ import annotations
+
+import dataclasses
 import json
 import os
 from typing import Mapping
@@ -15,7 +18,7 @@ import numpy as np
 from jaxseg import registry, sharding, visualize, visualize_panoptic
 from jaxseg.data import folders, geometry, panoptic_format, storage
 from jaxseg.errors import ConfigError
-from jaxseg.evaluation import panoptic_frames
+from jaxseg.evaluation import panoptic_frames, worker_pool
 from jaxseg.evaluation.panoptic import ImageCounts, PQAccumulator
 from jaxseg.models.panoptic_fpn import PanopticFPN
 from jaxseg.ops.panoptic_fusion import fuse_panoptic
@@ -63,12 +66,20 @@ class PanopticSegmentation(InstanceSegmentation):
     def fuse(self, detections: Mapping[str, np.ndarray], masks: np.ndarray, semantic: np.ndarray):
         """One image's panoptic map (ids int32 [H, W], segments) from its detections, their
         binary masks bool [D, H, W] and its semantic labels [H, W], with the model's fusion
-        thresholds."""
-        return fuse_panoptic(
-            masks, detections["scores"], detections["classes"], detections["valid"], semantic,
-            score_threshold=self.model.instance_score_threshold,
-            overlap_threshold=self.model.overlap_threshold,
-            stuff_area_limit=self.model.stuff_area_limit,
+        thresholds (`ImageFusion.fuse`)."""
+        return self.image_fusion().fuse(detections, masks, semantic)
+
+    def image_fusion(self, frame: panoptic_frames.PanopticFrame | None = None) -> "ImageFusion":
+        """The model's fusion settings, with `frame`'s categories when given."""
+        model = self.model
+        return ImageFusion(
+            mask_threshold=model.mask_threshold,
+            score_threshold=model.instance_score_threshold,
+            overlap_threshold=model.overlap_threshold,
+            stuff_area_limit=model.stuff_area_limit,
+            categories=None if frame is None else frame.categories,
+            thing_ids=None if frame is None else frame.thing_ids,
+            stuff_ids=None if frame is None else frame.stuff_ids,
         )
 
     def predict_panoptic(self, variables, image: np.ndarray) -> tuple[np.ndarray, list[dict]]:
@@ -90,7 +101,10 @@ class PanopticSegmentation(InstanceSegmentation):
         return visualize.add_legend(grid, entries, caption=visualize_panoptic.CAPTION)
 
     def new_evaluation(self, source) -> Evaluation:
-        return _PQEvaluation(self, self.panoptic_frame(source))
+        frame = self.panoptic_frame(source)
+        fusion = self.image_fusion(frame)
+        work = worker_pool.OrderedWork(fusion.share, self.eval_pool, self.eval_workers)
+        return _PQEvaluation(frame, fusion, work, self.config.num_prediction_images)
 
     def summary(self, metrics):
         return (
@@ -111,31 +125,77 @@ class PanopticSegmentation(InstanceSegmentation):
         )
 
 
-class _PQEvaluation(Evaluation):
-    """Fuses every valid example's outputs in its frame (masks pasted at the frame's size,
-    the semantic map resized back), counts its PQ share against the frame's ground truth
-    (`PQAccumulator.count`) and keeps both maps as COCO panoptic PNG bytes (for
-    `write_results`); keeps the first few maps fused on their canvases for pictures. Each
-    process does this for the rows it fed; `result` gathers the shares on process 0."""
+@dataclasses.dataclass(frozen=True)
+class ImageFusion:
+    """What fusing and counting one image needs, small enough to send to a worker process:
+    the model's thresholds and (for `share`) the frame's categories and category ids."""
 
-    def __init__(self, task: PanopticSegmentation, frame: panoptic_frames.PanopticFrame):
-        self._task = task
+    mask_threshold: float
+    score_threshold: float
+    overlap_threshold: float
+    stuff_area_limit: int
+    categories: list[dict] | None = None
+    thing_ids: tuple[int, ...] | None = None
+    stuff_ids: tuple[int, ...] | None = None
+
+    def fuse(self, detections: Mapping[str, np.ndarray], masks: np.ndarray, semantic: np.ndarray):
+        """As `PanopticSegmentation.fuse`."""
+        return fuse_panoptic(
+            masks, detections["scores"], detections["classes"], detections["valid"], semantic,
+            score_threshold=self.score_threshold,
+            overlap_threshold=self.overlap_threshold,
+            stuff_area_limit=self.stuff_area_limit,
+        )
+
+    def fused(self, image: Mapping[str, np.ndarray], placement: geometry.Placement):
+        """One image's eval outputs fused at `placement`'s image size: masks pasted at the
+        scaled boxes, the semantic map's valid region resized back (ids, segments)."""
+        boxes = placement.boxes_to_image(image["boxes"])
+        masks = pasted_masks(image["mask_probabilities"], boxes, image["valid"],
+                             (placement.height, placement.width), self.mask_threshold)
+        return self.fuse(image, masks, placement.label_map_to_image(image["semantic"]))
+
+    def share(self, image, placement, ground_truth, image_id, index: int):
+        """One example's PQ share (`PQAccumulator.count`) and its ground truth and predicted
+        maps as (image id, COCO panoptic PNG bytes, segments_info) per kind: `image` its eval
+        outputs, `ground_truth` its (ids [h, w], segments_info) in the frame."""
+        ids, segments = self.fused(image, placement)
+        info = [{"id": s["id"],
+                 "category_id": panoptic_frames.segment_category_id(self.thing_ids, self.stuff_ids, s),
+                 "iscrowd": 0, "area": s["area"]}
+                for s in segments]
+        gt_ids, gt_info = ground_truth
+        counts = PQAccumulator(self.categories).count(gt_ids, gt_info, ids, info, where=f"example {index}")
+        files = {
+            kind: (image_id, storage.png_bytes(panoptic_format.ids_to_rgb(values), compress_level=1), segments_info)
+            for kind, values, segments_info in ((GROUND_TRUTH, gt_ids, gt_info), (PREDICTIONS, ids, info))
+        }
+        return index, counts, files
+
+
+class _PQEvaluation(Evaluation):
+    """Fuses every valid example's outputs in its frame and counts its PQ share against the
+    frame's ground truth, keeping both maps as COCO panoptic PNG bytes (`ImageFusion.share`,
+    in `work`'s worker processes); keeps the first few maps fused on their canvases for
+    pictures. Each process does this for the rows it fed; `result` gathers the shares on
+    process 0."""
+
+    def __init__(self, frame: panoptic_frames.PanopticFrame, fusion: ImageFusion,
+                 work: worker_pool.OrderedWork, num_kept: int):
         self._frame = frame
+        self._fusion = fusion
+        self._work = work
+        self._num_kept = num_kept
         self._accumulator = PQAccumulator(frame.categories)
         # Per example index: its PQ share, and its (image id, PNG, segments_info) per kind.
         self._counts: dict[int, ImageCounts] = {}
         self._files: dict[int, dict[str, tuple]] = {}
         self._predictions: dict[int, tuple] = {}
 
-    def _segments_info(self, segments: list[dict]) -> list[dict]:
-        return [{"id": s["id"], "category_id": self._frame.category_id(s), "iscrowd": 0, "area": s["area"]}
-                for s in segments]
-
-    def _fused(self, image: Mapping[str, np.ndarray], placement: geometry.Placement):
-        boxes = placement.boxes_to_image(image["boxes"])
-        masks = pasted_masks(image["mask_probabilities"], boxes, image["valid"], (placement.height, placement.width),
-                             self._task.model.mask_threshold)
-        return self._task.fuse(image, masks, placement.label_map_to_image(image["semantic"]))
+    def _keep(self, shares) -> None:
+        for index, counts, files in shares:
+            self._counts[index] = counts
+            self._files[index] = files
 
     def add(self, outputs, batch: Mapping[str, np.ndarray]) -> None:
         host = sharding.to_host_rows(outputs)
@@ -144,23 +204,17 @@ class _PQEvaluation(Evaluation):
         for row in np.flatnonzero(host["index"] >= 0):
             index = int(host["index"][row])
             image = {name: values[row] for name, values in host.items() if name != "index"}
-            ids, segments = self._fused(image, self._frame.placements[index])
-            gt_ids, gt_info = self._frame.ground_truth(index)
-            pred_info = self._segments_info(segments)
-            self._counts[index] = self._accumulator.count(
-                gt_ids, gt_info, ids, pred_info, where=f"example {index}"
-            )
-            self._files[index] = {
-                kind: (self._frame.image_ids[index],
-                       storage.png_bytes(panoptic_format.ids_to_rgb(values), compress_level=1), info)
-                for kind, values, info in ((GROUND_TRUTH, gt_ids, gt_info), (PREDICTIONS, ids, pred_info))
-            }
-            if len(self._predictions) < self._task.config.num_prediction_images:
-                self._predictions[index] = self._fused(image, canvas)
+            self._keep(self._work.submit(
+                image, self._frame.placements[index], self._frame.ground_truth(index),
+                self._frame.image_ids[index], index,
+            ))
+            if len(self._predictions) < self._num_kept:
+                self._predictions[index] = self._fusion.fused(image, canvas)
 
     def result(self):
         """Process 0 gathers every process's shares and adds them in the split's order (the
         sums of one process, to the bit); all get the metrics."""
+        self._keep(self._work.drain())
         shares = sharding.gather_objects((self._counts, self._files))
         metrics = None
         if jax.process_index() == 0:
