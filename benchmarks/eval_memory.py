@@ -20,7 +20,6 @@ Prints one table (peak resident memory of the process, MiB; seconds per stage).
 """
 
 import argparse
-import concurrent.futures
 import json
 import math
 import resource
@@ -82,10 +81,11 @@ def _paste_and_encode(frame, boxes, size: int, workers: int) -> tuple[float, COC
     pool = worker_pool.process_pool(0 if workers == 1 else workers)
     work = worker_pool.OrderedWork(frames.image_results, pool, 0 if workers == 1 else workers)
     if pool is not None:
-        warm_up = [pool.submit(frames.image_results, frame.placements[0], 0, frame.category_ids,
-                               _detections(np.random.default_rng(0), boxes[0], size), 0.5)
-                   for _ in range(workers)]
-        concurrent.futures.wait(warm_up)
+        warm_up = [pool.apply_async(frames.image_results, (
+            frame.placements[0], 0, frame.category_ids,
+            _detections(np.random.default_rng(0), boxes[0], size), 0.5)) for _ in range(workers)]
+        for result in warm_up:
+            result.get()
     evaluator = COCOEvaluator(frame.ground_truth, frame.image_ids)
 
     def add(found):
@@ -101,7 +101,8 @@ def _paste_and_encode(frame, boxes, size: int, workers: int) -> tuple[float, COC
     add(work.drain())
     seconds = time.perf_counter() - clock
     if pool is not None:
-        pool.shutdown()
+        pool.close()
+        pool.join()
     return seconds, evaluator
 
 

@@ -350,7 +350,8 @@ def test_results_file_gives_pycocotools_the_same_aps(folder, tmp_path):
         results_dir.mkdir()
         workers_metrics, _ = _evaluate(task, source, np.random.default_rng(7), str(results_dir))
     finally:
-        task.eval_pool.shutdown()
+        task.eval_pool.close()
+        task.eval_pool.join()
     assert workers_metrics == metrics
     for name in ("coco_results.json", "image_ids.json"):
         assert (results_dir / name).read_text() == (tmp_path / split / name).read_text()

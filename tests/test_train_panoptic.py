@@ -199,7 +199,8 @@ def test_perfect_predictions_score_pq_one_in_the_folders_own_pixels(tmp_path):
         assert evaluation.result()[0] == metrics
         evaluation.write_results(str(tmp_path / "workers"))
     finally:
-        task.eval_pool.shutdown()
+        task.eval_pool.close()
+        task.eval_pool.join()
     written = [os.path.relpath(os.path.join(root, name), tmp_path / "thread")
                for root, _, files in os.walk(tmp_path / "thread") for name in files]
     assert len(written) == 2 * len(source) + 3

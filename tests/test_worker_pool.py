@@ -15,7 +15,8 @@ def test_results_come_back_in_submission_order_with_two_per_worker_in_flight():
         assert work.submit(5, 1) == [1024]  # the third waits for the first
         assert work.drain() == [9, 5] and work.drain() == []
     finally:
-        pool.shutdown()
+        pool.close()
+        pool.join()
     in_thread = worker_pool.OrderedWork(pow, worker_pool.process_pool(0), 0)
     assert in_thread.submit(2, 10) == [1024] and in_thread.drain() == []
 
@@ -43,7 +44,8 @@ def test_two_worker_processes_give_the_evaluation_threads_results():
         work = worker_pool.OrderedWork(frames.image_results, pool, 2)
         found = [result for image in images for result in work.submit(*image)] + work.drain()
     finally:
-        pool.shutdown()
+        pool.close()
+        pool.join()
     assert [f.image_id for f in found] == list(range(6))
     for got, want in zip(found, expected):
         assert got.rles == want.rles and len(got.rles) >= 5

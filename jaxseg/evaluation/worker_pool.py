@@ -1,33 +1,57 @@
 """An evaluation's host work (mapping detections back, pasting, encoding) in worker processes.
 
 The work of one image is a function of small, picklable arguments; `OrderedWork` runs it in
-`workers` spawned processes and hands the results back in the order the images were given,
-so what is scored (and written) does not depend on the number of workers. At most two
-images per worker are in flight: memory stays bounded whatever the split's size.
+the processes of a `process_pool` and hands the results back in the order the images were
+given, so what is scored (and written) does not depend on the number of workers. At most
+two images per worker are in flight: memory stays bounded whatever the split's size.
 Processes, not threads: pycocotools' RLE encoder holds the GIL.
 """
 
 from __future__ import annotations
 
 import collections
-import concurrent.futures
+import contextlib
 import multiprocessing
-from typing import Any, Callable, Optional
+import multiprocessing.pool
+import os
+from typing import Any, Callable, Iterator, Optional
 
 # Images in flight per worker: one being worked on, one waiting.
 IN_FLIGHT_PER_WORKER = 2
+# One BLAS thread per worker. The workers' matrix products are small (a 28 x 28 mask times
+# a box's rows and columns) and gain nothing from more; OpenBLAS threads that spin while
+# they wait take the cores from the other workers: on 2 cores, 2 workers ran 2.4x slower
+# than the evaluation thread alone, and 0.53x its time with one BLAS thread each
+# (benchmarks/eval_memory.py, AMD EPYC).
+WORKER_ENVIRONMENT = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def process_pool(workers: int) -> Optional[concurrent.futures.Executor]:
-    """`workers` spawned processes (None for 0: the work runs in the calling thread).
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """`os.environ` with `values` set inside the block, as it was after."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
-    Spawned, not forked: the evaluating process runs JAX's threads, which a fork copies
-    in an undefined state.
+
+def process_pool(workers: int) -> Optional[multiprocessing.pool.Pool]:
+    """`workers` processes, started now with `WORKER_ENVIRONMENT` (None for 0: the work
+    runs in the calling thread). Close it with `pool.close(); pool.join()`.
+
+    Spawned, not forked: the evaluating process runs JAX's threads, which a fork copies in
+    an undefined state.
     """
     if workers == 0:
         return None
-    context = multiprocessing.get_context("spawn")
-    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
+    with _environment(WORKER_ENVIRONMENT):
+        return multiprocessing.get_context("spawn").Pool(workers)
 
 
 class OrderedWork:
@@ -38,7 +62,7 @@ class OrderedWork:
     def __init__(
         self,
         function: Callable[..., Any],
-        pool: Optional[concurrent.futures.Executor],
+        pool: Optional[multiprocessing.pool.Pool],
         workers: int,
     ):
         self._function = function
@@ -51,14 +75,14 @@ class OrderedWork:
         within the limit (in this thread: this one's result)."""
         if self._pool is None:
             return [self._function(*args)]
-        self._pending.append(self._pool.submit(self._function, *args))
+        self._pending.append(self._pool.apply_async(self._function, args))
         finished = []
         while len(self._pending) > self._limit:
-            finished.append(self._pending.popleft().result())
+            finished.append(self._pending.popleft().get())
         return finished
 
     def drain(self) -> list[Any]:
         """The results of everything still in flight, in submission order."""
-        finished = [future.result() for future in self._pending]
+        finished = [result.get() for result in self._pending]
         self._pending.clear()
         return finished
