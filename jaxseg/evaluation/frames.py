@@ -21,7 +21,8 @@ dataset's own frame, and what they are scored against:
 `to_results` maps one image's canvas detections into the frame as detectron2 does: boxes
 scaled by the inverse of the resize and clipped to the image, each mask's M x M
 probabilities pasted at its scaled box in the image's own pixels (bilinear), binarized, and
-RLE-encoded at once, so no full-size mask of a split is ever held.
+RLE-encoded from the pixels its box reaches (`coco.encode_region`), so no full-size mask is
+ever made.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from jaxseg.data import coco_json, coco_segmentation, geometry, shapes
-from jaxseg.evaluation.coco import coco_index, encode_column_major, ground_truth_to_coco
-from jaxseg.ops.mask_paste_host import paste_binary_mask
+from jaxseg.evaluation.coco import coco_index, encode_region, ground_truth_to_coco
+from jaxseg.ops.mask_paste_host import paste_binary_region
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,11 +131,12 @@ def image_results(
     probabilities = np.asarray(detections["mask_probabilities"])[keep]
     rles = []
     for box, mask in zip(boxes, probabilities):
-        buffer = np.zeros((placement.height, placement.width, 1), np.uint8, order="F")
-        paste_binary_mask(
-            mask, box, placement.height, placement.width, mask_threshold, out=buffer[..., 0]
+        rows, columns, region = paste_binary_region(
+            mask, box, placement.height, placement.width, mask_threshold
         )
-        rles.extend(encode_column_major(buffer))
+        rles.append(
+            encode_region(region, rows.start, columns.start, placement.height, placement.width)
+        )
     labels = np.asarray(detections["classes"])[keep]
     return FrameDetections(
         image_id=image_id,

@@ -86,10 +86,18 @@ def paste_binary_mask(
     column-major buffer for `pycocotools.mask.encode`) to write into and return instead;
     only the pixels the box can reach are written.
     """
-    rows, columns, values = _pasted_region(probabilities, box, height, width)
+    rows, columns, region = paste_binary_region(probabilities, box, height, width, threshold)
     if out is None:
         out = np.zeros((height, width), bool)
     elif out.shape != (height, width):
         raise ValueError(f"out must have shape {(height, width)}, got {out.shape}")
-    out[rows, columns] = values >= threshold
+    out[rows, columns] = region
     return out
+
+
+def paste_binary_region(probabilities, box, height: int, width: int, threshold: float = 0.5):
+    """`(rows, columns, region)`: the slices of the `[height, width]` image the box can
+    reach and `paste_binary_mask` there, bool `[rows, columns]`; the mask is False outside
+    them (empty slices when the box reaches no pixel)."""
+    rows, columns, values = _pasted_region(probabilities, box, height, width)
+    return rows, columns, values >= threshold
