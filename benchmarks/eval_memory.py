@@ -166,8 +166,8 @@ def _same(metrics: dict, reference: dict) -> bool:
 
 def _worker_counts(text: str) -> tuple[int, ...]:
     counts = tuple(int(part) for part in text.split(","))
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError(f"--workers={text}: positive counts, e.g. 1,2")
+    if not counts or min(counts) < 1 or len(set(counts)) < len(counts):
+        raise argparse.ArgumentTypeError(f"--workers={text}: distinct positive counts, e.g. 1,2")
     return counts
 
 

@@ -33,4 +33,7 @@ def test_a_size_too_small_for_the_objects_is_a_usage_error(capsys):
     assert "--size above 64" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         eval_memory.main(["--workers=0,2"])
-    assert "--workers=0,2: positive counts" in capsys.readouterr().err
+    assert "--workers=0,2: distinct positive counts" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        eval_memory.main(["--workers=1,1"])
+    assert "--workers=1,1: distinct" in capsys.readouterr().err
