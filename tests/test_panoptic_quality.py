@@ -189,6 +189,16 @@ def assert_equal_to_reference(ours, reference, categories):
                 assert value == pytest.approx(expected[name], abs=1e-9)
 
 
+def scored_as_panopticapi(tmp_path, truth, predictions) -> dict:
+    """`evaluate_files` of `truth` and `predictions` ([(image_id, ids, segments)]) written
+    under `tmp_path`, asserted equal to panopticapi's `reference_pq`."""
+    gt_json, gt_dir = write_split(tmp_path / "gt", truth, CATEGORIES)
+    pred_json, pred_dir = write_split(tmp_path / "pred", predictions, CATEGORIES)
+    ours = panoptic.evaluate_files(gt_json, gt_dir, pred_json, pred_dir, progress=False)
+    assert_equal_to_reference(ours, reference_pq(gt_json, gt_dir, pred_json, pred_dir), CATEGORIES)
+    return ours
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_equal_to_panopticapi_on_generated_predictions(tmp_path, seed):
     rng = np.random.default_rng(seed)
@@ -199,11 +209,7 @@ def test_equal_to_panopticapi_on_generated_predictions(tmp_path, seed):
         pred_ids, pred_segments = predicted_image(rng, gt_ids, gt_segments)
         truth.append((image_id, gt_ids, gt_segments))
         predictions.append((image_id, pred_ids, pred_segments))
-    gt_json, gt_dir = write_split(tmp_path / "gt", truth, CATEGORIES)
-    pred_json, pred_dir = write_split(tmp_path / "pred", predictions, CATEGORIES)
-    ours = panoptic.evaluate_files(gt_json, gt_dir, pred_json, pred_dir, progress=False)
-    reference = reference_pq(gt_json, gt_dir, pred_json, pred_dir)
-    assert_equal_to_reference(ours, reference, CATEGORIES)
+    ours = scored_as_panopticapi(tmp_path, truth, predictions)
     assert 0.1 < ours["pq"] < 0.9 and ours["n_things"] == 3 and ours["n_stuff"] == 3
 
 
@@ -227,10 +233,7 @@ def test_json_areas_unlike_pixel_counts_and_two_crowds_of_a_category_as_panoptic
         pred_ids, pred_segments = predicted_image(rng, gt_ids, gt_segments)
         truth.append((image_id, gt_ids, gt_segments))
         predictions.append((image_id, pred_ids, pred_segments))
-    gt_json, gt_dir = write_split(tmp_path / "gt", truth, CATEGORIES)
-    pred_json, pred_dir = write_split(tmp_path / "pred", predictions, CATEGORIES)
-    ours = panoptic.evaluate_files(gt_json, gt_dir, pred_json, pred_dir, progress=False)
-    assert_equal_to_reference(ours, reference_pq(gt_json, gt_dir, pred_json, pred_dir), CATEGORIES)
+    ours = scored_as_panopticapi(tmp_path, truth, predictions)
     assert 0.1 < ours["pq"] < 0.9
     with_two_crowds = sum(
         sum(s["iscrowd"] == 1 and s["category_id"] == 7 for s in segments) == 2

@@ -85,12 +85,13 @@ def test_metrics_equal_panopticapi_on_the_exported_files(finished_run):
 
 
 def test_evaluate_on_two_processes_writes_what_one_process_writes(finished_run, tmp_path):
-    """`jaxseg.evaluate` as 2 processes x 2 devices: each fuses and counts the 8 of the 16
-    images it fed; process 0 writes the metrics, JSONs and PNGs of one process over 4
-    devices, to the bit."""
+    """`jaxseg.evaluate --distributed` as 2 processes x 2 devices in the environment `srun`
+    gives (JAX's SLURM detection): each fuses and counts the 8 of the 16 images it fed;
+    process 0 writes the metrics, JSONs and PNGs of one process over 4 devices, to the
+    bit."""
     config, trained, _ = finished_run
     one_process, two_processes, logs = evaluate_in_one_and_two_processes(
-        config, trained, str(tmp_path), "train"
+        config, trained, str(tmp_path), "train", slurm=True
     )
     for index, log in enumerate(logs):
         assert f"process {index}: post-processed 8 of 16 images" in log, log[-2000:]
