@@ -1,6 +1,9 @@
 """jaxseg.evaluation.worker_pool: ordered results, bounded work in flight, and the same COCO
 results from worker processes as from the evaluation thread."""
 
+import os
+import signal
+
 import numpy as np
 
 from jaxseg.data import geometry
@@ -53,3 +56,24 @@ def test_two_worker_processes_give_the_evaluation_threads_results():
         np.testing.assert_array_equal(got.scores, want.scores)
         np.testing.assert_array_equal(got.category_ids, want.category_ids)
         assert set(got.category_ids.tolist()) <= {7, 9}
+
+
+def test_a_worker_sent_sigterm_carries_on_and_the_pool_closes():
+    """A scheduler's SIGTERM reaches the workers too: they ignore it (the evaluating process
+    decides), so the work sent to them still comes back."""
+    pool = worker_pool.process_pool(2)
+    try:
+        pids = set(pool.map(_pid, range(8)))
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        work = worker_pool.OrderedWork(pow, pool, 2)
+        found = [result for n in range(6) for result in work.submit(n, 2)] + work.drain()
+        assert found == [0, 1, 4, 9, 16, 25]
+        assert set(pool.map(_pid, range(8))) <= pids  # the same processes, none replaced
+    finally:
+        pool.close()
+        pool.join()
+
+
+def _pid(_) -> int:
+    return os.getpid()

@@ -9,11 +9,13 @@ Processes, not threads: pycocotools' RLE encoder holds the GIL.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import contextlib
 import multiprocessing
 import multiprocessing.pool
 import os
+import signal
 from typing import Any, Callable, Iterator, Optional
 
 # Images in flight per worker: one being worked on, one waiting.
@@ -41,9 +43,24 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def _ignore_stop_signals() -> None:
+    """A worker leaves SIGINT and SIGTERM to the evaluating process. A scheduler's SIGTERM
+    reaches every process of a job: the workers carry on with the pass, so the run can
+    finish it and checkpoint (`jaxseg.preemption`) instead of waiting for the lost
+    results of a killed worker. A worker ends when its pool is closed or its parent dies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _close(pool: multiprocessing.pool.Pool) -> None:
+    pool.close()
+    pool.join()
+
+
 def process_pool(workers: int) -> Optional[multiprocessing.pool.Pool]:
     """`workers` processes, started now with `WORKER_ENVIRONMENT` (None for 0: the work
-    runs in the calling thread). Close it with `pool.close(); pool.join()`.
+    runs in the calling thread). They ignore SIGINT and SIGTERM; the pool is closed when
+    the process exits, or before with `pool.close(); pool.join()`.
 
     Spawned, not forked: the evaluating process runs JAX's threads, which a fork copies in
     an undefined state.
@@ -51,7 +68,9 @@ def process_pool(workers: int) -> Optional[multiprocessing.pool.Pool]:
     if workers == 0:
         return None
     with _environment(WORKER_ENVIRONMENT):
-        return multiprocessing.get_context("spawn").Pool(workers)
+        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_ignore_stop_signals)
+    atexit.register(_close, pool)
+    return pool
 
 
 class OrderedWork:
