@@ -1,5 +1,6 @@
 """launch/: the SLURM script parses, runs the README's command with JAX's detection, and
-requeues itself until the run has finished (srun and scontrol stubbed)."""
+requeues itself until the run has finished (srun and scontrol stubbed); the TPU pod
+script runs that command on every worker (gcloud stubbed)."""
 
 import os
 import re
@@ -10,6 +11,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SBATCH = os.path.join(REPO, "launch", "slurm_gpu.sbatch")
+TPU_POD = os.path.join(REPO, "launch", "tpu_pod.sh")
 
 
 def _directives() -> dict[str, str]:
@@ -66,3 +68,25 @@ def test_it_runs_the_job_then_requeues_unless_the_run_finished(tmp_path, finishe
     without_workdir = {k: v for k, v in env.items() if k != "WORKDIR"}
     failed = subprocess.run(["bash", SBATCH], env=without_workdir, cwd=REPO, capture_output=True, text=True)
     assert failed.returncode != 0 and "set WORKDIR" in failed.stderr
+
+
+def test_the_tpu_script_runs_the_command_on_every_worker(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _stub(bin_dir, "gcloud")
+    calls = tmp_path / "calls"
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", CALLS=str(calls),
+               TPU="slice", ZONE="zone-a", WORKDIR="gs://bucket/run")
+    for overrides in ([], ["--config.data.root=/mnt/my coco"]):
+        calls.unlink(missing_ok=True)
+        subprocess.run(["bash", TPU_POD, *overrides], env=env, cwd=REPO, check=True)
+        expected = (
+            "gcloud compute tpus tpu-vm ssh slice --zone=zone-a --worker=all --command=cd ~/jaxseg && "
+            ".venv/bin/python -m jaxseg.main --config=configs/mask_rcnn_coco.py --workdir=gs://bucket/run "
+            "--distributed --config.model.fast_cpu_ops=False"
+        )
+        if overrides:
+            expected += " --config.data.root=/mnt/my\\ coco"
+        assert calls.read_text().splitlines() == [expected]
+    failed = subprocess.run(["bash", TPU_POD], env={**env, "TPU": ""}, cwd=REPO, capture_output=True, text=True)
+    assert failed.returncode != 0 and "set TPU" in failed.stderr
