@@ -3,6 +3,7 @@ mask decoded by pycocotools at the image's size, resized by `geometry.resize_nea
 the canvas, painted in order into the semantic map, boxes the masks' tight boxes."""
 
 import io
+import pickle
 import os
 
 import numpy as np
@@ -216,3 +217,34 @@ def test_a_worker_process_makes_the_same_batches_of_source_records():
             np.testing.assert_array_equal(here[name], there[name], err_msg=name)
     for stream in streams:
         stream.close()
+
+
+class _CountingRecords(list):
+    """Records that count the reads of each index."""
+
+    def __init__(self, records):
+        super().__init__(records)
+        self.reads = [0] * len(records)
+
+    def __getitem__(self, index):
+        self.reads[index] += 1
+        return super().__getitem__(index)
+
+
+def test_each_examples_id_and_placement_cost_one_read_of_its_record():
+    """Evaluation asks every example's id and placement, in frames and per batch: the
+    record (image bytes and masks) is read for them once."""
+    rng = np.random.default_rng(5)
+    sizes = [(30, 44), (40, 24), (16, 16)]
+    records = _CountingRecords([_record(rng, h, w, 2)[0] for h, w in sizes])
+    fit = geometry.Fit(64)
+    ids = [int(record["image_id"]) for record in list.__iter__(records)]
+    source = pipeline.DecodedSource(records, fit=fit, ignore_label=IGNORE)
+    for _ in range(3):
+        for index, size in enumerate(sizes):
+            assert source.placement(index) == geometry.placement(size, fit)
+            assert source.image_id(index) == ids[index]
+    # Each index read once, and index 0 once more for the kind of records (`keeps_source`).
+    assert records.reads == [2, 1, 1]
+    copy = pickle.loads(pickle.dumps(source))
+    assert copy.placement(2) == source.placement(2)  # a worker's copy reads its own

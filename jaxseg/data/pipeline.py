@@ -117,6 +117,8 @@ class DecodedSource:
         self._ignore_label = int(ignore_label)
         self._cache = [None] * len(records) if cache else None
         self._keeps_source = None  # known at the first read
+        # Per index of records that keep the source: (image id, placement), read once.
+        self._geometry: dict[int, tuple[int, geometry.Placement]] = {}
 
     def __len__(self) -> int:
         return len(self._records)
@@ -126,6 +128,7 @@ class DecodedSource:
         state = dict(self.__dict__)
         if state["_cache"] is not None:
             state["_cache"] = [None] * len(state["_records"])
+        state["_geometry"] = {}
         return state
 
     @property
@@ -183,17 +186,27 @@ class DecodedSource:
             raise ValueError("records that keep the source files need the fit to read them at")
         return self._fit
 
+    def _source_geometry(self, index: int) -> tuple[int, geometry.Placement]:
+        """(image id, placement) of example `index` of records that keep the source: the
+        record is read for them once (evaluation asks for both of every example)."""
+        index = self._checked(index)
+        if index not in self._geometry:
+            record = self._records[index]
+            self._geometry[index] = (
+                int(record["image_id"]), coco_records.record_placement(record, self._source_fit())
+            )
+        return self._geometry[index]
+
     def image_id(self, index: int) -> int:
         """The dataset's id of example `index` (see the class docstring)."""
         if self.keeps_source:
-            return int(self._records[self._checked(index)]["image_id"])
+            return self._source_geometry(index)[0]
         return self._checked_compact(index)[5]
 
     def placement(self, index: int) -> geometry.Placement:
         """Where example `index`'s source image lies on the canvas."""
         if self.keeps_source:
-            record = self._records[self._checked(index)]
-            return coco_records.record_placement(record, self._source_fit())
+            return self._source_geometry(index)[1]
         return self._checked_compact(index)[6]
 
     def fitted(self, index: int, fit: geometry.Fit) -> dict[str, np.ndarray]:
