@@ -1,6 +1,6 @@
 """Host memory and time of instance evaluation in the dataset's frame, at 1024 x 1024.
 
-The host half of an instance evaluation: per image, `frames.to_results` maps 100
+The host half of an instance evaluation: per image, `frames.image_results` maps 100
 detections from the model's canvas into the image's frame (boxes scaled, each 28x28 mask
 pasted at the image's size, binarized and RLE-encoded at once) and `COCOEvaluator.add`
 keeps them; then pycocotools scores boxes and masks. The detections are synthetic (random

@@ -266,9 +266,6 @@ def test_a_box_empty_once_scaled_to_the_image_is_dropped_as_detectron2_drops_it(
     assert canvas_boxes[0, 2] > canvas_boxes[0, 0]
     scaled = placement.boxes_to_image(canvas_boxes)
     assert scaled[0, 2] == scaled[0, 0] and scaled[1, 2] > scaled[1, 0]
-    frame = frames.InstanceFrame(
-        ground_truth={}, image_ids=(42,), category_ids=(0, 7), placements=(placement,)
-    )
     detections = {
         "boxes": canvas_boxes,
         "scores": np.array([0.9, 0.8], np.float32),
@@ -276,7 +273,7 @@ def test_a_box_empty_once_scaled_to_the_image_is_dropped_as_detectron2_drops_it(
         "mask_probabilities": np.ones((2, 14, 14), np.float32),
         "valid": np.array([True, True]),
     }
-    found = frames.to_results(frame, 0, detections, 0.5)
+    found = frames.image_results(placement, 42, (0, 7), detections, 0.5)
     np.testing.assert_array_equal(found.scores, detections["scores"][1:])
     np.testing.assert_array_equal(found.boxes, scaled[1:])
     assert found.image_id == 42 and found.category_ids.tolist() == [7] and len(found.rles) == 1

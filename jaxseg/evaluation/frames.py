@@ -18,7 +18,7 @@ dataset's own frame, and what they are scored against:
   the dataset gives them at that size (`jaxseg.data.catalog_truth`), crowd regions included,
   with COCO's category ids.
 
-`to_results` maps one image's canvas detections into the frame as detectron2 does: boxes
+`image_results` maps one image's canvas detections into the frame as detectron2 does: boxes
 scaled by the inverse of the resize and clipped to the image, each mask's M x M
 probabilities pasted at its scaled box in the image's own pixels (bilinear), binarized, and
 RLE-encoded from the pixels its box reaches (`coco.encode_region`), so no full-size mask is
@@ -91,17 +91,6 @@ class FrameDetections:
     rles: list
 
 
-def to_results(
-    frame: InstanceFrame, index: int, detections: dict, mask_threshold: float
-) -> FrameDetections:
-    """The detections of example `index` on its canvas, in `frame` (`image_results` with
-    the example's placement and ids)."""
-    return image_results(
-        frame.placements[index], frame.image_ids[index], frame.category_ids, detections,
-        mask_threshold,
-    )
-
-
 def image_results(
     placement: geometry.Placement,
     image_id: int,
@@ -109,9 +98,9 @@ def image_results(
     detections: dict,
     mask_threshold: float,
 ) -> FrameDetections:
-    """One image's detections on its canvas, in its own pixels (what a worker process
-    does for `to_results`: small arguments, no frame). Detections whose box is empty once
-    in the image's pixels are dropped.
+    """One image's detections on its canvas, in its own pixels, with its id and category
+    ids in the frame (small arguments: a worker process's work). Detections whose box is
+    empty once in the image's pixels are dropped.
 
     Args:
       placement: where the image lies on its canvas.

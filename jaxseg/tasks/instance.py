@@ -86,7 +86,7 @@ class InstanceSegmentation(Task):
         """Detections of an RGB uint8 image `[H, W, 3]` of any size, in its pixels.
 
         The image is prepared as the data pipeline does (`model_input`); the detections
-        are mapped back as evaluation maps them (`frames.to_results`): boxes scaled back
+        are mapped back as evaluation maps them (`frames.image_results`): boxes scaled back
         and clipped to the image, masks pasted at the scaled boxes in the image's pixels
         and binarized at the model's `mask_threshold`.
 
