@@ -26,6 +26,7 @@ from jaxseg.data import catalog, geometry, pipeline
 from jaxseg.data.coco_categories import COCO_STUFF_CLASS_NAMES
 from jaxseg.data.sources import catalog as catalog_source
 from jaxseg.tasks.instance import InstanceSegmentation
+from tests.helpers.detections import empty_detections
 from tests.test_train import apply_overrides
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
@@ -405,14 +406,7 @@ def test_coco_perfect_detections_score_ap_one_in_the_source_frame(coco_dir):
         evaluation = task.new_evaluation(source)
     truth = task.frame(source).ground_truth
     slots = 4
-    outputs = {
-        "boxes": np.zeros((2, slots, 4), np.float32),
-        "scores": np.zeros((2, slots), np.float32),
-        "classes": np.zeros((2, slots), np.int32),
-        "mask_probabilities": np.ones((2, slots, 28, 28), np.float32),
-        "valid": np.zeros((2, slots), bool),
-        "index": np.arange(2, dtype=np.int32),
-    }
+    outputs = {**empty_detections(2, slots, 28), "index": np.arange(2, dtype=np.int32)}
     labels = {coco_id: label for label, coco_id in enumerate(task.frame(source).category_ids)}
     for row in range(2):
         placement = source.placement(row)

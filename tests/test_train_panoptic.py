@@ -15,6 +15,7 @@ from jaxseg.tasks.panoptic import PanopticSegmentation
 from jaxseg.config_files import load_config_file
 from jaxseg.evaluation import panoptic
 from jaxseg.metric_writer import read_history
+from tests.helpers.detections import empty_detections
 from tests.helpers.evaluate_processes import evaluate_in_one_and_two_processes
 from tests.test_coco_panoptic_folder import SIZES, folder_data_config, panoptic_image
 from tests.test_panoptic_quality import reference_pq
@@ -154,11 +155,7 @@ def _perfect_outputs(example: dict, index: int, slots: int = 4) -> dict:
     thing at its tight box on the canvas, masks all ones, and its semantic labels (floor,
     label 2, on VOID and padding)."""
     outputs = {
-        "boxes": np.zeros((1, slots, 4), np.float32),
-        "scores": np.zeros((1, slots), np.float32),
-        "classes": np.zeros((1, slots), np.int32),
-        "mask_probabilities": np.ones((1, slots, 14, 14), np.float32),
-        "valid": np.zeros((1, slots), bool),
+        **empty_detections(1, slots, 14),
         # The head predicts a class everywhere: floor on VOID (outside every union).
         "semantic": np.where(example["semantic"] == 255, 2, example["semantic"])[None].astype(np.int32),
         "index": np.asarray([index], np.int32),
