@@ -2,8 +2,9 @@
 devices vs 1 x 4.
 
 For each task (U-Net, Mask R-CNN) a tiny run through `train.run_training` as two processes
-joined on localhost must end where the same run as one process over the same 4 devices
-ends: per-step losses, final params and batch statistics, and every validation metric
+joined on localhost (the U-Net's by JAX's SLURM detection in the environment `srun` sets,
+Mask R-CNN's by an explicit coordinator) must end where the same run as one process over
+the same 4 devices ends: per-step losses, final params and batch statistics, and every validation metric
 (the COCO APs for Mask R-CNN), and both processes must hold the same values.
 
 Mask R-CNN's params are compared by how far training moved them: gloo sums the gradients
@@ -27,7 +28,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.evaluate_processes import (
-    evaluate_in_one_and_two_processes, free_port, run_processes
+    evaluate_in_one_and_two_processes, free_port, run_processes, slurm_environment
 )
 from tests.helpers.subprocess_env import host_devices_env
 
@@ -45,6 +46,8 @@ ALWAYS_LOGGED = "loss/loss"
 # Per task, the largest ||two-process - one-process|| / ||one-process - initial|| of a
 # final param or batch statistic; None: equal to 1e-5 like the losses.
 UPDATE_TOLERANCE = {"unet": None, "mask_rcnn": 0.1}
+# Tasks whose two processes join by JAX's SLURM detection (`--distributed` under srun).
+JOINED_BY_SLURM_DETECTION = ("unet",)
 
 
 def _load(path) -> dict:
@@ -53,14 +56,25 @@ def _load(path) -> dict:
 
 
 def _run_two_processes(task: str, workdir: str, data_dir: str, outputs: list[str]) -> None:
-    """Runs the worker as processes 0 and 1 of a 2-process job."""
-    coordinator = f"127.0.0.1:{free_port()}"
+    """Runs the worker as processes 0 and 1 of a 2-process job: the U-Net joined as JAX
+    detects a job in the environment `srun` sets, Mask R-CNN by an explicit coordinator."""
     commands = [
         [sys.executable, WORKER, task, workdir, data_dir, output, str(STEPS[task])]
-        + [coordinator, "2", str(index)]
-        for index, output in enumerate(outputs)
+        for output in outputs
     ]
-    run_processes(commands, host_devices_env(2))
+    if task in JOINED_BY_SLURM_DETECTION:
+        job = slurm_environment(0, 2)
+        environments = [
+            {**host_devices_env(2), **job, "SLURM_PROCID": str(index), "SLURM_LOCALID": str(index)}
+            for index in range(2)
+        ]
+        run_processes([command + ["detect"] for command in commands], environments)
+        return
+    coordinator = f"127.0.0.1:{free_port()}"
+    run_processes(
+        [command + [coordinator, "2", str(index)] for index, command in enumerate(commands)],
+        host_devices_env(2),
+    )
 
 
 def _assert_within_update(actual, reference, initial, tolerance: float, name: str) -> None:

@@ -72,7 +72,9 @@ def keeping_initial_arrays(initial: dict):
 
 def main(argv):
     task, workdir, data_dir, out_path, num_steps = argv[1:6]
-    if len(argv) > 6:
+    if argv[6:] == ["detect"]:
+        sharding.initialize_distributed()
+    elif len(argv) > 6:
         coordinator, num_processes, process_id = argv[6:9]
         sharding.initialize_distributed(coordinator, int(num_processes), int(process_id))
     steps = int(num_steps)

@@ -1,7 +1,9 @@
 """A checkpoint evaluated by `jaxseg.evaluate` as 2 processes x 2 host devices and in this
 process over 4 devices (tests/test_multiprocess.py, tests/test_train_panoptic.py)."""
 
+import errno
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -19,11 +21,15 @@ def free_port() -> int:
 
 
 def _is_free(port: int) -> bool:
-    with socket.socket() as sock:
+    """Whether `port` can be bound on every address, IPv4 and IPv6 (a coordinator binds
+    them all)."""
+    for family, host in ((socket.AF_INET, ""), (socket.AF_INET6, "::")):
         try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
+            with socket.socket(family) as sock:
+                sock.bind((host, port))
+        except OSError as error:  # taken, or (IPv6) not available on this host
+            if family == socket.AF_INET or error.errno == errno.EADDRINUSE:
+                return False
     return True
 
 
@@ -58,7 +64,9 @@ SLURM_PORTS = 65535 - 2**12 + 1
 def slurm_environment(process_id: int, num_processes: int) -> dict[str, str]:
     """What `srun` sets that JAX's SLURM detection reads (jax._src.clusters.SlurmCluster),
     for a one-node job step on this host; the job id picks a free coordinator port."""
-    port = next(port for port in range(SLURM_PORTS, 65536) if _is_free(port))
+    ports = list(range(SLURM_PORTS, 65536))
+    random.shuffle(ports)  # apart from other jobs' coordinators, which may linger
+    port = next(port for port in ports if _is_free(port))
     return {
         "SLURM_JOB_ID": str(port - SLURM_PORTS), "SLURM_STEP_NODELIST": "localhost",
         "SLURM_STEP_NUM_NODES": "1", "SLURM_NTASKS": str(num_processes),
